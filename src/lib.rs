@@ -1,0 +1,7 @@
+//! ringflare: a drop-in, thread-per-core replacement for cloudflared's tunnel connector.
+//!
+//! Layout (dependency direction is top to bottom; pure modules never import I/O modules):
+//! - pure: `config`, `ingress`, `proto`
+//! - I/O: `edge`, `proxy`, `runtime`, `control`
+//! - entry: `cli` and `main.rs`
+#![forbid(unsafe_code)]
