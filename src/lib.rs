@@ -4,4 +4,4 @@
 //! - pure: `config`, `ingress`, `proto`
 //! - I/O: `edge`, `proxy`, `runtime`, `control`
 //! - entry: `cli` and `main.rs`
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
