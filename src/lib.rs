@@ -6,3 +6,4 @@
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
 pub mod config;
+pub mod ingress;
