@@ -7,3 +7,6 @@
 #![deny(unsafe_code)]
 pub mod config;
 pub mod ingress;
+pub mod cli;
+pub mod control;
+pub mod logging;

@@ -1,1 +1,29 @@
-fn main(){}
+//! The `ringflare` binary: parses the command line and hands off to the library.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use ringflare::cli::{self, Command, Outcome, help};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let outcome = match argv.first().map(String::as_str) {
+        None | Some("help" | "--help" | "-h") => Outcome::success(help::root_help()),
+        Some("version" | "--version" | "-v" | "-version") => Outcome::success(format!("{}\n", help::version_line())),
+        Some("tunnel") => match cli::tunnel(&argv[1..], env) {
+            Command::Done(outcome) => outcome,
+            Command::TunnelRun(_) => Outcome::failure(
+                String::new(),
+                "tunnel run: the connector is not available in this build yet".into(),
+            ),
+        },
+        Some(other) => Outcome::usage(format!("Incorrect Usage: unknown command '{other}'"), ""),
+    };
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    ExitCode::from(u8::try_from(outcome.code).unwrap_or(1))
+}
