@@ -15,10 +15,16 @@ fn ingress(n: usize) -> Ingress {
     let mut yaml = String::with_capacity(n * 70);
     yaml.push_str("ingress:\n");
     for i in 0..n {
-        yaml.push_str(&format!("  - hostname: host{i}.example.com\n    service: http://10.0.{}.{}:80\n", i / 250 % 250, i % 250));
+        yaml.push_str(&format!(
+            "  - hostname: host{i}.example.com\n    service: http://10.0.{}.{}:80\n",
+            i / 250 % 250,
+            i % 250
+        ));
     }
     yaml.push_str("  - hostname: \"*.apps.example.com\"\n    service: http://10.1.0.1:80\n");
-    yaml.push_str("  - hostname: api.example.com\n    path: ^/v[0-9]+/\n    service: http://10.1.0.2:80\n");
+    yaml.push_str(
+        "  - hostname: api.example.com\n    path: ^/v[0-9]+/\n    service: http://10.1.0.2:80\n",
+    );
     yaml.push_str("  - service: http_status:404\n");
     let file = parse_config(&yaml, Path::new("bench.yml")).expect("yaml");
     Ingress::from_config(&file.raw).expect("valid")
@@ -41,9 +47,11 @@ fn lookups(c: &mut Criterion) {
                 b.iter(|| table.find(black_box(host), black_box(path)))
             });
             if n <= 1_000 {
-                group.bench_with_input(BenchmarkId::new(format!("linear/{name}"), n), &n, |b, _| {
-                    b.iter(|| ing.find_linear(black_box(host), black_box(path)))
-                });
+                group.bench_with_input(
+                    BenchmarkId::new(format!("linear/{name}"), n),
+                    &n,
+                    |b, _| b.iter(|| ing.find_linear(black_box(host), black_box(path))),
+                );
             }
         }
     }

@@ -5,8 +5,8 @@
 //! - I/O: `edge`, `proxy`, `runtime`, `control`
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
-pub mod config;
-pub mod ingress;
 pub mod cli;
+pub mod config;
 pub mod control;
+pub mod ingress;
 pub mod logging;

@@ -60,22 +60,34 @@ impl Log for Logger {
         fields.0.sort_by(|a, b| a.0.cmp(&b.0));
         let message = record.args().to_string();
         if self.json_console {
-            let _ = writeln!(std::io::stderr().lock(), "{}", json_line(record.level(), &time, &message, &fields.0));
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                json_line(record.level(), &time, &message, &fields.0)
+            );
         } else {
-            let _ = writeln!(std::io::stderr().lock(), "{}", console_line(record.level(), &time, &message, &fields.0));
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                console_line(record.level(), &time, &message, &fields.0)
+            );
         }
-        if let Some(file) = &self.file {
-            if let Ok(mut f) = file.lock() {
-                let _ = writeln!(f, "{}", json_line(record.level(), &time, &message, &fields.0));
-            }
+        if let Some(file) = &self.file
+            && let Ok(mut f) = file.lock()
+        {
+            let _ = writeln!(
+                f,
+                "{}",
+                json_line(record.level(), &time, &message, &fields.0)
+            );
         }
     }
 
     fn flush(&self) {
-        if let Some(file) = &self.file {
-            if let Ok(mut f) = file.lock() {
-                let _ = f.flush();
-            }
+        if let Some(file) = &self.file
+            && let Ok(mut f) = file.lock()
+        {
+            let _ = f.flush();
         }
     }
 }
@@ -132,7 +144,10 @@ fn json_line(level: Level, time: &str, message: &str, fields: &[(String, String)
 
 /// `2006-01-02T15:04:05Z` in UTC, without a date library.
 pub fn rfc3339_utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let (y, m, d) = civil_from_days(days);
     format!(
@@ -164,13 +179,24 @@ mod tests {
 
     #[test]
     fn formats_like_zerolog_console() {
-        let fields = vec![("connIndex".to_owned(), "0".to_owned()), ("ip".to_owned(), "127.0.0.1".to_owned())];
+        let fields = vec![
+            ("connIndex".to_owned(), "0".to_owned()),
+            ("ip".to_owned(), "127.0.0.1".to_owned()),
+        ];
         assert_eq!(
-            console_line(Level::Info, "2025-05-01T00:00:00Z", "Registered tunnel connection", &fields),
+            console_line(
+                Level::Info,
+                "2025-05-01T00:00:00Z",
+                "Registered tunnel connection",
+                &fields
+            ),
             "2025-05-01T00:00:00Z INF Registered tunnel connection connIndex=0 ip=127.0.0.1"
         );
         let json = json_line(Level::Warn, "t", "m", &fields);
-        assert_eq!(json, r#"{"connIndex":"0","ip":"127.0.0.1","level":"warn","message":"m","time":"t"}"#);
+        assert_eq!(
+            json,
+            r#"{"connIndex":"0","ip":"127.0.0.1","level":"warn","message":"m","time":"t"}"#
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     let outcome = match argv.first().map(String::as_str) {
         None | Some("help" | "--help" | "-h") => Outcome::success(help::root_help()),
-        Some("version" | "--version" | "-v" | "-version") => Outcome::success(format!("{}\n", help::version_line())),
+        Some("version" | "--version" | "-v" | "-version") => {
+            Outcome::success(format!("{}\n", help::version_line()))
+        }
         Some("tunnel") => match cli::tunnel(&argv[1..], env) {
             Command::Done(outcome) => outcome,
             Command::TunnelRun(_) => Outcome::failure(

@@ -45,7 +45,11 @@ fn validate_ok() {
 #[test]
 fn validate_failure_prints_validation_failed_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "c.yml", "ingress:\n  - hostname: a.com\n    service: http://x\n");
+    let cfg = write(
+        dir.path(),
+        "c.yml",
+        "ingress:\n  - hostname: a.com\n    service: http://x\n",
+    );
     let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "validate"], &[]);
     assert_eq!(r.stdout, format!("Validating rules from {cfg}\n"));
     assert_eq!(
@@ -58,7 +62,11 @@ fn validate_failure_prints_validation_failed_and_exits_1() {
 #[test]
 fn validate_unknown_keys_warns_instead_of_ok() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "c.yml", "ingress:\n  - service: http://x\n    originRequest:\n      noTlsVerify: true\n");
+    let cfg = write(
+        dir.path(),
+        "c.yml",
+        "ingress:\n  - service: http://x\n    originRequest:\n      noTlsVerify: true\n",
+    );
     let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "validate"], &[]);
     assert_eq!(
         r.stdout,
@@ -73,7 +81,10 @@ fn validate_unknown_keys_warns_instead_of_ok() {
 fn validate_with_url_flag_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "c.yml", GOOD);
-    let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "validate"], &[("TUNNEL_URL", "http://x")]);
+    let r = ringflare(
+        &["tunnel", "--config", &cfg, "ingress", "validate"],
+        &[("TUNNEL_URL", "http://x")],
+    );
     assert_eq!(
         r.stderr,
         "You can't set the --url flag (or $TUNNEL_URL) when using multiple-origin ingress rules\n"
@@ -110,23 +121,63 @@ fn default_search_path_finds_home_cloudflared() {
         .env("HOME", home.path())
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("Validating rules from {cfg}\nOK\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Validating rules from {cfg}\nOK\n")
+    );
 }
 
 #[test]
 fn rule_prints_zero_based_match_and_details() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "config.yml", GOOD);
-    let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "rule", "https://x.b.example.com/api/v1"], &[]);
+    let r = ringflare(
+        &[
+            "tunnel",
+            "--config",
+            &cfg,
+            "ingress",
+            "rule",
+            "https://x.b.example.com/api/v1",
+        ],
+        &[],
+    );
     assert_eq!(
         r.stdout,
-        format!("Using rules from {cfg}\nMatched rule #1\n\thostname: *.b.example.com\n\tpath: ^/api\n\tservice: https://localhost:8443\n")
+        format!(
+            "Using rules from {cfg}\nMatched rule #1\n\thostname: *.b.example.com\n\tpath: ^/api\n\tservice: https://localhost:8443\n"
+        )
     );
     assert_eq!(r.code, 0);
-    let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "rule", "https://a.example.com:8443/"], &[]);
-    assert!(r.stdout.ends_with("Matched rule #0\n\thostname: a.example.com\n\tservice: http://localhost:8000\n"));
-    let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "rule", "http://elsewhere/"], &[]);
-    assert!(r.stdout.ends_with("Matched rule #2\n\tservice: http_status:404\n"));
+    let r = ringflare(
+        &[
+            "tunnel",
+            "--config",
+            &cfg,
+            "ingress",
+            "rule",
+            "https://a.example.com:8443/",
+        ],
+        &[],
+    );
+    assert!(r.stdout.ends_with(
+        "Matched rule #0\n\thostname: a.example.com\n\tservice: http://localhost:8000\n"
+    ));
+    let r = ringflare(
+        &[
+            "tunnel",
+            "--config",
+            &cfg,
+            "ingress",
+            "rule",
+            "http://elsewhere/",
+        ],
+        &[],
+    );
+    assert!(
+        r.stdout
+            .ends_with("Matched rule #2\n\tservice: http_status:404\n")
+    );
 }
 
 #[test]
@@ -134,22 +185,40 @@ fn rule_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "config.yml", GOOD);
     let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "rule"], &[]);
-    assert_eq!(r.stderr, "cloudflared tunnel rule expects a single argument, the URL to test\n");
+    assert_eq!(
+        r.stderr,
+        "cloudflared tunnel rule expects a single argument, the URL to test\n"
+    );
     assert_eq!(r.code, 1);
-    let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "rule", "example.com"], &[]);
-    assert_eq!(r.stderr, "example.com doesn't have a hostname, consider adding a scheme\n");
+    let r = ringflare(
+        &["tunnel", "--config", &cfg, "ingress", "rule", "example.com"],
+        &[],
+    );
+    assert_eq!(
+        r.stderr,
+        "example.com doesn't have a hostname, consider adding a scheme\n"
+    );
     assert_eq!(r.code, 1);
-    let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "rule", "http://a b/"], &[]);
+    let r = ringflare(
+        &["tunnel", "--config", &cfg, "ingress", "rule", "http://a b/"],
+        &[],
+    );
     assert_eq!(r.stderr, "http://a b/ is not a valid URL\n");
 }
 
 #[test]
 fn yaml_errors_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "c.yml", "ingress:\n  - service: http://x\n    originRequest:\n      connectTimeout: 30\n");
+    let cfg = write(
+        dir.path(),
+        "c.yml",
+        "ingress:\n  - service: http://x\n    originRequest:\n      connectTimeout: 30\n",
+    );
     let r = ringflare(&["tunnel", "--config", &cfg, "ingress", "validate"], &[]);
     assert!(
-        r.stderr.starts_with(&format!("error parsing YAML in config file at {cfg}: line 4")),
+        r.stderr.starts_with(&format!(
+            "error parsing YAML in config file at {cfg}: line 4"
+        )),
         "{}",
         r.stderr
     );
@@ -158,15 +227,30 @@ fn yaml_errors_name_file_and_line() {
 
 #[test]
 fn missing_explicit_config_is_an_error() {
-    let r = ringflare(&["tunnel", "--config", "/nonexistent/c.yml", "ingress", "validate"], &[]);
-    assert_eq!(r.stderr, "open /nonexistent/c.yml: no such file or directory\n");
+    let r = ringflare(
+        &[
+            "tunnel",
+            "--config",
+            "/nonexistent/c.yml",
+            "ingress",
+            "validate",
+        ],
+        &[],
+    );
+    assert_eq!(
+        r.stderr,
+        "open /nonexistent/c.yml: no such file or directory\n"
+    );
     assert_eq!(r.code, 1);
 }
 
 #[test]
 fn usage_errors_exit_255() {
     let r = ringflare(&["tunnel", "--nope", "ingress", "validate"], &[]);
-    assert_eq!(r.stderr, "Incorrect Usage: flag provided but not defined: -nope\nSee 'ringflare tunnel --help'.\n");
+    assert_eq!(
+        r.stderr,
+        "Incorrect Usage: flag provided but not defined: -nope\nSee 'ringflare tunnel --help'.\n"
+    );
     assert_eq!(r.code, 255);
 }
 
@@ -177,6 +261,9 @@ fn version_and_help() {
     let r = ringflare(&["tunnel", "run", "--help"], &[]);
     assert!(r.stdout.contains("--token"));
     assert!(r.stdout.contains("$TUNNEL_TOKEN"));
-    assert!(!r.stdout.contains("--edge "), "tunnel flags are not listed under run");
+    assert!(
+        !r.stdout.contains("--edge "),
+        "tunnel flags are not listed under run"
+    );
     assert_eq!(r.code, 0);
 }

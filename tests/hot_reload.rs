@@ -40,7 +40,13 @@ fn manual_reload_applies_and_rejects() {
 
     let held = shared.load();
     std::fs::write(&path, V2).unwrap();
-    assert_eq!(reloader.reload(Trigger::Manual), ReloadEvent::Applied { generation: 1, rules: 3 });
+    assert_eq!(
+        reloader.reload(Trigger::Manual),
+        ReloadEvent::Applied {
+            generation: 1,
+            rules: 3
+        }
+    );
     assert_eq!(rule_for(&shared, "b.com"), Matched::Rule(RuleIndex(0)));
     // A request that loaded the old table before the swap still sees the old one.
     assert_eq!(held.find("b.com", "/"), Matched::Rule(RuleIndex(1)));
@@ -49,15 +55,27 @@ fn manual_reload_applies_and_rejects() {
     match reloader.reload(Trigger::Manual) {
         ReloadEvent::Rejected { error, line } => {
             assert_eq!(line, 3);
-            assert!(error.starts_with(&format!("{}:3: ", path.display())), "{error}");
-            assert!(error.contains("The last ingress rule must match all URLs"), "{error}");
+            assert!(
+                error.starts_with(&format!("{}:3: ", path.display())),
+                "{error}"
+            );
+            assert!(
+                error.contains("The last ingress rule must match all URLs"),
+                "{error}"
+            );
         }
         other => panic!("expected rejection, got {other:?}"),
     }
-    assert_eq!(rule_for(&shared, "b.com"), Matched::Rule(RuleIndex(0)), "running table kept");
+    assert_eq!(
+        rule_for(&shared, "b.com"),
+        Matched::Rule(RuleIndex(0)),
+        "running table kept"
+    );
 
     std::fs::write(&path, "ingress: [\n").unwrap();
-    assert!(matches!(reloader.reload(Trigger::Manual), ReloadEvent::Rejected { line, .. } if line >= 1));
+    assert!(
+        matches!(reloader.reload(Trigger::Manual), ReloadEvent::Rejected { line, .. } if line >= 1)
+    );
 }
 
 #[test]
@@ -67,17 +85,27 @@ fn sighup_and_file_change_trigger_reloads() {
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     // Polling off first: only the signal can trigger.
-    let reloader = Reloader::new(path.clone(), Arc::clone(&shared), Some(V1), builder()).with_events(tx);
+    let reloader =
+        Reloader::new(path.clone(), Arc::clone(&shared), Some(V1), builder()).with_events(tx);
     let handle = reloader.spawn(Duration::ZERO, Arc::clone(&stop)).unwrap();
 
     std::fs::write(&path, V2).unwrap();
     signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
-    assert_eq!(rx.recv_timeout(WAIT).unwrap(), ReloadEvent::Applied { generation: 1, rules: 3 });
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        ReloadEvent::Applied {
+            generation: 1,
+            rules: 3
+        }
+    );
     assert_eq!(rule_for(&shared, "b.com"), Matched::Rule(RuleIndex(0)));
 
     std::fs::write(&path, BAD).unwrap();
     signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
-    assert!(matches!(rx.recv_timeout(WAIT).unwrap(), ReloadEvent::Rejected { line: 3, .. }));
+    assert!(matches!(
+        rx.recv_timeout(WAIT).unwrap(),
+        ReloadEvent::Rejected { line: 3, .. }
+    ));
     assert_eq!(rule_for(&shared, "b.com"), Matched::Rule(RuleIndex(0)));
     stop.store(true, Ordering::Relaxed);
     handle.join().unwrap();
@@ -85,11 +113,17 @@ fn sighup_and_file_change_trigger_reloads() {
     // Now with polling: a file change alone is enough.
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
-    let reloader = Reloader::new(path.clone(), Arc::clone(&shared), Some(V2), builder()).with_events(tx);
-    let handle = reloader.spawn(Duration::from_millis(20), Arc::clone(&stop)).unwrap();
+    let reloader =
+        Reloader::new(path.clone(), Arc::clone(&shared), Some(V2), builder()).with_events(tx);
+    let handle = reloader
+        .spawn(Duration::from_millis(20), Arc::clone(&stop))
+        .unwrap();
     let v3 = V1.replace("localhost:1", "localhost:9");
     std::fs::write(&path, &v3).unwrap();
-    assert!(matches!(rx.recv_timeout(WAIT).unwrap(), ReloadEvent::Applied { rules: 2, .. }));
+    assert!(matches!(
+        rx.recv_timeout(WAIT).unwrap(),
+        ReloadEvent::Applied { rules: 2, .. }
+    ));
     assert_eq!(rule_for(&shared, "b.com"), Matched::Rule(RuleIndex(1)));
     stop.store(true, Ordering::Relaxed);
     handle.join().unwrap();

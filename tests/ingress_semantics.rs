@@ -15,7 +15,9 @@ fn ingress(yaml: &str) -> Ingress {
 
 fn validation_error(yaml: &str) -> String {
     let file = parse_config(yaml, Path::new("test.yml")).expect("yaml");
-    Ingress::from_config(&file.raw).expect_err("should fail").message
+    Ingress::from_config(&file.raw)
+        .expect_err("should fail")
+        .message
 }
 
 /// Both matchers must give `expected` (0-based rule index) for the URL.
@@ -24,7 +26,11 @@ fn assert_match(ing: &Ingress, url: &str, expected: usize) {
     let linear = ing.find_linear(&u.host, &u.path);
     let table = IngressTable::new(ing.clone());
     assert_eq!(linear, RuleIndex(expected), "linear scan for {url}");
-    assert_eq!(table.find(&u.host, &u.path), Matched::Rule(RuleIndex(expected)), "table for {url}");
+    assert_eq!(
+        table.find(&u.host, &u.path),
+        Matched::Rule(RuleIndex(expected)),
+        "table for {url}"
+    );
 }
 
 const QUIRKS: &str = r#"
@@ -91,22 +97,36 @@ fn matching_quirks_table() {
 
 #[test]
 fn rule_numbers_and_catch_all_star() {
-    let ing = ingress("ingress:\n  - hostname: a.com\n    service: http://x\n  - hostname: \"*\"\n    service: http://y\n");
+    let ing = ingress(
+        "ingress:\n  - hostname: a.com\n    service: http://x\n  - hostname: \"*\"\n    service: http://y\n",
+    );
     assert_match(&ing, "http://b.com/", 1);
     let table = IngressTable::with_internal(ing, &["management.argotunnel.com"]);
-    assert_eq!(table.find("management.argotunnel.com:443", "/"), Matched::Internal(0));
+    assert_eq!(
+        table.find("management.argotunnel.com:443", "/"),
+        Matched::Internal(0)
+    );
 }
 
 #[test]
 fn every_validation_error_has_cloudflareds_text() {
     let cases: &[(&str, &str)] = &[
-        ("tunnel: x\n", "The config file doesn't contain any ingress rules"),
-        ("ingress: []\n", "The config file doesn't contain any ingress rules"),
+        (
+            "tunnel: x\n",
+            "The config file doesn't contain any ingress rules",
+        ),
+        (
+            "ingress: []\n",
+            "The config file doesn't contain any ingress rules",
+        ),
         (
             "ingress:\n  - service: http_status:abc\n",
             "invalid HTTP status code: strconv.Atoi: parsing \"abc\": invalid syntax",
         ),
-        ("ingress:\n  - service: http_status:42\n", "invalid HTTP status code: 42"),
+        (
+            "ingress:\n  - service: http_status:42\n",
+            "invalid HTTP status code: 42",
+        ),
         (
             "ingress:\n  - service: \"127.0.0.1:80\"\n",
             "parse \"127.0.0.1:80\": first path segment in URL cannot contain colon",
@@ -179,7 +199,10 @@ fn multi_line_string_is_what_ingress_rule_prints() {
         ing.rules[4].multi_line_string(),
         "\thostname: api.example.com\n\tpath: /v[0-9]+/\n\tservice: http://localhost:5"
     );
-    assert_eq!(ing.rules[8].multi_line_string(), "\tservice: http_status:404");
+    assert_eq!(
+        ing.rules[8].multi_line_string(),
+        "\tservice: http_status:404"
+    );
 }
 
 #[test]
@@ -210,7 +233,10 @@ fn rule_strategy() -> impl Strategy<Value = (String, Option<&'static str>)> {
 fn yaml_for(rules: &[(String, Option<&'static str>)]) -> String {
     let mut y = String::from("ingress:\n");
     for (i, (host, path)) in rules.iter().enumerate() {
-        y.push_str(&format!("  - hostname: \"{host}\"\n    service: http://localhost:{}\n", i + 1));
+        y.push_str(&format!(
+            "  - hostname: \"{host}\"\n    service: http://localhost:{}\n",
+            i + 1
+        ));
         if let Some(p) = path {
             y.push_str(&format!("    path: \"{p}\"\n"));
         }

@@ -45,7 +45,11 @@ pub fn parse_tunnel_args(argv: &[String]) -> Result<Invocation, UsageError> {
             inv.command.push(first);
             rest = parse_level(&rest[1..], Scope::Tunnel, "tunnel ingress", &mut inv)?;
             if let Some(sub) = rest.first().cloned() {
-                let scope = if sub == "validate" { Scope::IngressValidate } else { Scope::Run };
+                let scope = if sub == "validate" {
+                    Scope::IngressValidate
+                } else {
+                    Scope::Run
+                };
                 let name = format!("tunnel ingress {sub}");
                 inv.command.push(sub);
                 inv.args = parse_level(&rest[1..], scope, &name, &mut inv)?;
@@ -107,7 +111,9 @@ fn parse_level(
             }
         };
         if flag.kind == Kind::Bool && parse_go_bool(&value).is_none() {
-            return Err(usage(format!("invalid boolean value \"{value}\" for -{name}: parse error")));
+            return Err(usage(format!(
+                "invalid boolean value \"{value}\" for -{name}: parse error"
+            )));
         }
         record(inv, flag, value);
         i += 1;
@@ -143,7 +149,9 @@ mod tests {
 
     #[test]
     fn urfave_forms() {
-        let inv = parse("--config /c.yml -edge a:1 --edge=b:2 --no-autoupdate run --token T my-tunnel").unwrap();
+        let inv =
+            parse("--config /c.yml -edge a:1 --edge=b:2 --no-autoupdate run --token T my-tunnel")
+                .unwrap();
         assert_eq!(inv.command, ["run"]);
         assert_eq!(inv.args, ["my-tunnel"]);
         assert_eq!(inv.cli["config"], ["/c.yml"]);
@@ -172,7 +180,10 @@ mod tests {
         assert!(parse("--token x run").is_err());
         // † flags work at both levels.
         assert!(parse("--url http://x run --url http://y").is_ok());
-        assert_eq!(parse("--config").unwrap_err().message, "flag needs an argument: -config");
+        assert_eq!(
+            parse("--config").unwrap_err().message,
+            "flag needs an argument: -config"
+        );
         assert_eq!(parse("---x").unwrap_err().message, "bad flag syntax: ---x");
         assert!(parse("--no-autoupdate=maybe").is_err());
         assert!(parse("run --help").unwrap().help);

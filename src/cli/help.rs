@@ -37,7 +37,11 @@ GLOBAL OPTIONS:
 /// Help for `tunnel`, `tunnel run` or `tunnel ingress ...`.
 pub fn tunnel_help(command: &[String]) -> String {
     let (usage, level, extra) = match command.first().map(String::as_str) {
-        Some("run") => ("ringflare tunnel [tunnel command options] run [subcommand options] [TUNNEL]", Scope::Run, ""),
+        Some("run") => (
+            "ringflare tunnel [tunnel command options] run [subcommand options] [TUNNEL]",
+            Scope::Run,
+            "",
+        ),
         Some("ingress") => (
             "ringflare tunnel [--config FILEPATH] ingress COMMAND [arguments...]",
             Scope::IngressValidate,

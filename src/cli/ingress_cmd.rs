@@ -26,7 +26,10 @@ pub fn validate(settings: &Settings, file: Option<&ConfigFile>) -> Outcome {
         let Some(file) = file else {
             return Outcome::failure(out, NO_CONFIG.into());
         };
-        out.push_str(&format!("Validating rules from {}\n", file.source.display()));
+        out.push_str(&format!(
+            "Validating rules from {}\n",
+            file.source.display()
+        ));
         conf = file.clone();
         from_json = false;
     }
@@ -39,7 +42,11 @@ pub fn validate(settings: &Settings, file: Option<&ConfigFile>) -> Outcome {
             "You can't set the --url flag (or $TUNNEL_URL) when using multiple-origin ingress rules".into(),
         );
     }
-    let warning = if from_json { None } else { unknown_keys_warning(&conf.raw.unknown_keys()) };
+    let warning = if from_json {
+        None
+    } else {
+        unknown_keys_warning(&conf.raw.unknown_keys())
+    };
     match warning {
         Some(w) => out.push_str(&format!(
             "Warning: unused keys detected in your config file. Here is a list of unused keys:\n{w}\n"
@@ -67,7 +74,9 @@ pub fn rule(args: &[String], file: Option<&ConfigFile>) -> Outcome {
             format!("{arg} doesn't have a hostname, consider adding a scheme"),
         );
     }
-    let source = file.map(|f| f.source.display().to_string()).unwrap_or_default();
+    let source = file
+        .map(|f| f.source.display().to_string())
+        .unwrap_or_default();
     let mut out = format!("Using rules from {source}\n");
     let empty = ConfigFile::default();
     let ingress = match Ingress::from_config(&file.unwrap_or(&empty).raw) {

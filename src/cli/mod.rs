@@ -27,11 +27,19 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn success(stdout: String) -> Outcome {
-        Outcome { stdout, stderr: String::new(), code: 0 }
+        Outcome {
+            stdout,
+            stderr: String::new(),
+            code: 0,
+        }
     }
 
     pub fn failure(stdout: String, error: String) -> Outcome {
-        Outcome { stdout, stderr: format!("{error}\n"), code: 1 }
+        Outcome {
+            stdout,
+            stderr: format!("{error}\n"),
+            code: 1,
+        }
     }
 
     /// Usage errors exit with 255, as cloudflared's `cliutil.UsageError` does.
@@ -91,6 +99,10 @@ pub fn tunnel(argv: &[String], env: HashMap<String, String>) -> Command {
             format!("Incorrect Usage: unknown command '{other}'"),
             "tunnel ingress",
         )),
-        _ => Command::TunnelRun(Box::new(TunnelRun { settings, config, args: inv.args })),
+        _ => Command::TunnelRun(Box::new(TunnelRun {
+            settings,
+            config,
+            args: inv.args,
+        })),
     }
 }

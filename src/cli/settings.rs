@@ -93,13 +93,16 @@ impl Settings {
     pub fn string(&self, name: &str) -> String {
         match self.lookup(name) {
             Some((v, _)) => v.into_iter().next_back().unwrap_or_default(),
-            None => flags::find(name).map(|f| f.default.to_owned()).unwrap_or_default(),
+            None => flags::find(name)
+                .map(|f| f.default.to_owned())
+                .unwrap_or_default(),
         }
     }
 
     /// A string only when explicitly set.
     pub fn opt_string(&self, name: &str) -> Option<String> {
-        self.lookup(name).and_then(|(v, _)| v.into_iter().next_back())
+        self.lookup(name)
+            .and_then(|(v, _)| v.into_iter().next_back())
     }
 
     pub fn strings(&self, name: &str) -> Vec<String> {
@@ -121,11 +124,14 @@ impl Settings {
     }
 
     pub fn duration(&self, name: &str) -> Result<Duration, SettingError> {
-        if let Some(setting) = self.file.get(name).filter(|_| self.source(name) == Source::ConfigFile) {
-            if setting.value.is_number() {
-                let v = setting.value.to_string();
-                return Err(self.error(name, &v, format!("expected duration found int for {name}")));
-            }
+        if let Some(setting) = self
+            .file
+            .get(name)
+            .filter(|s| s.value.is_number() && self.source(name) == Source::ConfigFile)
+        {
+            let v = setting.value.to_string();
+            let reason = format!("expected duration found int for {name}");
+            return Err(self.error(name, &v, reason));
         }
         let text = self.string(name);
         parse_go_duration(&text).map_err(|e| self.error(name, &text, e.to_string()))
@@ -149,7 +155,11 @@ impl Settings {
             }
             Source::Default => "the default".into(),
         };
-        let shown = if flag.is_some_and(|f| f.secret) { MASK } else { value };
+        let shown = if flag.is_some_and(|f| f.secret) {
+            MASK
+        } else {
+            value
+        };
         SettingError {
             flag: name.to_owned(),
             value: shown.to_owned(),
@@ -199,7 +209,10 @@ mod tests {
     fn settings(args: &[&str], env: &[(&str, &str)], yaml: &str) -> Settings {
         let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let inv = parse_tunnel_args(&argv).unwrap();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let file = crate::config::parse_config(yaml, std::path::Path::new("/c.yml")).unwrap();
         Settings::new(&inv, env).with_file(&file.raw.settings, "/c.yml")
     }
@@ -207,7 +220,11 @@ mod tests {
     #[test]
     fn precedence_cli_env_file_default() {
         let yaml = "protocol: quic\ngrace-period: 10s\nloglevel: debug\nedge: [a:1, b:2]\n";
-        let s = settings(&["--protocol", "http2", "run"], &[("TUNNEL_LOGLEVEL", "warn")], yaml);
+        let s = settings(
+            &["--protocol", "http2", "run"],
+            &[("TUNNEL_LOGLEVEL", "warn")],
+            yaml,
+        );
         assert_eq!(s.string("protocol"), "http2");
         assert_eq!(s.string("loglevel"), "warn");
         assert_eq!(s.duration("grace-period").unwrap(), Duration::from_secs(10));
@@ -243,6 +260,9 @@ mod tests {
     #[test]
     fn unknown_top_level_keys_are_reported() {
         let s = settings(&[], &[], "protocol: http2\ncredentails-file: x\n");
-        assert_eq!(s.unknown_file_keys(), vec![("credentails-file".to_owned(), 2)]);
+        assert_eq!(
+            s.unknown_file_keys(),
+            vec![("credentails-file".to_owned(), 2)]
+        );
     }
 }

@@ -49,7 +49,9 @@ impl CredentialsError {
     /// A longer explanation for logs (the `Display` text of a token error is cloudflared's fixed one).
     pub fn detail(&self) -> String {
         match self {
-            Self::InvalidToken { reason } => format!("Provided Tunnel token is not valid. ({reason})"),
+            Self::InvalidToken { reason } => {
+                format!("Provided Tunnel token is not valid. ({reason})")
+            }
             other => other.to_string(),
         }
     }
@@ -59,14 +61,19 @@ impl CredentialsError {
 /// and unknown keys (such as the old `TunnelName`) are ignored, as Go's JSON decoder does.
 pub fn parse_credentials_file(text: &str, path: &str) -> Result<Credentials, CredentialsError> {
     if text.trim_start().starts_with("-----BEGIN") {
-        return Err(CredentialsError::PemGiven { path: path.to_owned() });
+        return Err(CredentialsError::PemGiven {
+            path: path.to_owned(),
+        });
     }
     let object = parse_object(text).map_err(|reason| CredentialsError::Json {
         path: path.to_owned(),
         reason,
     })?;
     let field = |name: &'static str| lookup(&object, name);
-    let missing = |field| CredentialsError::MissingField { path: path.to_owned(), field };
+    let missing = |field| CredentialsError::MissingField {
+        path: path.to_owned(),
+        field,
+    };
     let bad = |field, reason: String| CredentialsError::BadField {
         path: path.to_owned(),
         field,
@@ -115,7 +122,9 @@ pub fn parse_token(token: &str) -> Result<Credentials, CredentialsError> {
         .ok_or_else(|| invalid("missing tunnel ID \"t\"".to_owned()))?;
     let tunnel_id =
         Uuid::parse_str(&tunnel_id).map_err(|e| invalid(format!("tunnel ID \"t\": {e}")))?;
-    let endpoint = string_field(lookup(&object, "e"), "e").map_err(invalid)?.unwrap_or_default();
+    let endpoint = string_field(lookup(&object, "e"), "e")
+        .map_err(invalid)?
+        .unwrap_or_default();
     Ok(Credentials {
         account_tag,
         tunnel_secret,
@@ -128,7 +137,10 @@ pub fn parse_token(token: &str) -> Result<Credentials, CredentialsError> {
 pub fn encode_token(creds: &Credentials) -> String {
     let mut object = serde_json::Map::new();
     object.insert("a".into(), creds.account_tag.clone().into());
-    object.insert("s".into(), STANDARD.encode(creds.tunnel_secret.expose()).into());
+    object.insert(
+        "s".into(),
+        STANDARD.encode(creds.tunnel_secret.expose()).into(),
+    );
     object.insert("t".into(), creds.tunnel_id.to_string().into());
     if !creds.endpoint.is_empty() {
         object.insert("e".into(), creds.endpoint.clone().into());
@@ -207,14 +219,23 @@ mod tests {
     fn credentials_file_round_trip_and_case_insensitive_keys() {
         let text = encode_credentials_file(&sample());
         assert_eq!(parse_credentials_file(&text, "x.json").unwrap(), sample());
-        let lower = text.replace("AccountTag", "accounttag").replace("TunnelID", "tunnelid");
+        let lower = text
+            .replace("AccountTag", "accounttag")
+            .replace("TunnelID", "tunnelid");
         let with_extra = lower.replacen('{', "{\"TunnelName\":\"old\",", 1);
-        assert_eq!(parse_credentials_file(&with_extra, "x.json").unwrap(), sample());
+        assert_eq!(
+            parse_credentials_file(&with_extra, "x.json").unwrap(),
+            sample()
+        );
     }
 
     #[test]
     fn credentials_file_errors_name_the_problem() {
-        let err = |t: &str| parse_credentials_file(t, "/etc/c.json").unwrap_err().to_string();
+        let err = |t: &str| {
+            parse_credentials_file(t, "/etc/c.json")
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("{").starts_with("invalid JSON in tunnel credentials file /etc/c.json"));
         assert!(err("[]").contains("expected a JSON object"));
         assert_eq!(
@@ -253,7 +274,10 @@ mod tests {
         for case in cases {
             let err = parse_token(&case).unwrap_err();
             assert_eq!(err.to_string(), "Provided Tunnel token is not valid.");
-            assert!(!err.detail().contains("AAEC"), "detail must not echo the secret");
+            assert!(
+                !err.detail().contains("AAEC"),
+                "detail must not echo the secret"
+            );
         }
     }
 

@@ -83,7 +83,9 @@ fn split_number(s: &str) -> Option<(&str, &str, &str)> {
     let (whole, after_int) = s.split_at(int_end);
     let (frac, after) = match after_int.strip_prefix('.') {
         Some(tail) => {
-            let end = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
+            let end = tail
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(tail.len());
             tail.split_at(end)
         }
         None => ("", after_int),
@@ -96,7 +98,11 @@ fn split_number(s: &str) -> Option<(&str, &str, &str)> {
 
 /// Nanoseconds of one `<number><unit>` component, truncating sub-nanosecond fractions as Go does.
 fn component_nanos(whole: &str, frac: &str, scale: u128) -> Option<u128> {
-    let whole_val: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole_val: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut nanos = whole_val.checked_mul(scale)?;
     let mut divisor: u128 = 1;
     let mut frac_val: u128 = 0;
@@ -165,7 +171,11 @@ mod tests {
             ("+3s", 3_000_000_000),
         ];
         for (text, nanos) in cases {
-            assert_eq!(parse_go_duration(text), Ok(Duration::from_nanos(nanos)), "{text}");
+            assert_eq!(
+                parse_go_duration(text),
+                Ok(Duration::from_nanos(nanos)),
+                "{text}"
+            );
         }
     }
 
@@ -182,7 +192,10 @@ mod tests {
         for bad in ["", "s", ".s", "-", "1..5s", "9999999999999h"] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?} should fail");
         }
-        assert!(matches!(parse_go_duration("-1s"), Err(DurationError::Negative(_))));
+        assert!(matches!(
+            parse_go_duration("-1s"),
+            Err(DurationError::Negative(_))
+        ));
     }
 
     #[test]

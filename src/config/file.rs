@@ -103,9 +103,9 @@ fn strip_location_suffix(message: &str) -> &str {
 
 /// True when the text holds only blank lines, comments and document markers.
 fn is_empty_document(text: &str) -> bool {
-    text.lines().map(str::trim).all(|l| {
-        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
-    })
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
 /// cloudflared's (yaml.v3's) text for unknown keys, printed after
@@ -147,7 +147,10 @@ mod tests {
         )
         .unwrap();
         let raw = &file.raw;
-        assert_eq!(raw.tunnel.as_ref().unwrap().value, "6ff42ae2-765d-4adf-8112-31c55c1551ef");
+        assert_eq!(
+            raw.tunnel.as_ref().unwrap().value,
+            "6ff42ae2-765d-4adf-8112-31c55c1551ef"
+        );
         assert_eq!(raw.settings["protocol"].value, "http2");
         assert_eq!(raw.settings["credentials-file"].line, 2);
         assert_eq!(raw.settings["edge"].value.as_array().unwrap().len(), 2);
@@ -159,7 +162,13 @@ mod tests {
         let rules = raw.ingress.as_ref().unwrap();
         assert_eq!(rules.len(), 2);
         assert_eq!(rules[0].hostname.as_ref().unwrap().referenced.line(), 12);
-        let access = rules[0].origin_request.as_ref().unwrap().access.as_ref().unwrap();
+        let access = rules[0]
+            .origin_request
+            .as_ref()
+            .unwrap()
+            .access
+            .as_ref()
+            .unwrap();
         assert_eq!(access.aud_tag.as_deref(), Some(&["x".to_owned()][..]));
         assert!(raw.unknown_keys().is_empty());
     }
@@ -185,8 +194,9 @@ mod tests {
         assert_eq!(err.path, "/etc/cloudflared/config.yml");
         assert!(err.line >= 2, "{err}");
         assert!(
-            err.to_string()
-                .starts_with("error parsing YAML in config file at /etc/cloudflared/config.yml: line "),
+            err.to_string().starts_with(
+                "error parsing YAML in config file at /etc/cloudflared/config.yml: line "
+            ),
             "{err}"
         );
     }
@@ -195,7 +205,11 @@ mod tests {
     fn bare_integer_duration_is_an_error_with_its_line() {
         let err = parse("originRequest:\n  connectTimeout: 30\n").unwrap_err();
         assert_eq!(err.line, 2, "{err}");
-        assert!(err.message.contains("cannot unmarshal !!int `30` into time.Duration"), "{err}");
+        assert!(
+            err.message
+                .contains("cannot unmarshal !!int `30` into time.Duration"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -217,7 +231,10 @@ mod tests {
         assert_eq!(c[0], Path::new("/home/u/.cloudflared/config.yml"));
         assert_eq!(c[1], Path::new("/home/u/.cloudflared/config.yaml"));
         assert_eq!(c[2], Path::new("/home/u/.cloudflare-warp/config.yml"));
-        assert_eq!(c.last().unwrap(), Path::new("/usr/local/etc/cloudflared/config.yaml"));
+        assert_eq!(
+            c.last().unwrap(),
+            Path::new("/usr/local/etc/cloudflared/config.yaml")
+        );
         assert_eq!(c.len(), 10);
     }
 }

@@ -200,7 +200,10 @@ impl<'de> Deserialize<'de> for RawConfig {
             fn visit_unit<E>(self) -> Result<RawConfig, E> {
                 Ok(RawConfig::default())
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawConfig, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawConfig, A::Error> {
                 let mut out = RawConfig::default();
                 while let Some(key) = map.next_key::<Spanned<String>>()? {
                     match key.value.as_str() {

@@ -26,7 +26,9 @@ impl LoadError {
 
 /// The user's home directory, from `$HOME`.
 pub fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Expands a leading `~/` as cloudflared (go-homedir) does.

@@ -74,7 +74,12 @@ impl FileStamp {
 
 impl Reloader {
     /// `initial` is the file content the running table was built from.
-    pub fn new(path: PathBuf, shared: Arc<SharedIngress>, initial: Option<&str>, build: TableBuilder) -> Reloader {
+    pub fn new(
+        path: PathBuf,
+        shared: Arc<SharedIngress>,
+        initial: Option<&str>,
+        build: TableBuilder,
+    ) -> Reloader {
         Reloader {
             stamp: FileStamp::of(&path),
             applied_hash: initial.map(content_hash),
@@ -107,7 +112,10 @@ impl Reloader {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => {
-                let error = LoadError::Io { path: file.clone(), reason: super::loader::go_io_reason(&e) };
+                let error = LoadError::Io {
+                    path: file.clone(),
+                    reason: super::loader::go_io_reason(&e),
+                };
                 return self.rejected(error.to_string(), 0);
             }
         };
@@ -122,7 +130,11 @@ impl Reloader {
         let table = match (self.build)(&parsed) {
             Ok(t) => t,
             Err(e) => {
-                let at = if e.line > 0 { format!("{file}:{}: ", e.line) } else { format!("{file}: ") };
+                let at = if e.line > 0 {
+                    format!("{file}:{}: ", e.line)
+                } else {
+                    format!("{file}: ")
+                };
                 return self.rejected(format!("{at}{e}"), e.line);
             }
         };
@@ -134,7 +146,10 @@ impl Reloader {
             file = file.as_str(), rules = rules, generation = self.generation, trigger = format!("{trigger:?}").as_str();
             "Updated ingress rules"
         );
-        ReloadEvent::Applied { generation: self.generation, rules }
+        ReloadEvent::Applied {
+            generation: self.generation,
+            rules,
+        }
     }
 
     fn rejected(&self, error: String, line: u64) -> ReloadEvent {
@@ -153,7 +168,11 @@ impl Reloader {
 
     /// Runs the watch loop on its own thread until `stop` is set: SIGHUP and (when
     /// `poll_interval` is non-zero) file changes trigger a reload.
-    pub fn spawn(mut self, poll_interval: Duration, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(
+        mut self,
+        poll_interval: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>> {
         let hup = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
         std::thread::Builder::new()

@@ -22,8 +22,8 @@ impl PathRegex {
         if let Err(e) = regex_syntax::ast::parse::Parser::new().parse(pattern) {
             return Err(go_error(pattern, &e));
         }
-        let regex = Regex::new(&translate(pattern))
-            .map_err(|e| format!("error parsing regexp: {e}"))?;
+        let regex =
+            Regex::new(&translate(pattern)).map_err(|e| format!("error parsing regexp: {e}"))?;
         Ok(PathRegex {
             source: pattern.to_owned(),
             regex,
@@ -58,7 +58,9 @@ fn translate(pattern: &str) -> String {
                     out.push('\\');
                     break;
                 };
-                out.push_str(&perl_class(next, class_depth > 0).unwrap_or_else(|| format!("\\{next}")));
+                out.push_str(
+                    &perl_class(next, class_depth > 0).unwrap_or_else(|| format!("\\{next}")),
+                );
             }
             '[' => {
                 class_depth += 1;
@@ -143,13 +145,15 @@ fn go_error(pattern: &str, err: &regex_syntax::ast::Error) -> String {
             ("invalid repeat count", fragment)
         }
         ErrorKind::RepetitionCountUnclosed => ("missing argument to repetition operator", fragment),
-        ErrorKind::GroupNameInvalid | ErrorKind::GroupNameEmpty | ErrorKind::GroupNameUnexpectedEof => {
-            ("invalid named capture", fragment)
-        }
+        ErrorKind::GroupNameInvalid
+        | ErrorKind::GroupNameEmpty
+        | ErrorKind::GroupNameUnexpectedEof => ("invalid named capture", fragment),
         ErrorKind::GroupNameDuplicate { .. } => ("duplicate capture group name", fragment),
-        ErrorKind::FlagUnrecognized | ErrorKind::FlagDanglingNegation | ErrorKind::FlagRepeatedNegation { .. } | ErrorKind::FlagUnexpectedEof | ErrorKind::FlagDuplicate { .. } => {
-            ("invalid or unsupported Perl syntax", fragment)
-        }
+        ErrorKind::FlagUnrecognized
+        | ErrorKind::FlagDanglingNegation
+        | ErrorKind::FlagRepeatedNegation { .. }
+        | ErrorKind::FlagUnexpectedEof
+        | ErrorKind::FlagDuplicate { .. } => ("invalid or unsupported Perl syntax", fragment),
         ErrorKind::UnsupportedBackreference | ErrorKind::UnsupportedLookAround => {
             ("invalid or unsupported Perl syntax", fragment)
         }
@@ -170,7 +174,10 @@ mod tests {
     fn perl_classes_are_ascii_like_go() {
         let digits = PathRegex::new(r"^/\d+$").unwrap();
         assert!(digits.is_match("/123"));
-        assert!(!digits.is_match("/١٢٣"), "Arabic-Indic digits are not \\d in Go");
+        assert!(
+            !digits.is_match("/١٢٣"),
+            "Arabic-Indic digits are not \\d in Go"
+        );
         let word = PathRegex::new(r"^/[\w.]+$").unwrap();
         assert!(word.is_match("/a_b.c"));
         assert!(!word.is_match("/é"));
@@ -192,11 +199,26 @@ mod tests {
     #[test]
     fn go_error_texts() {
         let err = |p: &str| PathRegex::new(p).unwrap_err();
-        assert_eq!(err("(abc"), "error parsing regexp: missing closing ): `(abc`");
+        assert_eq!(
+            err("(abc"),
+            "error parsing regexp: missing closing ): `(abc`"
+        );
         assert_eq!(err("abc)"), "error parsing regexp: unexpected ): `abc)`");
-        assert_eq!(err("[z-a]"), "error parsing regexp: invalid character class range: `z-a`");
-        assert_eq!(err("*a"), "error parsing regexp: missing argument to repetition operator: `*`");
-        assert_eq!(err(r"\q"), r"error parsing regexp: invalid escape sequence: `\q`");
-        assert_eq!(err("[abc"), "error parsing regexp: missing closing ]: `[abc`");
+        assert_eq!(
+            err("[z-a]"),
+            "error parsing regexp: invalid character class range: `z-a`"
+        );
+        assert_eq!(
+            err("*a"),
+            "error parsing regexp: missing argument to repetition operator: `*`"
+        );
+        assert_eq!(
+            err(r"\q"),
+            r"error parsing regexp: invalid escape sequence: `\q`"
+        );
+        assert_eq!(
+            err("[abc"),
+            "error parsing regexp: missing closing ]: `[abc`"
+        );
     }
 }

@@ -42,7 +42,10 @@ impl GoUrl {
             return Err(fail("net/url: invalid control character in URL".into()));
         }
         let (rest, fragment) = match input.split_once('#') {
-            Some((r, f)) => (r, Some(unescape(f, Mode::Fragment).map_err(fail)?.into_owned())),
+            Some((r, f)) => (
+                r,
+                Some(unescape(f, Mode::Fragment).map_err(fail)?.into_owned()),
+            ),
             None => (input, None),
         };
         let (scheme, rest) = split_scheme(rest).map_err(fail)?;
@@ -65,7 +68,9 @@ impl GoUrl {
         if url.scheme.is_empty() {
             let first_segment = rest.split('/').next().unwrap_or("");
             if first_segment.contains(':') {
-                return Err(fail("first path segment in URL cannot contain colon".into()));
+                return Err(fail(
+                    "first path segment in URL cannot contain colon".into(),
+                ));
             }
         }
         let path = match rest.strip_prefix("//") {
@@ -176,9 +181,7 @@ fn validate_host(host: &str) -> Result<(), String> {
 
 /// Go's `validOptionalPort`/host character check (non-ASCII is allowed; Go checks bytes < 0x80).
 fn valid_host_char(c: char) -> bool {
-    !c.is_ascii()
-        || c.is_ascii_alphanumeric()
-        || "-._~!$&'()*+,;=:[]%".contains(c)
+    !c.is_ascii() || c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]%".contains(c)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -233,7 +236,9 @@ pub fn decode_request_path(raw: &str) -> Cow<'_, str> {
 /// `net.SplitHostPort` succeeding or failing as Go's does; on failure the input is kept whole.
 /// This is what ingress matching uses to strip a port from the request host.
 pub fn strip_port(hostport: &str) -> &str {
-    split_host_port(hostport).map(|(h, _)| h).unwrap_or(hostport)
+    split_host_port(hostport)
+        .map(|(h, _)| h)
+        .unwrap_or(hostport)
 }
 
 /// `net.SplitHostPort`: `host:port` or `[v6]:port`; errors on missing port or stray colons.
@@ -283,13 +288,22 @@ mod tests {
         assert_eq!(u.to_go_string(), "http://user@LocalHost:8000?x=1#f");
 
         let u = GoUrl::parse("localhost:8000").unwrap();
-        assert_eq!((u.scheme.as_str(), u.opaque.as_str(), u.hostname()), ("localhost", "8000", ""));
+        assert_eq!(
+            (u.scheme.as_str(), u.opaque.as_str(), u.hostname()),
+            ("localhost", "8000", "")
+        );
 
         let u = GoUrl::parse("https://[::1]:443/a%20b").unwrap();
-        assert_eq!((u.hostname(), u.port(), u.path.as_str()), ("::1", "443", "/a b"));
+        assert_eq!(
+            (u.hostname(), u.port(), u.path.as_str()),
+            ("::1", "443", "/a b")
+        );
 
         let u = GoUrl::parse("example.com/path").unwrap();
-        assert_eq!((u.scheme.as_str(), u.host.as_str(), u.path.as_str()), ("", "", "example.com/path"));
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.path.as_str()),
+            ("", "", "example.com/path")
+        );
     }
 
     #[test]
@@ -300,9 +314,18 @@ mod tests {
             "parse \"127.0.0.1:8000\": first path segment in URL cannot contain colon"
         );
         assert_eq!(err(":8000"), "parse \":8000\": missing protocol scheme");
-        assert_eq!(err("http://host:port"), "parse \"http://host:port\": invalid port \":port\" after host");
-        assert_eq!(err("http://a b"), "parse \"http://a b\": invalid character \" \" in host name");
-        assert_eq!(err("http://x/%zz"), "parse \"http://x/%zz\": invalid URL escape \"%zz\"");
+        assert_eq!(
+            err("http://host:port"),
+            "parse \"http://host:port\": invalid port \":port\" after host"
+        );
+        assert_eq!(
+            err("http://a b"),
+            "parse \"http://a b\": invalid character \" \" in host name"
+        );
+        assert_eq!(
+            err("http://x/%zz"),
+            "parse \"http://x/%zz\": invalid URL escape \"%zz\""
+        );
         assert_eq!(
             err("http://x/\n"),
             "parse \"http://x/\n\": net/url: invalid control character in URL"

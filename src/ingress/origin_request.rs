@@ -102,12 +102,17 @@ impl IpRule {
         if prefix.is_empty() {
             return Err("no prefix provided".into());
         }
-        let (addr, len) = parse_cidr(prefix).ok_or_else(|| format!("unable to parse cidr: {prefix}"))?;
+        let (addr, len) =
+            parse_cidr(prefix).ok_or_else(|| format!("unable to parse cidr: {prefix}"))?;
         let mut ports = Vec::new();
         for &port in raw.ports.iter().flatten() {
             match u16::try_from(port) {
                 Ok(p) if p >= 1 => ports.push(p),
-                _ => return Err(format!("invalid port {port}, needs to be between 1 and 65535")),
+                _ => {
+                    return Err(format!(
+                        "invalid port {port}, needs to be between 1 and 65535"
+                    ));
+                }
             }
         }
         ports.sort_unstable();
@@ -159,7 +164,10 @@ impl OriginRequest {
         if let Some(rules) = o.ip_rules.as_ref().filter(|r| !r.is_empty()) {
             // cloudflared drops entries that fail to parse here; validation reports them for
             // socks-proxy rules, where they matter.
-            r.ip_rules = rules.iter().filter_map(|raw| IpRule::from_raw(raw).ok()).collect();
+            r.ip_rules = rules
+                .iter()
+                .filter_map(|raw| IpRule::from_raw(raw).ok())
+                .collect();
         }
         set(&mut r.http2_origin, o.http2_origin);
         if let Some(access) = &o.access {
@@ -229,7 +237,10 @@ mod tests {
             allow: Some(true),
             unknown: vec![],
         };
-        assert_eq!(IpRule::from_raw(&rule(None, vec![])).unwrap_err(), "no prefix provided");
+        assert_eq!(
+            IpRule::from_raw(&rule(None, vec![])).unwrap_err(),
+            "no prefix provided"
+        );
         assert_eq!(
             IpRule::from_raw(&rule(Some("10.0.0.0"), vec![])).unwrap_err(),
             "unable to parse cidr: 10.0.0.0"

@@ -176,7 +176,10 @@ impl Rule {
     pub fn matches(&self, host: &str, path: &str) -> bool {
         let host_match = self.matches_any_host()
             || match_host(&self.hostname, host)
-            || self.punycode.as_deref().is_some_and(|p| match_host(p, host));
+            || self
+                .punycode
+                .as_deref()
+                .is_some_and(|p| match_host(p, host));
         host_match && self.path.as_ref().is_none_or(|re| re.is_match(path))
     }
 
@@ -235,11 +238,19 @@ fn validate_rule(
         options.bastion_mode = true;
     }
     let access = validate_access(raw).map_err(fail)?;
-    let hostname = raw.hostname.as_ref().map(|s| s.value.clone()).unwrap_or_default();
+    let hostname = raw
+        .hostname
+        .as_ref()
+        .map(|s| s.value.clone())
+        .unwrap_or_default();
     let path_text = raw.path.as_ref().map(|s| s.value.as_str()).unwrap_or("");
     validate_hostname(&hostname, path_text, i, total).map_err(fail)?;
     let catch_all = (hostname.is_empty() || hostname == "*") && path_text.is_empty();
-    let punycode = if catch_all { None } else { punycode_of(&hostname) };
+    let punycode = if catch_all {
+        None
+    } else {
+        punycode_of(&hostname)
+    };
     let path = if path_text.is_empty() {
         None
     } else {
@@ -321,7 +332,10 @@ mod tests {
 
     #[test]
     fn punycode_follows_go_lookup_profile() {
-        assert_eq!(punycode_of("môô.cloudflare.com").as_deref(), Some("xn--m-xgaa.cloudflare.com"));
+        assert_eq!(
+            punycode_of("môô.cloudflare.com").as_deref(),
+            Some("xn--m-xgaa.cloudflare.com")
+        );
         assert_eq!(punycode_of("Example.COM").as_deref(), Some("example.com"));
         assert_eq!(punycode_of("example.com"), None);
         assert_eq!(punycode_of("*.môô.com"), None, "STD3 rejects '*'");

@@ -58,10 +58,16 @@ impl Service {
         own_ip_rules: &[RawIpRule],
     ) -> Result<Service, String> {
         if let Some(path) = value.strip_prefix("unix:") {
-            return Ok(Service::Unix { path: path.into(), tls: false });
+            return Ok(Service::Unix {
+                path: path.into(),
+                tls: false,
+            });
         }
         if let Some(path) = value.strip_prefix("unix+tls:") {
-            return Ok(Service::Unix { path: path.into(), tls: true });
+            return Ok(Service::Unix {
+                path: path.into(),
+                tls: true,
+            });
         }
         if let Some(code) = value.strip_prefix("http_status:") {
             return parse_status(code);
@@ -80,7 +86,10 @@ impl Service {
 
     /// True for services that answer a websocket-style stream rather than HTTP.
     pub fn is_stream(&self) -> bool {
-        matches!(self, Service::Bastion | Service::SocksProxy { .. } | Service::Stream(_))
+        matches!(
+            self,
+            Service::Bastion | Service::SocksProxy { .. } | Service::Stream(_)
+        )
     }
 }
 
@@ -228,17 +237,28 @@ mod tests {
             assert_eq!(parse(input).unwrap().to_string(), shown, "{input}");
         }
         match parse("wss://h").unwrap() {
-            Service::Http(o) => assert_eq!((o.scheme, o.port, o.host.as_str()), ("https", 443, "h")),
+            Service::Http(o) => {
+                assert_eq!((o.scheme, o.port, o.host.as_str()), ("https", 443, "h"))
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn bastion_mode_wins_over_a_url() {
-        let opts = OriginRequest { bastion_mode: true, ..Default::default() };
-        assert_eq!(Service::parse("http://x", &opts, &[]).unwrap(), Service::Bastion);
+        let opts = OriginRequest {
+            bastion_mode: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Service::parse("http://x", &opts, &[]).unwrap(),
+            Service::Bastion
+        );
         // ...but not over the kinds checked before it.
-        assert_eq!(Service::parse("http_status:200", &opts, &[]).unwrap(), Service::Status(200));
+        assert_eq!(
+            Service::parse("http_status:200", &opts, &[]).unwrap(),
+            Service::Status(200)
+        );
     }
 
     #[test]
@@ -262,7 +282,10 @@ mod tests {
             err("127.0.0.1:8000"),
             "parse \"127.0.0.1:8000\": first path segment in URL cannot contain colon"
         );
-        let bad_rule = RawIpRule { prefix: Some("nope".into()), ..Default::default() };
+        let bad_rule = RawIpRule {
+            prefix: Some("nope".into()),
+            ..Default::default()
+        };
         assert_eq!(
             Service::parse("socks-proxy", &OriginRequest::default(), &[bad_rule]).unwrap_err(),
             "unable to create ip rule for socks-proxy: unable to parse cidr: nope"
