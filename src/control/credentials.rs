@@ -71,10 +71,10 @@ pub fn find_credentials(
 fn search_credentials(settings: &Settings, id: Uuid) -> Option<PathBuf> {
     let name = format!("{id}.json");
     let mut dirs = Vec::new();
-    if let Some(cert) = settings.opt_string("origincert") {
-        if let Some(dir) = expand_home(&cert).parent() {
-            dirs.push(dir.to_path_buf());
-        }
+    if let Some(cert) = settings.opt_string("origincert")
+        && let Some(dir) = expand_home(&cert).parent()
+    {
+        dirs.push(dir.to_path_buf());
     }
     dirs.extend(default_search_dirs(home_dir().as_deref()));
     dirs.into_iter()
