@@ -64,12 +64,24 @@ pub fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> 
             empty: true,
         });
     }
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, path))?;
+    let raw: RawConfig = serde_saphyr::from_str_with_options(text, parse_options())
+        .map_err(|e| yaml_error(&e, path))?;
     Ok(ConfigFile {
         source: path.to_owned(),
         raw,
         empty: false,
     })
+}
+
+/// The parser's default budget (250k nodes) caps a config at ~80k rules; a config file is the
+/// operator's own input, so allow far more while keeping depth and alias limits.
+fn parse_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 20_000_000;
+    budget.max_events = 80_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> ConfigError {
