@@ -5,3 +5,4 @@
 //! - I/O: `edge`, `proxy`, `runtime`, `control`
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
+pub mod proto;
