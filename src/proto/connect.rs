@@ -167,19 +167,22 @@ pub(crate) fn text(
     value: capnp::Result<capnp::text::Reader<'_>>,
     field: &'static str,
 ) -> Result<String, DecodeError> {
-    value?
-        .to_string()
-        .map_err(|_| DecodeError::InvalidField {
-            field,
-            reason: "not valid UTF-8",
-        })
+    value?.to_string().map_err(|_| DecodeError::InvalidField {
+        field,
+        reason: "not valid UTF-8",
+    })
 }
 
 fn read_metadata(
     list: capnp::struct_list::Reader<'_, schema::metadata::Owned>,
 ) -> Result<Vec<(String, String)>, DecodeError> {
     list.iter()
-        .map(|m| Ok((text(m.get_key(), "metadata.key")?, text(m.get_val(), "metadata.val")?)))
+        .map(|m| {
+            Ok((
+                text(m.get_key(), "metadata.key")?,
+                text(m.get_val(), "metadata.val")?,
+            ))
+        })
         .collect()
 }
 

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use bytes::{Buf, BufMut};
-use capnp::message::{Builder, Allocator, Reader, ReaderOptions};
+use capnp::message::{Allocator, Builder, Reader, ReaderOptions};
 use capnp::serialize::OwnedSegments;
 
 use super::error::DecodeError;
@@ -92,7 +92,10 @@ pub fn decode_message(
 ) -> Result<Reader<OwnedSegments>, DecodeError> {
     let total = peek_frame_len(buf, 0, limits)?;
     let reader = buf.take(total).reader();
-    Ok(capnp::serialize::read_message(reader, limits.reader_options())?)
+    Ok(capnp::serialize::read_message(
+        reader,
+        limits.reader_options(),
+    )?)
 }
 
 /// Length of the frame that starts `offset` bytes into `buf`, or `Incomplete` until all of it is there.
@@ -216,5 +219,7 @@ pub(crate) fn peek(buf: &impl Buf, n: usize) -> Result<Cow<'_, [u8]>, DecodeErro
         }
     }
     // A Buf split over more than 64 chunks inside a header: treat as not yet readable rather than panic.
-    Err(DecodeError::Incomplete { needed: n - out.len() })
+    Err(DecodeError::Incomplete {
+        needed: n - out.len(),
+    })
 }

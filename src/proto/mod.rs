@@ -11,8 +11,8 @@ pub mod connect;
 pub mod error;
 pub mod framing;
 pub mod generated;
-
-
+pub mod headers;
+pub mod http2;
 pub mod rpc;
 pub mod rpc_types;
 

@@ -60,45 +60,38 @@ struct Adapter<S>(S);
 impl<S: CloudflaredServer> cloudflared_server::Server for Adapter<S> {}
 
 impl<S: CloudflaredServer> config_schema::Server for Adapter<S> {
-    fn update_configuration(
+    async fn update_configuration(
         self: capnp::capability::Rc<Self>,
         params: Params<config_schema::update_configuration_params::Owned>,
         mut results: Results<config_schema::update_configuration_results::Owned>,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        async move {
-            let (version, config) =
-                read_update_configuration_params(params.get()?).map_err(bad_params)?;
-            let response = self.0.update_configuration(version, config).await?;
-            response.write_to(results.get().init_result());
-            Ok(())
-        }
+    ) -> Result<(), capnp::Error> {
+        let (version, config) =
+            read_update_configuration_params(params.get()?).map_err(bad_params)?;
+        let response = self.0.update_configuration(version, config).await?;
+        response.write_to(results.get().init_result());
+        Ok(())
     }
 }
 
 impl<S: CloudflaredServer> session_schema::Server for Adapter<S> {
-    fn register_udp_session(
+    async fn register_udp_session(
         self: capnp::capability::Rc<Self>,
         params: Params<session_schema::register_udp_session_params::Owned>,
         mut results: Results<session_schema::register_udp_session_results::Owned>,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        async move {
-            let params = RegisterUdpSessionParams::read_from(params.get()?).map_err(bad_params)?;
-            let response = self.0.register_udp_session(params).await?;
-            response.write_to(results.get().init_result());
-            Ok(())
-        }
+    ) -> Result<(), capnp::Error> {
+        let params = RegisterUdpSessionParams::read_from(params.get()?).map_err(bad_params)?;
+        let response = self.0.register_udp_session(params).await?;
+        response.write_to(results.get().init_result());
+        Ok(())
     }
 
-    fn unregister_udp_session(
+    async fn unregister_udp_session(
         self: capnp::capability::Rc<Self>,
         params: Params<session_schema::unregister_udp_session_params::Owned>,
         _: Results<session_schema::unregister_udp_session_results::Owned>,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        async move {
-            let params =
-                UnregisterUdpSessionParams::read_from(params.get()?).map_err(bad_params)?;
-            Ok(self.0.unregister_udp_session(params).await?)
-        }
+    ) -> Result<(), capnp::Error> {
+        let params = UnregisterUdpSessionParams::read_from(params.get()?).map_err(bad_params)?;
+        Ok(self.0.unregister_udp_session(params).await?)
     }
 }
 

@@ -8,8 +8,8 @@
 use std::future::Future;
 
 use capnp::capability::{Params, Results};
-use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::RpcSystem;
+use capnp_rpc::rpc_twoparty_capnp::Side;
 use futures::{AsyncRead, AsyncWrite};
 
 use super::{RpcDriver, RpcError, bad_params, network};
@@ -52,36 +52,32 @@ where
 struct Adapter<S>(S);
 
 impl<S: RegistrationServer> schema::Server for Adapter<S> {
-    fn register_connection(
+    async fn register_connection(
         self: capnp::capability::Rc<Self>,
         params: Params<schema::register_connection_params::Owned>,
         mut results: Results<schema::register_connection_results::Owned>,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        async move {
-            let params = RegisterConnectionParams::read_from(params.get()?).map_err(bad_params)?;
-            let response = self.0.register_connection(params).await?;
-            response.write_to(results.get().init_result());
-            Ok(())
-        }
+    ) -> Result<(), capnp::Error> {
+        let params = RegisterConnectionParams::read_from(params.get()?).map_err(bad_params)?;
+        let response = self.0.register_connection(params).await?;
+        response.write_to(results.get().init_result());
+        Ok(())
     }
 
-    fn unregister_connection(
+    async fn unregister_connection(
         self: capnp::capability::Rc<Self>,
         _: Params<schema::unregister_connection_params::Owned>,
         _: Results<schema::unregister_connection_results::Owned>,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        async move { Ok(self.0.unregister_connection().await?) }
+    ) -> Result<(), capnp::Error> {
+        Ok(self.0.unregister_connection().await?)
     }
 
-    fn update_local_configuration(
+    async fn update_local_configuration(
         self: capnp::capability::Rc<Self>,
         params: Params<schema::update_local_configuration_params::Owned>,
         _: Results<schema::update_local_configuration_results::Owned>,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        async move {
-            let config = params.get()?.get_config()?.to_vec();
-            Ok(self.0.update_local_configuration(config).await?)
-        }
+    ) -> Result<(), capnp::Error> {
+        let config = params.get()?.get_config()?.to_vec();
+        Ok(self.0.update_local_configuration(config).await?)
     }
 }
 
