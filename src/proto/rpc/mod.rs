@@ -95,3 +95,6 @@ where
 fn bad_params(e: DecodeError) -> capnp::Error {
     capnp::Error::failed(format!("invalid parameters: {e}"))
 }
+
+#[cfg(test)]
+mod tests;
