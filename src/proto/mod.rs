@@ -27,3 +27,6 @@ pub use rpc_types::{
     ClientInfo, ConnectionDetails, ConnectionError, ConnectionOptions, ConnectionResponse,
     RegisterConnectionParams, TunnelAuth, TunnelSecret, UpdateConfigurationResponse,
 };
+
+#[cfg(test)]
+mod tests;

@@ -224,7 +224,10 @@ fn update_configuration_and_sessions_round_trip() {
         let r = client.update_configuration(4, b"{}").await.unwrap();
         assert_eq!(r.latest_applied_version, 5);
         let r = client.update_configuration(6, b"not json").await.unwrap();
-        assert_eq!((r.latest_applied_version, r.err.as_deref()), (5, Some("invalid json")));
+        assert_eq!(
+            (r.latest_applied_version, r.err.as_deref()),
+            (5, Some("invalid json"))
+        );
         let udp = RegisterUdpSessionParams {
             session_id: vec![4; 16],
             dst_port: 53,
