@@ -20,8 +20,8 @@ pub use connect::{ConnectRequest, ConnectResponse, ConnectionType};
 pub use error::DecodeError;
 pub use framing::{FrameLimits, StreamSignature};
 pub use rpc::{
-    CloudflaredClient, CloudflaredServer, RegistrationClient, RegistrationServer, RpcError,
-    serve_cloudflared, serve_registration,
+    CloudflaredClient, CloudflaredServer, RegistrationClient, RegistrationServer, RpcDriver,
+    RpcError, serve_cloudflared, serve_registration,
 };
 pub use rpc_types::{
     ClientInfo, ConnectionDetails, ConnectionError, ConnectionOptions, ConnectionResponse,
