@@ -10,3 +10,4 @@ pub mod config;
 pub mod control;
 pub mod ingress;
 pub mod logging;
+pub mod proto;
