@@ -5,3 +5,5 @@
 //! - I/O: `edge`, `proxy`, `runtime`, `control`
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
+
+pub mod runtime;
