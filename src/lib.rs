@@ -6,5 +6,6 @@
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
 
+pub mod http1;
 pub mod runtime;
 pub mod tls;
