@@ -97,6 +97,12 @@ pub enum WorkerError {
         /// The driver failure.
         source: DriverError,
     },
+    /// The runtime failed to build; the cause was returned by [`Workers::spawn`].
+    #[error("worker {index} never started")]
+    NotStarted {
+        /// Worker index.
+        index: usize,
+    },
     /// The worker's future panicked.
     #[error("worker {index} panicked: {message}")]
     Panicked {
@@ -211,15 +217,17 @@ impl<T: Send + 'static> Workers<T> {
 
     /// Collects one readiness message per worker; on any failure stops the others.
     fn await_ready(&mut self, ready_rx: &mpsc::Receiver<Ready>) -> Result<(), SpawnError> {
+        let mut started = vec![false; self.threads.len()];
         for _ in 0..self.threads.len() {
             let (index, outcome) = match ready_rx.recv_timeout(START_TIMEOUT) {
                 Ok(msg) => msg,
                 Err(_) => {
-                    let index = self.pinning.len();
+                    let index = started.iter().position(|s| !s).unwrap_or_default();
                     self.stop();
                     return Err(SpawnError::StartTimeout { index });
                 }
             };
+            started[index] = true;
             match outcome {
                 Ok(pin) => self.pinning[index] = pin,
                 Err(e) => {
@@ -314,14 +322,8 @@ impl WorkerStart {
                 let _ = self
                     .ready
                     .send((index, Err(WorkerError::Runtime { index, source })));
-                // The real error went to `spawn`; this one is only seen by `join`.
-                return Err(WorkerError::Runtime {
-                    index,
-                    source: DriverError::Build {
-                        driver: self.driver,
-                        source: std::io::Error::other("runtime build failed at start"),
-                    },
-                });
+                // The real error went to `spawn`; `join` only learns that it never ran.
+                return Err(WorkerError::NotStarted { index });
             }
         };
         let ctx = WorkerCtx {

@@ -117,3 +117,22 @@ fn reuseport_listeners_on_every_worker_serve_connections() {
     let served: usize = pool.join().into_iter().map(Result::unwrap).sum();
     assert_eq!(served, CONNS);
 }
+
+#[test]
+fn auto_driver_workers_run_on_the_reported_driver() {
+    let config = WorkerConfig {
+        io_driver: IoDriver::Auto,
+        threads: NonZeroUsize::new(1),
+        no_pinning: true,
+    };
+    let mut pool = Workers::spawn(config, |_ctx: WorkerCtx| async move {
+        compio::runtime::Runtime::with_current(|rt| rt.driver_type())
+    })
+    .unwrap();
+    println!("{}", pool.driver_report().log_line());
+    assert_eq!(pool.pinning(), &[PinOutcome::Disabled]);
+    let expected = pool.driver_report().driver;
+    pool.stop();
+    let ran_on = pool.join().pop().unwrap().unwrap();
+    assert_eq!(ran_on.is_iouring(), expected == DriverKind::IoUring);
+}
