@@ -8,6 +8,9 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod http1;
 pub mod ingress;
 pub mod logging;
 pub mod proto;
+pub mod runtime;
+pub mod tls;

@@ -1,0 +1,233 @@
+//! I/O driver selection: io_uring when the kernel lets us have it, the poll driver otherwise.
+//!
+//! This module decides *once*, before any worker starts, which compio driver every worker
+//! uses, and says why in a [`DriverReport`] that the caller logs as one line. It detects
+//! io_uring by actually creating a ring (seccomp filters, `kernel.io_uring_disabled` and a
+//! low `RLIMIT_MEMLOCK` all show up as a failed `io_uring_setup`), never by guessing from the
+//! kernel version. It does not run anything: [`build_runtime`] hands back a compio runtime
+//! for the chosen driver and the caller drives it.
+
+use std::{fmt, io, str::FromStr};
+
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::runtime::{Runtime, RuntimeBuilder};
+
+/// Environment variable the CLI reads for [`IoDriver`] (flag `--io-driver`).
+pub const IO_DRIVER_ENV: &str = "RINGFLARE_IO_DRIVER";
+
+/// Which I/O driver the operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoDriver {
+    /// io_uring if a ring can be created, else the poll driver.
+    #[default]
+    Auto,
+    /// io_uring or fail: for operators who would rather not start than run degraded.
+    IoUring,
+    /// The poll (epoll) driver, even where io_uring works.
+    Poll,
+}
+
+/// The error for an unknown `--io-driver` value.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown io driver {0:?}: expected one of auto, io_uring, poll")]
+pub struct ParseIoDriverError(String);
+
+impl FromStr for IoDriver {
+    type Err = ParseIoDriverError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "io_uring" | "io-uring" | "iouring" | "uring" => Ok(Self::IoUring),
+            "poll" | "epoll" | "polling" => Ok(Self::Poll),
+            _ => Err(ParseIoDriverError(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for IoDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::IoUring => "io_uring",
+            Self::Poll => "poll",
+        })
+    }
+}
+
+/// The driver a runtime actually runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DriverKind {
+    /// Completion-based io_uring.
+    IoUring,
+    /// Readiness-based epoll through compio's `polling` backend.
+    Poll,
+}
+
+impl DriverKind {
+    /// The name used in logs and metrics labels: `io_uring` or `poll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IoUring => "io_uring",
+            Self::Poll => "poll",
+        }
+    }
+
+    fn compio_type(self) -> DriverType {
+        match self {
+            Self::IoUring => DriverType::IoUring,
+            Self::Poll => DriverType::Poll,
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which driver was chosen and why, for exactly one startup log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverReport {
+    /// The driver every worker uses.
+    pub driver: DriverKind,
+    /// Why: empty when io_uring was simply available, else the failure or the override.
+    pub reason: String,
+}
+
+impl DriverReport {
+    /// `Using io_uring driver` or `Using poll driver reason="..."`.
+    pub fn log_line(&self) -> String {
+        if self.reason.is_empty() {
+            format!("Using {} driver", self.driver)
+        } else {
+            format!("Using {} driver reason={:?}", self.driver, self.reason)
+        }
+    }
+}
+
+/// Errors from choosing or starting a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// `--io-driver io_uring` was forced but the kernel refused a ring.
+    #[error("io_uring was requested but is unavailable: {reason}")]
+    IoUringUnavailable {
+        /// The setup failure, as in [`DriverReport::reason`].
+        reason: String,
+    },
+    /// Building a compio runtime for an already chosen driver failed.
+    #[error("building the {driver} runtime failed: {source}")]
+    Build {
+        /// The driver being built.
+        driver: DriverKind,
+        /// The OS error from the driver.
+        source: io::Error,
+    },
+}
+
+/// Resolves the operator's choice into a concrete driver, probing io_uring when needed.
+pub fn select_driver(wanted: IoDriver) -> Result<DriverReport, DriverError> {
+    match wanted {
+        IoDriver::Poll => Ok(DriverReport {
+            driver: DriverKind::Poll,
+            reason: "forced by configuration (--io-driver=poll)".to_owned(),
+        }),
+        IoDriver::IoUring => match probe_io_uring() {
+            Ok(()) => Ok(io_uring_report()),
+            Err(reason) => Err(DriverError::IoUringUnavailable { reason }),
+        },
+        IoDriver::Auto => Ok(match probe_io_uring() {
+            Ok(()) => io_uring_report(),
+            Err(reason) => DriverReport {
+                driver: DriverKind::Poll,
+                reason,
+            },
+        }),
+    }
+}
+
+fn io_uring_report() -> DriverReport {
+    DriverReport {
+        driver: DriverKind::IoUring,
+        reason: String::new(),
+    }
+}
+
+/// Tries to create a real ring, then asks compio's own opcode check whether it would pick
+/// io_uring unforced (it refuses kernels missing the opcodes it relies on).
+fn probe_io_uring() -> Result<(), String> {
+    let forced = ProactorBuilder::new()
+        .driver_type(DriverType::IoUring)
+        .build();
+    match forced {
+        Err(e) => return Err(explain_setup_failure(&e)),
+        Ok(p) if !p.driver_type().is_iouring() => {
+            return Err("compio was built without io_uring support".to_owned());
+        }
+        Ok(_) => {}
+    }
+    match ProactorBuilder::new().build() {
+        Ok(p) if p.driver_type().is_iouring() => Ok(()),
+        Ok(_) => Err("io_uring lacks opcodes compio requires".to_owned()),
+        Err(e) => Err(explain_setup_failure(&e)),
+    }
+}
+
+/// Formats a ring creation failure, naming the sysctl when it is the cause.
+fn explain_setup_failure(e: &io::Error) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok())
+        .filter(|v| *v != 0);
+    match sysctl {
+        Some(v) => format!("io_uring_setup: {e} (kernel.io_uring_disabled={v})"),
+        None => format!("io_uring_setup: {e}"),
+    }
+}
+
+/// Builds a compio runtime on exactly `driver` (no silent fallback: the report must stay true).
+pub fn build_runtime(driver: DriverKind) -> Result<Runtime, DriverError> {
+    let mut proactor = ProactorBuilder::new();
+    proactor.driver_type(driver.compio_type());
+    let runtime = RuntimeBuilder::new()
+        .with_proactor(proactor)
+        .build()
+        .map_err(|source| DriverError::Build { driver, source })?;
+    if runtime.driver_type() != driver.compio_type() {
+        return Err(DriverError::Build {
+            driver,
+            source: io::Error::other(format!("compio chose {:?}", runtime.driver_type())),
+        });
+    }
+    Ok(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cli_values() {
+        assert_eq!("auto".parse::<IoDriver>().unwrap(), IoDriver::Auto);
+        assert_eq!("io_uring".parse::<IoDriver>().unwrap(), IoDriver::IoUring);
+        assert_eq!("POLL".parse::<IoDriver>().unwrap(), IoDriver::Poll);
+        assert!("kqueue".parse::<IoDriver>().is_err());
+    }
+
+    #[test]
+    fn forced_poll_builds_a_poll_runtime() {
+        let report = select_driver(IoDriver::Poll).unwrap();
+        assert_eq!(report.driver, DriverKind::Poll);
+        assert!(report.log_line().starts_with("Using poll driver reason="));
+        let rt = build_runtime(report.driver).unwrap();
+        assert_eq!(rt.block_on(async { 7 }), 7);
+    }
+
+    #[test]
+    fn auto_reports_a_usable_driver() {
+        let report = select_driver(IoDriver::Auto).unwrap();
+        println!("{}", report.log_line());
+        build_runtime(report.driver).unwrap();
+    }
+}

@@ -1,0 +1,19 @@
+//! The runtime: thread-per-core workers on compio, driver choice, sockets and the h2 adapter.
+//!
+//! This module owns threads, compio runtimes and socket setup. It knows nothing about the
+//! tunnel protocol, ingress or configuration files: callers hand it a factory that builds
+//! each core's `!Send` future and wire `--io-driver` into [`WorkerConfig`].
+
+mod driver;
+pub mod h2io;
+mod net;
+mod workers;
+
+pub use driver::{
+    DriverError, DriverKind, DriverReport, IO_DRIVER_ENV, IoDriver, ParseIoDriverError,
+    build_runtime, select_driver,
+};
+pub use net::{SocketError, TcpTuning, apply_tuning, bind_reuseport, set_keepalive, set_nodelay};
+pub use workers::{
+    PinOutcome, SpawnError, StopSignal, WorkerConfig, WorkerCtx, WorkerError, Workers,
+};

@@ -1,0 +1,165 @@
+//! rustls configurations for the edge (TLS server) and the connector (TLS client).
+//!
+//! Facts from cloudflared 2025.5.0 (spec §2): on http2 the connector verifies the name
+//! `h2.cftunnel.com`, offers no ALPN and only the P-256 group; on QUIC it verifies
+//! `quic.cftunnel.com` with ALPN `argotunnel` over TLS 1.3. Roots are either exactly the
+//! `--cacert` file or the system pool plus Cloudflare's origin roots. All configs use the
+//! `ring` provider. This module builds configs; it never touches sockets.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion,
+    crypto::{
+        CryptoProvider, SupportedKxGroup,
+        ring::{default_provider, kx_group},
+    },
+    version::{TLS12, TLS13},
+};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+use super::{EdgeCa, TlsError, edge_ca::read_certs};
+
+/// SNI and verified name on the http2 transport.
+pub const H2_SERVER_NAME: &str = "h2.cftunnel.com";
+/// SNI and verified name on the QUIC transport.
+pub const QUIC_SERVER_NAME: &str = "quic.cftunnel.com";
+/// SNI of newer cloudflared's pre-flight probes (spec §12).
+pub const PROBE_SERVER_NAME: &str = "probe.cftunnel.com";
+/// The only ALPN protocol on QUIC.
+pub const QUIC_ALPN: &[u8] = b"argotunnel";
+
+/// Cloudflare's origin CA roots, as embedded in cloudflared (public certificates).
+const CLOUDFLARE_ROOTS_PEM: &str = include_str!("cloudflare_roots.pem");
+
+/// Which roots the connector trusts for the edge certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeRoots {
+    /// `--cacert FILE`: only the certificates in FILE, like cloudflared.
+    CaFile(PathBuf),
+    /// No `--cacert`: the system roots plus the embedded Cloudflare origin roots.
+    Cloudflare,
+}
+
+/// The groups the edge accepts: P-256 is mandatory (the only group cloudflared offers on
+/// http2), X25519 for other clients; P-256 first so a P-256 key share never needs a retry.
+fn edge_groups() -> Vec<&'static dyn SupportedKxGroup> {
+    vec![kx_group::SECP256R1, kx_group::X25519, kx_group::SECP384R1]
+}
+
+/// The groups the connector offers: P-256 first as cloudflared does, X25519 allowed.
+fn connector_groups() -> Vec<&'static dyn SupportedKxGroup> {
+    vec![kx_group::SECP256R1, kx_group::X25519]
+}
+
+pub(super) fn provider(groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        kx_groups: groups,
+        ..default_provider()
+    })
+}
+
+fn config_err(what: &'static str) -> impl FnOnce(rustls::Error) -> TlsError {
+    move |source| TlsError::Config { what, source }
+}
+
+/// The edge's TCP (http2) server config: TLS 1.2 and 1.3, no ALPN.
+pub fn edge_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(ca, &[&TLS13, &TLS12], Vec::new(), "edge TCP server config")
+}
+
+/// The edge's QUIC server config: TLS 1.3 only, ALPN `argotunnel`.
+pub fn edge_quic_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(
+        ca,
+        &[&TLS13],
+        vec![QUIC_ALPN.to_vec()],
+        "edge QUIC server config",
+    )
+}
+
+fn server_config(
+    ca: &EdgeCa,
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: Vec<Vec<u8>>,
+    what: &'static str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider(edge_groups()))
+        .with_protocol_versions(versions)
+        .map_err(config_err(what))?
+        .with_no_client_auth()
+        .with_single_cert(ca.server_chain().to_vec(), ca.server_key())
+        .map_err(config_err(what))?;
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
+/// The connector's http2 client config: TLS 1.2–1.3, no ALPN, no client certificate.
+pub fn connector_client_config(roots: EdgeRoots) -> Result<Arc<ClientConfig>, TlsError> {
+    let store = edge_root_store(&roots)?;
+    client_config(store, connector_groups(), &[&TLS13, &TLS12], Vec::new())
+}
+
+/// The connector's QUIC client config: TLS 1.3, ALPN `argotunnel`.
+pub fn connector_quic_client_config(roots: EdgeRoots) -> Result<Arc<ClientConfig>, TlsError> {
+    let store = edge_root_store(&roots)?;
+    client_config(
+        store,
+        connector_groups(),
+        &[&TLS13],
+        vec![QUIC_ALPN.to_vec()],
+    )
+}
+
+pub(super) fn client_config(
+    store: RootCertStore,
+    groups: Vec<&'static dyn SupportedKxGroup>,
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let what = "connector client config";
+    let mut config = ClientConfig::builder_with_provider(provider(groups))
+        .with_protocol_versions(versions)
+        .map_err(config_err(what))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
+/// The trust anchors for `roots`; never empty.
+pub fn edge_root_store(roots: &EdgeRoots) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    let what = match roots {
+        EdgeRoots::CaFile(path) => {
+            let (_, ignored) = store.add_parsable_certificates(read_certs(path)?);
+            if ignored > 0 {
+                return Err(TlsError::BadPem {
+                    path: path.clone(),
+                    reason: format!("{ignored} certificate(s) are not valid trust anchors"),
+                });
+            }
+            path.display().to_string()
+        }
+        EdgeRoots::Cloudflare => {
+            store.add_parsable_certificates(cloudflare_roots());
+            // Unreadable system stores only shrink the pool; the embedded roots remain.
+            let native = rustls_native_certs::load_native_certs();
+            store.add_parsable_certificates(native.certs);
+            "the embedded Cloudflare roots and the system store".to_owned()
+        }
+    };
+    if store.is_empty() {
+        return Err(TlsError::NoRoots { what });
+    }
+    Ok(store)
+}
+
+/// The embedded Cloudflare origin roots (3 certificates).
+pub fn cloudflare_roots() -> Vec<CertificateDer<'static>> {
+    // The embedded file is a constant checked by a unit test; skip anything unparsable
+    // rather than fail at runtime.
+    CertificateDer::pem_slice_iter(CLOUDFLARE_ROOTS_PEM.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}

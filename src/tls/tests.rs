@@ -1,0 +1,154 @@
+//! In-memory handshakes between the edge and connector configs (no sockets, no clock).
+
+use std::{fs, os::unix::fs::PermissionsExt, sync::Arc};
+
+use rustls::{
+    ClientConfig, ClientConnection, NamedGroup, ServerConfig, ServerConnection,
+    crypto::ring::kx_group,
+    version::{TLS12, TLS13},
+};
+use rustls_pki_types::ServerName;
+
+use super::config::client_config;
+use super::*;
+
+/// Drives both sides until neither is handshaking; bounded rounds.
+fn handshake(
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    name: &str,
+) -> Result<(ClientConnection, ServerConnection), rustls::Error> {
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let mut c = ClientConnection::new(client, name)?;
+    let mut s = ServerConnection::new(server)?;
+    for _ in 0..16 {
+        let mut buf = Vec::new();
+        c.write_tls(&mut buf).unwrap();
+        s.read_tls(&mut buf.as_slice()).unwrap();
+        s.process_new_packets()?;
+        buf.clear();
+        s.write_tls(&mut buf).unwrap();
+        c.read_tls(&mut buf.as_slice()).unwrap();
+        c.process_new_packets()?;
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return Ok((c, s));
+        }
+    }
+    panic!("handshake did not finish in 16 rounds");
+}
+
+fn ca_in_tempdir() -> (tempfile::TempDir, EdgeCa) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+    (dir, ca)
+}
+
+#[test]
+fn p256_only_client_negotiates_secp256r1_with_h2_sni() {
+    let (_dir, ca) = ca_in_tempdir();
+    let server = edge_server_config(&ca).unwrap();
+    let store = edge_root_store(&EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+    for version in [&TLS13, &TLS12] {
+        let client =
+            client_config(store.clone(), vec![kx_group::SECP256R1], &[version], vec![]).unwrap();
+        let (c, s) = handshake(client, server.clone(), H2_SERVER_NAME).unwrap();
+        assert_eq!(s.server_name(), Some(H2_SERVER_NAME));
+        let group = c.negotiated_key_exchange_group().unwrap().name();
+        assert_eq!(group, NamedGroup::secp256r1);
+        assert_eq!(c.alpn_protocol(), None);
+    }
+}
+
+#[test]
+fn connector_config_verifies_every_edge_name() {
+    let (_dir, ca) = ca_in_tempdir();
+    let client = connector_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+    let server = edge_server_config(&ca).unwrap();
+    for name in [H2_SERVER_NAME, PROBE_SERVER_NAME, "localhost", "127.0.0.1"] {
+        let (c, _) = handshake(client.clone(), server.clone(), name).unwrap();
+        // P-256 is the connector's first choice, as in cloudflared.
+        assert_eq!(
+            c.negotiated_key_exchange_group().unwrap().name(),
+            NamedGroup::secp256r1
+        );
+    }
+}
+
+#[test]
+fn quic_configs_agree_on_alpn_and_tls13() {
+    let (_dir, ca) = ca_in_tempdir();
+    let client =
+        connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+    let server = edge_quic_server_config(&ca).unwrap();
+    let (c, _) = handshake(client, server, QUIC_SERVER_NAME).unwrap();
+    assert_eq!(c.alpn_protocol(), Some(QUIC_ALPN));
+    assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+}
+
+#[test]
+fn client_trusting_another_ca_fails_with_unknown_issuer() {
+    let (_dir, ca) = ca_in_tempdir();
+    let (_other_dir, other) = ca_in_tempdir();
+    let client =
+        connector_client_config(EdgeRoots::CaFile(other.ca_pem_path().to_owned())).unwrap();
+    let err = handshake(client, edge_server_config(&ca).unwrap(), H2_SERVER_NAME).unwrap_err();
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+}
+
+#[test]
+fn files_are_reused_and_keys_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EdgeCa::load_or_create(dir.path()).unwrap();
+    let second = EdgeCa::load_or_create(dir.path()).unwrap();
+    assert_eq!(first.ca_cert(), second.ca_cert());
+    assert_eq!(first.server_chain(), second.server_chain());
+    for key in ["ca-key.pem", "server-key.pem"] {
+        let mode = fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+}
+
+#[test]
+fn missing_server_pair_is_reissued_from_the_existing_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = EdgeCa::load_or_create(dir.path()).unwrap();
+    fs::remove_file(dir.path().join("server.pem")).unwrap();
+    let second = EdgeCa::load_or_create(dir.path()).unwrap();
+    assert_eq!(first.ca_cert(), second.ca_cert());
+    assert_ne!(first.server_chain(), second.server_chain());
+    // The re-issued certificate still chains to the original ca.pem.
+    let client =
+        connector_client_config(EdgeRoots::CaFile(first.ca_pem_path().to_owned())).unwrap();
+    handshake(client, edge_server_config(&second).unwrap(), H2_SERVER_NAME).unwrap();
+}
+
+#[test]
+fn bad_or_incomplete_files_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    EdgeCa::load_or_create(dir.path()).unwrap();
+    fs::write(dir.path().join("server-key.pem"), "not a key").unwrap();
+    let err = EdgeCa::load_or_create(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("server-key.pem"), "{err}");
+
+    fs::remove_file(dir.path().join("ca-key.pem")).unwrap();
+    let err = EdgeCa::load_or_create(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("ca-key.pem") && err.contains("missing"),
+        "{err}"
+    );
+
+    let missing = dir.path().join("nope.pem");
+    let err = edge_root_store(&EdgeRoots::CaFile(missing))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope.pem"), "{err}");
+}
+
+#[test]
+fn embedded_cloudflare_roots_parse() {
+    assert_eq!(cloudflare_roots().len(), 3);
+    assert!(!edge_root_store(&EdgeRoots::Cloudflare).unwrap().is_empty());
+}
