@@ -325,6 +325,27 @@ fn load_spreads_across_connections_and_replicas() {
 
 #[test]
 fn unregister_drains_in_flight_then_closes() {
+    unregister_drains(Leave::Unregister);
+}
+
+#[test]
+fn unregister_then_control_stream_end_still_drains() {
+    unregister_drains(Leave::UnregisterAndClose);
+}
+
+#[test]
+fn control_stream_end_without_unregister_drains() {
+    unregister_drains(Leave::CloseControl);
+}
+
+#[derive(PartialEq)]
+enum Leave {
+    Unregister,
+    UnregisterAndClose,
+    CloseControl,
+}
+
+fn unregister_drains(how: Leave) {
     let (_dir, edge, t, peer) = registered_edge(IoDriver::Poll);
     let second = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p1"));
     second.expect_registered();
@@ -340,8 +361,14 @@ fn unregister_drains_in_flight_then_closes() {
         })
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(200));
-    peer.unregister();
-    assert_eq!(peer.next_event(), PeerEvent::Unregistered);
+    match how {
+        Leave::Unregister => peer.unregister(),
+        Leave::UnregisterAndClose => peer.unregister_and_close(),
+        Leave::CloseControl => peer.close_control(),
+    }
+    if how != Leave::CloseControl {
+        assert_eq!(peer.next_event(), PeerEvent::Unregistered);
+    }
     assert!(edge.wait_registered_at_most(1, WAIT));
     // New work goes to the remaining connection only.
     let mut c = Client::connect(addr);
