@@ -33,6 +33,7 @@ fn get_round_trip(driver: IoDriver) {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello from p0");
     assert_eq!(r.header("x-peer"), Some("p0"));
+    assert_eq!(r.all("server"), vec!["cloudflare"]);
     assert_eq!(r.header("content-type"), Some("text/plain"));
     assert!(r.header("cf-ray").is_some());
     // Keep-alive: a second request on the same connection.
@@ -49,6 +50,8 @@ fn get_round_trip(driver: IoDriver) {
     assert!(text.contains("user-agent: edge-test"), "{text}");
     assert!(!text.contains("\nhost:"), "{text}");
     assert_eq!(r.all("set-cookie"), vec!["a=1", "b=2"]);
+    // The origin's Server header passes through alone.
+    assert_eq!(r.all("server"), vec!["test-origin"]);
     edge.shutdown();
 }
 

@@ -756,16 +756,14 @@ async fn write_response<W: AsyncWrite + Unpin>(
     keep_alive
 }
 
-/// `Cf-Ray`, `Server` and the keep-alive decision, as Cloudflare adds them.
+/// `Cf-Ray`, `Server: cloudflare` (only when the origin sent no `Server`, so origin headers
+/// stay intact) and the keep-alive decision.
 fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, version: Version) {
     headers.push(Header {
         name: HeaderName::from_static("cf-ray"),
         value: Bytes::copy_from_slice(ray.as_bytes()),
     });
-    headers.push(Header {
-        name: header::SERVER,
-        value: Bytes::from_static(b"cloudflare"),
-    });
+    ensure(headers, header::SERVER, "cloudflare");
     match (keep_alive, version) {
         (false, _) => headers.push(Header {
             name: header::CONNECTION,

@@ -305,6 +305,15 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // compio aborts the process when a task on another runtime is woken from a
+            // panicking thread; leave the workers running (the process is going down) so
+            // the panic is reported instead of an abort.
+            if let Some(workers) = self.workers.take() {
+                std::mem::forget(workers);
+            }
+            return;
+        }
         if let Some(workers) = self.workers.as_mut() {
             workers.stop();
         }
