@@ -393,3 +393,54 @@ fn unregister_drains(how: Leave) {
     assert_eq!(peer.next_event(), PeerEvent::Closed);
     assert_eq!(edge.registered().len(), 1);
 }
+
+#[test]
+fn https_eyeball_with_a_certificate_from_the_edge_ca() {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let mut opts = edge_options(
+        dir.path(),
+        vec![t.edge_tunnel(&["app.example.com"])],
+        1,
+        IoDriver::Auto,
+    );
+    opts.eyeball_tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let edge = ringflare::edge::Edge::start(opts).unwrap();
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p0"));
+    peer.expect_registered();
+
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(edge.ca_pem_path())
+        .unwrap()
+        .map(Result::unwrap);
+    roots.add_parsable_certificates(certs);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = "app.example.com".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(edge.eyeball_tls_addr().unwrap()).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("x-forwarded-proto: https"), "{text}");
+    assert!(
+        text.contains("cf-visitor: {\"scheme\":\"https\"}"),
+        "{text}"
+    );
+    assert!(text.contains("connection: close"), "{text}");
+}

@@ -13,6 +13,7 @@ use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 use bytes::{Bytes, BytesMut};
 use compio::io::compat::AsyncStream;
 use compio::net::TcpListener;
+use compio::tls::TlsAcceptor;
 use futures_util::future::{Either, select};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use h2::RecvStream;
@@ -48,6 +49,7 @@ const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     stop: StopSignal,
     tasks: Rc<TaskCount>,
 ) {
@@ -72,10 +74,30 @@ pub(crate) async fn accept_loop(
         let shared = shared.clone();
         let stop = stop.clone();
         let guard = tasks.enter_guard();
+        let tls = tls.clone();
         compio::runtime::spawn(async move {
             let _guard = guard;
-            let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
-            super::until_stopped(&stop, serve(shared, stream, peer, "http")).await;
+            match tls {
+                None => {
+                    let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
+                    super::until_stopped(&stop, serve(shared, stream, peer, "http")).await;
+                }
+                Some(acceptor) => {
+                    let limit = shared.handshake_timeout;
+                    let work = async {
+                        match compio::time::timeout(limit, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => serve(shared.clone(), stream, peer, "https").await,
+                            Ok(Err(e)) => {
+                                log::debug!(peer:% = peer, error:% = e; "Eyeball TLS handshake failed");
+                            }
+                            Err(_) => {
+                                log::debug!(peer:% = peer; "Eyeball TLS handshake timed out");
+                            }
+                        }
+                    };
+                    super::until_stopped(&stop, work).await;
+                }
+            }
         })
         .detach();
     }

@@ -72,6 +72,20 @@ pub fn start_edge(
     listeners: usize,
     driver: IoDriver,
 ) -> Edge {
+    let opts = edge_options(dir, tunnels, listeners, driver);
+    if std::env::var_os("EDGE_TEST_LOG").is_some() {
+        ringflare::logging::init(log::LevelFilter::Debug, false, None);
+    }
+    Edge::start(opts).expect("edge starts")
+}
+
+/// Options for a loopback test edge: free ports, two workers, short timeouts.
+pub fn edge_options(
+    dir: &std::path::Path,
+    tunnels: Vec<EdgeTunnel>,
+    listeners: usize,
+    driver: IoDriver,
+) -> EdgeOptions {
     let mut opts = EdgeOptions::new(dir);
     opts.tunnel_listen = (0..listeners)
         .map(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -85,10 +99,7 @@ pub fn start_edge(
     opts.register_timeout = Duration::from_secs(1);
     opts.drain_timeout = Duration::from_secs(10);
     opts.response_timeout = Duration::from_secs(10);
-    if std::env::var_os("EDGE_TEST_LOG").is_some() {
-        ringflare::logging::init(log::LevelFilter::Debug, false, None);
-    }
-    Edge::start(opts).expect("edge starts")
+    opts
 }
 
 /// What the peer does on its control stream.
