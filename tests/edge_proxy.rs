@@ -444,3 +444,36 @@ fn https_eyeball_with_a_certificate_from_the_edge_ca() {
     );
     assert!(text.contains("connection: close"), "{text}");
 }
+
+#[test]
+fn expect_100_continue_is_answered_by_the_edge() {
+    let (_dir, edge, _t, _peer) = registered_edge(IoDriver::Poll);
+    let mut c = Client::connect(edge.eyeball_addr());
+    let body = pattern(3 << 20, 4);
+    let head = format!(
+        "POST /hash HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    c.stream.write_all(head.as_bytes()).unwrap();
+    // The interim response comes before any body byte is sent.
+    let (status, _) = c.read_head();
+    assert_eq!(status, 100);
+    c.stream.write_all(&body).unwrap();
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8(r.body).unwrap(),
+        format!("{} {:016x}", body.len(), fnv(&body))
+    );
+    // The connector never sees Expect.
+    c.stream
+        .write_all(b"POST /headers HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_head().0, 100);
+    c.stream.write_all(b"hello").unwrap();
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.contains(":method: POST"), "{text}");
+    assert!(!text.contains("expect"), "{text}");
+}

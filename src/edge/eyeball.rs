@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use compio::io::compat::AsyncStream;
 use compio::net::TcpListener;
 use compio::tls::TlsAcceptor;
+use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use h2::RecvStream;
@@ -179,6 +180,7 @@ fn dropped_request_header(name: &HeaderName) -> bool {
             | "cf-visitor"
             | "x-forwarded-proto"
             | "cdn-loop"
+            | "expect"
     ) || name.as_str().starts_with("cf-cloudflared-")
 }
 
@@ -287,6 +289,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
         };
         if websocket {
             return self.websocket(ctx, response, body_tx).await;
+        }
+        // `Expect: 100-continue` is answered here (as Cloudflare does): the stream is open,
+        // so the body has somewhere to go. The header itself is not forwarded.
+        if has_body
+            && head.version == Version::Http11
+            && head.has_token(&header::EXPECT, "100-continue")
+            && (self
+                .wr
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+                || self.wr.flush().await.is_err())
+        {
+            body_tx_reset(body_tx);
+            return false;
         }
         let timeout = self.shared.response_timeout;
         let Eyeball { rd, wr, buf, .. } = self;
@@ -510,6 +527,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
     }
 }
 
+/// Abandons a request stream whose body will never come.
+fn body_tx_reset(mut tx: h2::SendStream<Bytes>) {
+    tx.send_reset(h2::Reason::CANCEL);
+}
+
 /// What the response writer needs to know about the request.
 struct Exchange {
     method: Method,
@@ -713,7 +735,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
         return keep_alive;
     }
     let mut sent: u64 = 0;
-    while let Some(chunk) = body.data().await {
+    let mut next = body.data().await;
+    while let Some(chunk) = next {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -741,16 +764,29 @@ async fn write_response<W: AsyncWrite + Unpin>(
         } else {
             wr.write_all(&chunk).await
         };
-        // Flush each frame: the connector already decided what to batch (spec §3.4 flush
-        // rule), and event streams must arrive event by event.
-        if written.is_err() || wr.flush().await.is_err() {
+        if written.is_err() {
             return false;
         }
         let _ = body.flow_control().release_capacity(len);
+        // Take the next frame if it is already here; flush only before waiting. A bulk
+        // download then costs one write per socket buffer, while an event stream (the
+        // connector flushes each event as its own frame) still reaches the eyeball at once.
+        next = match body.data().now_or_never() {
+            Some(n) => n,
+            None => {
+                if wr.flush().await.is_err() {
+                    return false;
+                }
+                body.data().await
+            }
+        };
     }
     if let Some(cl) = content_length
         && sent != cl
     {
+        return false;
+    }
+    if !chunked && wr.flush().await.is_err() {
         return false;
     }
     if chunked {
