@@ -18,10 +18,7 @@ fn main() -> ExitCode {
         }
         Some("tunnel") => match cli::tunnel(&argv[1..], env) {
             Command::Done(outcome) => outcome,
-            Command::TunnelRun(_) => Outcome::failure(
-                String::new(),
-                "tunnel run: the connector is not available in this build yet".into(),
-            ),
+            Command::TunnelRun(run) => ringflare::connector::run(*run),
         },
         Some(other) => Outcome::usage(format!("Incorrect Usage: unknown command '{other}'"), ""),
     };
