@@ -415,3 +415,132 @@ pub fn get(host: &str, path: &str) -> http::Request<()> {
         .body(())
         .unwrap()
 }
+
+/// An origin that streams each request body straight back (same length) as it arrives, so
+/// upload and download run at the same time; serves keep-alive requests.
+pub fn streaming_echo_origin() -> SocketAddr {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::with_capacity(256 * 1024, stream);
+                loop {
+                    let mut length = 0u64;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = h.trim_end().to_ascii_lowercase();
+                        if lower.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+                    if reader.get_mut().write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut left = length;
+                    let mut buf = vec![0u8; 256 * 1024];
+                    while left > 0 {
+                        let want = buf.len().min(left as usize);
+                        let n = match reader.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if reader.get_mut().write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        left -= n as u64;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// FNV-1a over a byte stream, for end-to-end checksums without holding the data.
+#[derive(Clone, Copy)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+}
+
+impl Fnv {
+    pub fn update(&mut self, data: &[u8]) {
+        for b in data {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+/// Deterministic pseudo-random chunk `i` of a test payload.
+pub fn payload_chunk(i: u64, len: usize) -> Bytes {
+    let mut x = i.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    Bytes::from(v)
+}
+
+/// Streams `total` bytes up through `conn` to a streaming echo origin and checks that the
+/// same bytes come back, holding at most one chunk of each direction in memory.
+pub async fn echo_transfer(conn: &mut EdgeConn, host: &str, total: u64) {
+    const CHUNK: usize = 256 * 1024;
+    let mut client = conn.client.clone().ready().await.unwrap();
+    let req = http::Request::post(format!("https://{host}/echo"))
+        .header("content-length", total.to_string())
+        .body(())
+        .unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let upload = async move {
+        let mut sum = Fnv::default();
+        let mut sent = 0u64;
+        let mut i = 0;
+        while sent < total {
+            let len = CHUNK.min((total - sent) as usize);
+            let chunk = payload_chunk(i, len);
+            sum.update(&chunk);
+            send_all(&mut send, chunk).await.unwrap();
+            sent += len as u64;
+            i += 1;
+        }
+        send.send_data(Bytes::new(), true).unwrap();
+        sum.0
+    };
+    let download = async move {
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut sum = Fnv::default();
+        let mut got = 0u64;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            sum.update(&chunk);
+            got += chunk.len() as u64;
+        }
+        (got, sum.0)
+    };
+    let (up, (got, down)) = futures_util::future::join(upload, download).await;
+    assert_eq!(got, total);
+    assert_eq!(up, down, "checksum of echoed bytes differs");
+}
