@@ -28,11 +28,7 @@ fn transfer_on(io_driver: &str) {
         // Many concurrent streams over the one connection.
         let mut tasks = Vec::new();
         for _ in 0..32 {
-            let mut c = EdgeConn {
-                client: conn.client.clone(),
-                seen: conn.seen.clone(),
-                control: None,
-            };
+            let mut c = conn.handle();
             tasks.push(compio::runtime::spawn(async move {
                 echo_transfer(&mut c, "many.test", 256 << 10).await;
             }));

@@ -40,7 +40,7 @@ pub struct Seen {
     pub unregistered: bool,
 }
 
-struct Registrar(Rc<RefCell<Seen>>);
+struct Registrar(Rc<RefCell<Seen>>, Option<(String, bool)>);
 
 impl RegistrationServer for Registrar {
     async fn register_connection(
@@ -48,6 +48,15 @@ impl RegistrationServer for Registrar {
         params: RegisterConnectionParams,
     ) -> Result<ConnectionResponse, RpcError> {
         self.0.borrow_mut().params = Some(params);
+        if let Some((cause, should_retry)) = &self.1 {
+            return Ok(ConnectionResponse::Error(
+                ringflare::proto::ConnectionError {
+                    cause: cause.clone(),
+                    retry_after: 0,
+                    should_retry: *should_retry,
+                },
+            ));
+        }
         Ok(ConnectionResponse::Details(ConnectionDetails {
             uuid: *Uuid::new_v4().as_bytes(),
             location_name: "test01".into(),
@@ -67,6 +76,8 @@ impl RegistrationServer for Registrar {
 
 /// The in-test edge's listener and CA.
 pub struct TestEdge {
+    /// When set, registrations are refused with this cause and shouldRetry.
+    pub refuse: RefCell<Option<(String, bool)>>,
     pub listener: TcpListener,
     pub acceptor: TlsAcceptor,
     pub ca: PathBuf,
@@ -75,6 +86,8 @@ pub struct TestEdge {
 
 /// One registered connector connection, seen from the edge.
 pub struct EdgeConn {
+    /// The task driving the HTTP/2 connection; dropping it closes the TCP connection.
+    pub task: Option<compio::runtime::JoinHandle<()>>,
     pub client: SendRequest<Bytes>,
     pub seen: Rc<RefCell<Seen>>,
     /// The control stream's send half: dropping it closes the control stream.
@@ -88,6 +101,7 @@ impl TestEdge {
         let acceptor = TlsAcceptor::from(edge_server_config(&ca).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         TestEdge {
+            refuse: RefCell::new(None),
             listener,
             acceptor,
             ca: ca.ca_pem_path().to_owned(),
@@ -104,10 +118,9 @@ impl TestEdge {
         let (tcp, _) = self.listener.accept().await.unwrap();
         let tls = self.acceptor.accept(tcp).await.unwrap();
         let (client, conn) = h2::client::handshake(h2io::tls(tls)).await.unwrap();
-        compio::runtime::spawn(async move {
+        let task = compio::runtime::spawn(async move {
             let _ = conn.await;
-        })
-        .detach();
+        });
         let mut client = client.ready().await.unwrap();
         let req = http::Request::get("https://h2.cftunnel.com/")
             .header("cf-cloudflared-proxy-connection-upgrade", "control-stream")
@@ -118,7 +131,8 @@ impl TestEdge {
         let seen = Rc::new(RefCell::new(Seen::default()));
         let reader = H2Reader::new(resp.into_body());
         // The writer side of the control stream goes to the RPC system.
-        let rpc = serve_registration(Registrar(seen.clone()), reader, H2Writer::new(control));
+        let registrar = Registrar(seen.clone(), self.refuse.borrow().clone());
+        let rpc = serve_registration(registrar, reader, H2Writer::new(control));
         compio::runtime::spawn(async move {
             let _ = rpc.await;
         })
@@ -131,10 +145,23 @@ impl TestEdge {
         }
         assert!(seen.borrow().params.is_some(), "connector did not register");
         EdgeConn {
+            task: Some(task),
             client,
             seen,
             control: None,
         }
+    }
+
+    /// Closes the listener and listens again on the same address after `down` (an edge restart).
+    pub async fn restart(&mut self, down: Duration) {
+        let addr = self.addr();
+        let old = std::mem::replace(
+            &mut self.listener,
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+        drop(old);
+        compio::time::sleep(down).await;
+        self.listener = ringflare::runtime::bind_reuseport(addr).unwrap();
     }
 
     /// Accepts a TCP+TLS connection and returns the raw TLS stream (misbehaviour tests).
@@ -163,6 +190,21 @@ impl Reply {
 }
 
 impl EdgeConn {
+    /// A second handle on the same connection (for concurrent requests).
+    pub fn handle(&self) -> EdgeConn {
+        EdgeConn {
+            task: None,
+            client: self.client.clone(),
+            seen: self.seen.clone(),
+            control: None,
+        }
+    }
+
+    /// Drops the connection abruptly, as a crashing edge would.
+    pub fn kill(&mut self) {
+        self.task = None;
+    }
+
     /// Sends a request with an optional body and collects the whole response.
     pub async fn request(&mut self, req: http::Request<()>, body: Option<Bytes>) -> Reply {
         let client = self.client.clone().ready().await.unwrap();
@@ -266,6 +308,28 @@ impl Connector {
             .unwrap()
             .success();
         assert!(ok);
+    }
+
+    /// The metrics address from the `Starting metrics server on ...` line.
+    pub fn metrics_addr(&self) -> Option<String> {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("Starting metrics server on "))?;
+        let rest = line.split("Starting metrics server on ").nth(1)?;
+        Some(rest.trim_end_matches("/metrics").to_owned())
+    }
+
+    /// Polls for exit without blocking the async runtime; returns the exit code.
+    pub async fn exited(&mut self, limit: Duration) -> Option<i32> {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            compio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     /// Waits for exit with a bound; returns the exit code.
@@ -543,4 +607,26 @@ pub async fn echo_transfer(conn: &mut EdgeConn, host: &str, total: u64) {
     let (up, (got, down)) = futures_util::future::join(upload, download).await;
     assert_eq!(got, total);
     assert_eq!(up, down, "checksum of echoed bytes differs");
+}
+
+/// A blocking HTTP GET to the metrics server: (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// Polls `cond` every 10 ms, up to `limit`; true when it held.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        compio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
 }
