@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod control;
+pub mod edge;
 pub mod http1;
 pub mod ingress;
 pub mod logging;
