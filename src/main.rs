@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             Command::Done(outcome) => outcome,
             Command::TunnelRun(run) => ringflare::connector::run(*run),
         },
+        Some("demo") => ringflare::connector::demo::run(&argv[1..], env),
         Some("edge") => ringflare::edge::run_cli(&argv[1..], &env),
         Some(other) => Outcome::usage(format!("Incorrect Usage: unknown command '{other}'"), ""),
     };

@@ -16,7 +16,7 @@ use crate::logging::rfc3339_utc;
 use crate::proto::http2::websocket_accept;
 
 /// Process start, for `/uptime` (set on first use).
-fn start_time() -> SystemTime {
+pub fn start_time() -> SystemTime {
     static START: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
     *START.get_or_init(SystemTime::now)
 }

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod core;
+pub mod demo;
 pub mod discovery;
 pub mod edge_conn;
 pub mod h2stream;
@@ -113,6 +114,7 @@ impl Signals {
 fn start(run: TunnelRun) -> Result<i32, String> {
     let options = ConnectorOptions::resolve(&run).map_err(|e| e.to_string())?;
     let connector_id = options::new_connector_id();
+    hello::start_time();
     log::info!(tunnelID = options.credentials.tunnel_id.to_string().as_str(); "Starting tunnel");
     log::info!("Version {} (ringflare)", env!("CARGO_PKG_VERSION"));
     log::info!(

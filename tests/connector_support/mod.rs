@@ -269,6 +269,27 @@ impl Connector {
         tunnel_flags: &[&str],
         run_flags: &[&str],
     ) -> Connector {
+        let mut flags: Vec<String> = vec!["--ha-connections".into(), "1".into()];
+        flags.extend(tunnel_flags.iter().map(|s| (*s).to_owned()));
+        Connector::spawn(
+            &[edge.addr()],
+            &edge.ca,
+            &token(),
+            config,
+            &flags,
+            run_flags,
+        )
+    }
+
+    /// Starts the binary against any edge addresses with the given token.
+    pub fn spawn(
+        edges: &[SocketAddr],
+        ca: &Path,
+        token: &str,
+        config: Option<&Path>,
+        tunnel_flags: &[String],
+        run_flags: &[&str],
+    ) -> Connector {
         // Logs live outside the edge's temp dir so a failing test can still print them.
         let logs = std::env::temp_dir().join("ringflare-test-logs");
         let _ = std::fs::create_dir_all(&logs);
@@ -278,16 +299,18 @@ impl Connector {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        cmd.args(["--edge", &edge.addr().to_string()])
-            .arg("--cacert")
-            .arg(&edge.ca)
-            .args(["--metrics", "127.0.0.1:0", "--ha-connections", "1"])
+        for e in edges {
+            cmd.args(["--edge", &e.to_string()]);
+        }
+        cmd.arg("--cacert")
+            .arg(ca)
+            .args(["--metrics", "127.0.0.1:0"])
             .args(tunnel_flags)
             .arg("run")
-            .args(["--token", &token()])
+            .args(["--token", token])
             .args(run_flags)
             .env_remove("TUNNEL_TOKEN")
-            .env("HOME", edge.dir.path())
+            .env("HOME", &logs)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         LAST_LOG.with(|l| *l.borrow_mut() = Some(log.clone()));
