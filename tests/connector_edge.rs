@@ -3,7 +3,6 @@
 //! checksums (streamed, never held), websocket TCP service, edge restart -> reconnect, and
 //! SIGTERM with a request in flight.
 
-#[allow(dead_code)]
 mod connector_support;
 #[path = "edge_support/mod.rs"]
 mod edge_support;
