@@ -542,7 +542,19 @@ async fn control_stream(
             return;
         }
     };
+    let remotely_managed = details.tunnel_is_remotely_managed;
     let _ = events.unbounded_send(ControlEvent::Registered(details));
+    if index == 0 && !remotely_managed {
+        // cloudflared uploads its local configuration from connection 0 (spec §5.4).
+        let json = local_config_json(&core.shared.ingress.load());
+        match compio::time::timeout(o.rpc_timeout, client.update_local_configuration(&json)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::warn!(error = e.to_string().as_str(); "unable to send local configuration")
+            }
+            Err(_) => log::warn!("unable to send local configuration: timed out"),
+        }
+    }
     core.stop.stopped().await;
     match compio::time::timeout(o.grace_period, client.unregister_connection()).await {
         Ok(Ok(())) => log::info!(connIndex = index, event = 0; "Unregistered tunnel connection"),
@@ -552,4 +564,31 @@ async fn control_stream(
         Err(_) => log::warn!(connIndex = index; "unregisterConnection timed out"),
     }
     let _ = events.unbounded_send(ControlEvent::Unregistered);
+}
+
+/// The `updateLocalConfiguration` JSON: the ingress rules as cloudflared uploads them
+/// (`hostname`, `path`, `service`, `originRequest`; non-default options are not itemised).
+pub fn local_config_json(table: &crate::ingress::IngressTable) -> Vec<u8> {
+    let rules: Vec<serde_json::Value> = table
+        .ingress()
+        .rules
+        .iter()
+        .map(|r| {
+            let mut rule = serde_json::Map::new();
+            if !r.hostname.is_empty() {
+                rule.insert("hostname".into(), r.hostname.clone().into());
+            }
+            if let Some(p) = &r.path {
+                rule.insert("path".into(), p.as_str().into());
+            }
+            rule.insert("service".into(), r.service.to_string().into());
+            rule.insert(
+                "originRequest".into(),
+                serde_json::Value::Object(Default::default()),
+            );
+            serde_json::Value::Object(rule)
+        })
+        .collect();
+    let doc = serde_json::json!({ "ingress": rules, "warp-routing": {} });
+    serde_json::to_vec(&doc).unwrap_or_default()
 }

@@ -333,6 +333,18 @@ impl Connector {
         assert!(ok);
     }
 
+    /// CPU seconds (user + system) the connector process used so far, from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // USER_HZ is 100 on Linux.
+        Some(ticks / 100.0)
+    }
+
     /// The metrics address from the `Starting metrics server on ...` line.
     pub fn metrics_addr(&self) -> Option<String> {
         let log = self.log_text();
