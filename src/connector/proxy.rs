@@ -7,6 +7,15 @@
 //! Backpressure: the upload releases h2 window only after the bytes went into the origin
 //! socket; the download asks h2 for send capacity before each chunk, so the origin socket is
 //! not read faster than the edge accepts.
+//!
+//! # Copies on the payload path
+//! Edge -> origin: kernel -> the TLS stream's owned buffer -> rustls (decrypt) -> h2's read
+//! buffer -> a DATA `Bytes` (split, not copied) -> the origin stream's write buffer -> kernel.
+//! Origin -> edge: kernel -> the origin stream's owned buffer -> one `BytesMut` (the body
+//! decoder splits `Bytes` off it without copying) -> h2 (large DATA payloads are chained, not
+//! copied) -> rustls (encrypt) -> the TLS stream's write buffer -> kernel. The owned-buffer
+//! copies are what io_uring's ownership rules cost without `unsafe`; TLS needs its own. The
+//! edge leg is always TLS on the http2 transport, so there is no plain-socket pair to splice.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};

@@ -14,7 +14,6 @@ mod tls;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use compio::io::compat::AsyncStream;
@@ -190,6 +189,3 @@ impl Pool {
         self.idle.borrow().get(key).map_or(0, Vec::len)
     }
 }
-
-/// A pinned box is what both plain and TLS streams become; re-exported for callers' bounds.
-pub type Pinned<T> = Pin<Box<T>>;
