@@ -214,6 +214,7 @@ fn start(run: TunnelRun) -> Result<i32, String> {
             worker: ctx.index,
             edge_tls: edge_tls.clone(),
             pool: Default::default(),
+            h2_pool: Default::default(),
             origin_tls: Default::default(),
             stop: ctx.stop.clone(),
         });

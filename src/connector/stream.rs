@@ -157,6 +157,7 @@ fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsPar
         server_name,
         ca_pool: opts.ca_pool.clone(),
         no_verify: opts.no_tls_verify,
+        http2: opts.http2_origin,
     }
 }
 
