@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use compio::tls::TlsConnector;
 
+use super::origin::h2::H2Pool;
 use super::origin::{OriginTls, Pool};
 use super::state::{CoreCounters, Shared};
 use crate::runtime::StopSignal;
@@ -16,6 +17,8 @@ pub struct Core {
     /// TLS to the edge (`h2.cftunnel.com`, `--cacert` or Cloudflare roots).
     pub edge_tls: TlsConnector,
     pub pool: Pool,
+    /// Multiplexed HTTP/2 origin connections (`http2Origin`).
+    pub h2_pool: H2Pool,
     pub origin_tls: OriginTls,
     /// Fires when graceful shutdown starts.
     pub stop: StopSignal,

@@ -2,7 +2,7 @@
 //! that received the request, with no socket: `/` (an HTML page describing the request),
 //! `/uptime`, `/_health`, `/sse?freq=` (an event stream) and `/ws` (websocket echo).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -147,12 +147,4 @@ async fn serve_ws(req: Request<RecvStream>, respond: &mut SendResponse<Bytes>) -
     let mut recv = req.into_body();
     super::ws::echo(&mut recv, &mut send).await;
     Some(101)
-}
-
-/// Seconds since the epoch (keeps `UNIX_EPOCH` in use for clarity of `/uptime`).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

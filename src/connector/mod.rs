@@ -67,11 +67,20 @@ fn init_logging(run: &TunnelRun) {
     let level =
         crate::logging::parse_level(&s.string("loglevel")).unwrap_or(log::LevelFilter::Info);
     let json = s.string("output").eq_ignore_ascii_case("json");
-    let file = s.opt_string("logfile").and_then(|p| {
+    // `--logfile` wins; `--log-directory` writes cloudflared.log there, as cloudflared does.
+    let path = s
+        .opt_string("logfile")
+        .map(|p| crate::control::loader::expand_home(&p))
+        .or_else(|| {
+            s.opt_string("log-directory")
+                .map(|d| crate::control::loader::expand_home(&d).join("cloudflared.log"))
+        });
+    let file = path.and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(crate::control::loader::expand_home(&p))
+            .open(&p)
+            .map_err(|e| eprintln!("failed to open log file {}: {e}", p.display()))
             .ok()
     });
     crate::logging::init(level, json, file);
@@ -205,6 +214,7 @@ fn start(run: TunnelRun) -> Result<i32, String> {
             worker: ctx.index,
             edge_tls: edge_tls.clone(),
             pool: Default::default(),
+            h2_pool: Default::default(),
             origin_tls: Default::default(),
             stop: ctx.stop.clone(),
         });

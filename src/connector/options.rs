@@ -269,3 +269,98 @@ fn cli_origin_request(s: &Settings) -> Result<OriginRequest, OptionsError> {
 pub fn new_connector_id() -> Uuid {
     Uuid::new_v4()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::cli::{Command, tunnel};
+    use crate::config::credentials::encode_token;
+    use crate::config::secret::Secret;
+
+    fn token() -> String {
+        encode_token(&Credentials {
+            account_tag: "a".repeat(32),
+            tunnel_secret: Secret::new(vec![1; 32]),
+            tunnel_id: Uuid::nil(),
+            endpoint: String::new(),
+        })
+    }
+
+    fn resolve(
+        tunnel_flags: &[&str],
+        run_flags: &[&str],
+    ) -> Result<ConnectorOptions, OptionsError> {
+        let mut argv: Vec<String> = tunnel_flags.iter().map(|s| s.to_string()).collect();
+        argv.extend(["run".to_owned(), "--token".to_owned(), token()]);
+        argv.extend(run_flags.iter().map(|s| s.to_string()));
+        let env = HashMap::from([("HOME".to_owned(), "/nonexistent".to_owned())]);
+        match tunnel(&argv, env) {
+            Command::TunnelRun(run) => ConnectorOptions::resolve(&run),
+            Command::Done(o) => panic!("not a run: {o:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_cloudflared() {
+        let o = resolve(&[], &[]).unwrap();
+        assert_eq!(o.ha_connections, 4);
+        assert_eq!(o.retries, 5);
+        assert_eq!(o.grace_period, Duration::from_secs(30));
+        assert_eq!(o.rpc_timeout, Duration::from_secs(5));
+        assert_eq!(o.metrics, None, "localhost:0 means the default port search");
+        assert_eq!(o.ip_version, IpVersion::V4);
+        assert_eq!(
+            o.edge,
+            EdgeSource::Srv {
+                service: "v2-origintunneld".into()
+            }
+        );
+        assert!(o.default_503 && o.from_token);
+    }
+
+    #[test]
+    fn flags_edges_tags_and_cli_rule() {
+        let o = resolve(
+            &[
+                "--edge",
+                "127.0.0.1:1",
+                "--edge",
+                "127.0.0.1:2",
+                "--tag",
+                "env=prod",
+                "--region",
+                "us",
+            ],
+            &["--url", "http://localhost:9000"],
+        )
+        .unwrap();
+        assert_eq!(
+            o.edge,
+            EdgeSource::Static(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()])
+        );
+        assert_eq!(o.tags, vec![("env".to_owned(), "prod".to_owned())]);
+        assert!(!o.default_503);
+        assert_eq!(
+            o.ingress.ingress().rules[0].service.to_string(),
+            "http://localhost:9000"
+        );
+        let srv = resolve(&["--region", "us"], &[]).unwrap();
+        assert_eq!(
+            srv.edge,
+            EdgeSource::Srv {
+                service: "us-v2-origintunneld".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let e = resolve(&["--grace-period", "4m"], &[]).unwrap_err();
+        assert_eq!(e.0, "grace-period must be equal or less than 3m0s");
+        assert!(resolve(&["--edge-ip-version", "5"], &[]).is_err());
+        assert!(resolve(&["--tag", "bad tag=x"], &[]).is_err());
+        assert!(resolve(&["--ha-connections", "0"], &[]).is_err());
+    }
+}

@@ -7,6 +7,15 @@
 //! Backpressure: the upload releases h2 window only after the bytes went into the origin
 //! socket; the download asks h2 for send capacity before each chunk, so the origin socket is
 //! not read faster than the edge accepts.
+//!
+//! # Copies on the payload path
+//! Edge -> origin: kernel -> the TLS stream's owned buffer -> rustls (decrypt) -> h2's read
+//! buffer -> a DATA `Bytes` (split, not copied) -> the origin stream's write buffer -> kernel.
+//! Origin -> edge: kernel -> the origin stream's owned buffer -> one `BytesMut` (the body
+//! decoder splits `Bytes` off it without copying) -> h2 (large DATA payloads are chained, not
+//! copied) -> rustls (encrypt) -> the TLS stream's write buffer -> kernel. The owned-buffer
+//! copies are what io_uring's ownership rules cost without `unsafe`; TLS needs its own. The
+//! edge leg is always TLS on the http2 transport, so there is no plain-socket pair to splice.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -24,7 +33,7 @@ use super::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
     response_framing,
 };
-use super::origin::{Dial, DialError, OriginStream, dial};
+use super::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
 use super::response::{error_head, origin_head};
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
@@ -41,6 +50,8 @@ pub enum ProxyError {
     Response(#[from] ResponseError),
     #[error("edge stream: {0}")]
     Edge(#[from] h2::Error),
+    #[error("http2 origin: {0}")]
+    Http2Origin(h2::Error),
 }
 
 /// What happened to a request, for metrics and logs.
@@ -164,6 +175,15 @@ pub async fn proxy_http(
     opts: &OriginRequest,
     websocket: bool,
 ) -> Outcome {
+    let mut first = None;
+    if !websocket && d.tls.as_ref().is_some_and(|t| t.http2) {
+        // Websockets stay on HTTP/1.1 (no upgrade over h2), as with Go's transport.
+        match h2_client(core, d).await {
+            Ok(H2Choice::H2(client)) => return proxy_h2(core, req, respond, client, opts).await,
+            Ok(H2Choice::Http1(stream)) => first = Some(stream),
+            Err(e) => return Outcome::Failed(e),
+        }
+    }
     let out = outgoing(core, &req, opts, websocket);
     let mut head = BytesMut::new();
     encode_head(&out.method, &out.target, &out.headers, &mut head);
@@ -172,9 +192,10 @@ pub async fn proxy_http(
     let mut recv = req.into_body();
     // A pooled connection may have been closed by the origin meanwhile: a request without a
     // body is retried once on a fresh connection if the reused one fails before any reply.
-    let mut pooled = core.pool.checkout(&key, opts.keep_alive_timeout);
+    let fresh = first.is_some();
+    let mut pooled = first.or_else(|| core.pool.checkout(&key, opts.keep_alive_timeout));
     loop {
-        let reused = pooled.is_some();
+        let reused = pooled.is_some() && !fresh;
         let stream = match pooled.take() {
             Some(s) => s,
             None => match dial(d, &core.origin_tls).await {
@@ -454,4 +475,141 @@ async fn stream_body(
 /// Sends cloudflared's 502 for a failure before any response bytes.
 pub fn respond_error(respond: &mut SendResponse<Bytes>) {
     let _ = respond.send_response(error_head(), true);
+}
+
+/// What an `http2Origin` dial produced.
+enum H2Choice {
+    H2(h2::client::SendRequest<Bytes>),
+    /// The origin did not pick h2 by ALPN: use this connection for HTTP/1.1.
+    Http1(OriginStream),
+}
+
+/// A ready HTTP/2 client for `d`: pooled, or dialled (and its driver spawned on this core).
+async fn h2_client(core: &Core, d: &Dial) -> Result<H2Choice, ProxyError> {
+    let key = d.key();
+    if let Some(c) = core.h2_pool.ready(&key).await {
+        return Ok(H2Choice::H2(c));
+    }
+    let (stream, is_h2) = dial_alpn(d, &core.origin_tls).await?;
+    if !is_h2 {
+        return Ok(H2Choice::Http1(stream));
+    }
+    let (client, conn) = h2::client::handshake(crate::runtime::h2io::TokioIo::new(stream))
+        .await
+        .map_err(ProxyError::Http2Origin)?;
+    compio::runtime::spawn(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    let client = client.ready().await.map_err(ProxyError::Http2Origin)?;
+    core.h2_pool.insert(key, client.clone());
+    Ok(H2Choice::H2(client))
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 §8.2.2) or carries as pseudo-headers.
+const NOT_ON_H2: [&str; 7] = [
+    "host",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "te",
+];
+
+/// One request over an HTTP/2 origin connection.
+async fn proxy_h2(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    mut client: h2::client::SendRequest<Bytes>,
+    opts: &OriginRequest,
+) -> Outcome {
+    let out = outgoing(core, &req, opts, false);
+    let authority = out
+        .headers
+        .iter()
+        .find(|(n, _)| n == "Host")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let mut builder = Request::builder()
+        .method(out.method.clone())
+        .uri(format!("https://{authority}{}", out.target));
+    for (name, value) in &out.headers {
+        if !NOT_ON_H2.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            builder = builder.header(name.as_str(), value.as_ref());
+        }
+    }
+    let request = match builder.body(()) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(ProxyError::Write(std::io::Error::other(e))),
+    };
+    let no_body = matches!(out.body, RequestBody::None);
+    let (resp_fut, mut up) = match client.send_request(request, no_body) {
+        Ok(x) => x,
+        Err(e) => return Outcome::Failed(ProxyError::Http2Origin(e)),
+    };
+    let mut recv = req.into_body();
+    let mut upload = pin!(async {
+        if no_body {
+            return Ok(());
+        }
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk?;
+            let n = chunk.len();
+            send_all(&mut up, chunk)
+                .await
+                .map_err(ProxyError::Http2Origin)?;
+            release(&mut recv, n);
+        }
+        up.send_data(Bytes::new(), true)
+            .map_err(ProxyError::Http2Origin)
+    });
+    let mut up_out: Option<Result<(), ProxyError>> = None;
+    let resp = match drive(upload.as_mut(), &mut up_out, pin!(resp_fut)).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(ProxyError::Http2Origin(e)),
+    };
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, Bytes)> = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                super::origin::http::canonical_key(n.as_str()),
+                Bytes::copy_from_slice(v.as_bytes()),
+            )
+        })
+        .collect();
+    let mut body = resp.into_body();
+    let end = body.is_end_stream();
+    let mut send = match respond.send_response(origin_head(status, &headers), end) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e.into()),
+    };
+    if end {
+        return Outcome::Responded(status);
+    }
+    let streamed = drive(
+        upload.as_mut(),
+        &mut up_out,
+        pin!(async {
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.map_err(ProxyError::Http2Origin)?;
+                let n = chunk.len();
+                send_all(&mut send, chunk).await?;
+                let _ = body.flow_control().release_capacity(n);
+            }
+            match body.trailers().await.map_err(ProxyError::Http2Origin)? {
+                Some(t) => send.send_trailers(t)?,
+                None => send.send_data(Bytes::new(), true)?,
+            }
+            Ok::<(), ProxyError>(())
+        }),
+    )
+    .await;
+    if streamed.is_err() {
+        send.send_reset(h2::Reason::INTERNAL_ERROR);
+    }
+    Outcome::Responded(status)
 }

@@ -8,13 +8,13 @@
 //! decoder splits into `Bytes` for h2 (no further copy until h2/TLS framing). Writes copy request
 //! bytes once into the stream's write buffer. With TLS, rustls' own buffers replace those copies.
 
+pub mod h2;
 pub mod http;
 mod tls;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use compio::io::compat::AsyncStream;
@@ -59,6 +59,8 @@ pub struct TlsParams {
     pub server_name: String,
     pub ca_pool: String,
     pub no_verify: bool,
+    /// `http2Origin`: offer h2 by ALPN.
+    pub http2: bool,
 }
 
 /// The pool key: everything that makes two connections interchangeable.
@@ -90,6 +92,11 @@ pub enum DialError {
 
 /// Opens a new connection to the origin.
 pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> {
+    dial_alpn(d, tls).await.map(|(s, _)| s)
+}
+
+/// Opens a new connection; the flag says whether TLS negotiated HTTP/2.
+pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool), DialError> {
     match &d.target {
         Target::Tcp { host, port } => {
             let addr = join(host, *port);
@@ -109,9 +116,10 @@ pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> 
                 },
             );
             match &d.tls {
-                None => Ok(Box::new(Box::pin(AsyncStream::with_capacity(
-                    STREAM_BUF, tcp,
-                )))),
+                None => Ok((
+                    Box::new(Box::pin(AsyncStream::with_capacity(STREAM_BUF, tcp))),
+                    false,
+                )),
                 Some(p) => tls.connect(tcp, p, d.tls_timeout, &addr).await,
             }
         }
@@ -128,9 +136,10 @@ pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> 
                 Err(_) => return Err(DialError::ConnectTimeout { addr: path.clone() }),
             };
             match &d.tls {
-                None => Ok(Box::new(Box::pin(AsyncStream::with_capacity(
-                    STREAM_BUF, sock,
-                )))),
+                None => Ok((
+                    Box::new(Box::pin(AsyncStream::with_capacity(STREAM_BUF, sock))),
+                    false,
+                )),
                 Some(p) => tls.connect(sock, p, d.tls_timeout, path).await,
             }
         }
@@ -190,6 +199,3 @@ impl Pool {
         self.idle.borrow().get(key).map_or(0, Vec::len)
     }
 }
-
-/// A pinned box is what both plain and TLS streams become; re-exported for callers' bounds.
-pub type Pinned<T> = Pin<Box<T>>;

@@ -23,18 +23,20 @@ use crate::tls::cloudflare_roots;
 /// Per-core cache of origin TLS connectors.
 #[derive(Default)]
 pub struct OriginTls {
-    configs: RefCell<HashMap<(String, bool), TlsConnector>>,
+    /// Keyed by (caPool, noTLSVerify, offer h2).
+    configs: RefCell<HashMap<(String, bool, bool), TlsConnector>>,
 }
 
 impl OriginTls {
-    /// TLS handshake over `stream` (TCP or unix), bounded by `timeout`.
+    /// TLS handshake over `stream` (TCP or unix), bounded by `timeout`. The flag says whether
+    /// the origin chose HTTP/2 by ALPN (only offered for `http2Origin`).
     pub async fn connect<S>(
         &self,
         stream: S,
         p: &TlsParams,
         timeout: Duration,
         addr: &str,
-    ) -> Result<OriginStream, DialError>
+    ) -> Result<(OriginStream, bool), DialError>
     where
         S: compio::io::util::Splittable + 'static,
         S::ReadHalf: compio::io::AsyncRead + Unpin,
@@ -49,24 +51,27 @@ impl OriginTls {
         let name = p.server_name.trim_start_matches('[').trim_end_matches(']');
         let handshake = connector.connect(name, stream);
         match compio::time::timeout(timeout, handshake).await {
-            Ok(Ok(tls)) => Ok(Box::new(tls)),
+            Ok(Ok(tls)) => {
+                let h2 = tls.negotiated_alpn().is_some_and(|p| p.as_ref() == b"h2");
+                Ok((Box::new(tls), h2))
+            }
             Ok(Err(e)) => Err(fail(e.to_string())),
             Err(_) => Err(fail("TLS handshake timeout".into())),
         }
     }
 
     fn connector(&self, p: &TlsParams) -> Result<TlsConnector, String> {
-        let key = (p.ca_pool.clone(), p.no_verify);
+        let key = (p.ca_pool.clone(), p.no_verify, p.http2);
         if let Some(c) = self.configs.borrow().get(&key) {
             return Ok(c.clone());
         }
-        let connector = TlsConnector::from(build(&p.ca_pool, p.no_verify)?);
+        let connector = TlsConnector::from(build(&p.ca_pool, p.no_verify, p.http2)?);
         self.configs.borrow_mut().insert(key, connector.clone());
         Ok(connector)
     }
 }
 
-fn build(ca_pool: &str, no_verify: bool) -> Result<Arc<ClientConfig>, String> {
+fn build(ca_pool: &str, no_verify: bool, http2: bool) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -83,7 +88,12 @@ fn build(ca_pool: &str, no_verify: bool) -> Result<Arc<ClientConfig>, String> {
             .with_root_certificates(roots(ca_pool)?)
             .with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // `http2Origin` lets the origin pick HTTP/2 by ALPN (Go's ForceAttemptHTTP2; no h2c).
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
