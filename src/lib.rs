@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod control;
 pub mod edge;
 pub mod http1;
