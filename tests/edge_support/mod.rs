@@ -753,6 +753,17 @@ impl Response {
     }
 }
 
+/// `read`, retried on EINTR: a socket read with a timeout is not restarted after a signal
+/// (signal(7)), and other tests in the same binary may signal the process.
+fn read_retrying(stream: &mut StdTcp, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A keep-alive eyeball connection with a read buffer.
 pub struct Client {
     pub stream: StdTcp,
@@ -779,7 +790,7 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut tmp = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut tmp).unwrap_or(0);
+        let n = read_retrying(&mut self.stream, &mut tmp).unwrap_or(0);
         self.buf.extend_from_slice(&tmp[..n]);
         n
     }
@@ -819,7 +830,7 @@ impl Client {
         left -= have;
         let mut tmp = vec![0u8; 256 * 1024];
         while left > 0 {
-            let got = self.stream.read(&mut tmp).unwrap();
+            let got = read_retrying(&mut self.stream, &mut tmp).unwrap();
             assert!(got > 0, "connection closed mid-body");
             let used = got.min(left);
             self.buf.extend_from_slice(&tmp[used..got]);
