@@ -19,6 +19,7 @@ pub mod options;
 pub mod origin;
 pub mod pipe;
 pub mod proxy;
+pub mod remote_config;
 pub mod response;
 pub mod state;
 pub mod stream;
