@@ -510,14 +510,14 @@ async fn control_stream(
     let (client, driver) =
         RegistrationClient::connect(H2Reader::new(req.into_body()), H2Writer::new(send));
     let driver_events = events.clone();
-    compio::runtime::spawn(async move {
+    // Kept (not detached) so the control stream can be ended after unregistering.
+    let driver_task = compio::runtime::spawn(async move {
         let reason = match driver.await {
             Ok(()) => "control stream closed by the edge".to_owned(),
             Err(e) => format!("control stream: {e}"),
         };
         let _ = driver_events.unbounded_send(ControlEvent::Closed(reason));
-    })
-    .detach();
+    });
     let o = &core.shared.options;
     let reply = compio::time::timeout(o.rpc_timeout, client.register_connection(&params)).await;
     let details = match reply {
@@ -563,6 +563,10 @@ async fn control_stream(
         }
         Err(_) => log::warn!(connIndex = index; "unregisterConnection timed out"),
     }
+    // As cloudflared: the control-stream handler returns, which ends the stream; an edge
+    // takes that as the cue to close the connection once its in-flight requests are done.
+    drop(client);
+    drop(driver_task);
     let _ = events.unbounded_send(ControlEvent::Unregistered);
 }
 

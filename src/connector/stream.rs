@@ -54,7 +54,14 @@ pub async fn serve(
         RequestKind::ConfigurationUpdate => config_update(core, req, &mut respond).await,
         RequestKind::TcpStream => tcp_stream(core, req, &mut respond).await,
         RequestKind::Http | RequestKind::Websocket => {
-            route(core, req, &mut respond, kind == RequestKind::Websocket).await
+            route(
+                core,
+                req,
+                &mut respond,
+                kind == RequestKind::Websocket,
+                conn_index,
+            )
+            .await
         }
     };
     match status {
@@ -77,6 +84,7 @@ async fn route(
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
     websocket: bool,
+    conn_index: u8,
 ) -> Result<u16, String> {
     let host = req
         .uri()
@@ -91,10 +99,11 @@ async fn route(
         .unwrap_or_default();
     // The table is held for this request only: a reload during it does not affect it.
     let table = core.shared.ingress.load();
-    let rule = match table.find(&host, req.uri().path()) {
-        Matched::Rule(i) => table.rule(i),
+    let (rule, index) = match table.find(&host, req.uri().path()) {
+        Matched::Rule(i) => (table.rule(i), i.0),
         Matched::Internal(_) => return Err("management requests are not supported".into()),
     };
+    log_request(&req, &host, conn_index, index, rule);
     if rule.access.as_ref().is_some_and(|a| a.required) {
         // Without a JWT cloudflared answers 403; validating one needs the team's JWKS over
         // the network, which this build does not fetch, so a present token is a 502.
@@ -139,6 +148,35 @@ async fn route(
             Err("stream services need a websocket request (use cloudflared access)".into())
         }
     }
+}
+
+/// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The
+/// level check comes first, so a disabled debug level costs nothing per request.
+fn log_request(req: &Request<RecvStream>, host: &str, conn_index: u8, index: usize, rule: &Rule) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let cf_ray = req
+        .headers()
+        .get("cf-ray")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let length = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-1");
+    log::debug!(
+        connIndex = conn_index,
+        cfRay = cf_ray,
+        host = host,
+        path = req.uri().path(),
+        ingressRule = index,
+        originService = rule.service.to_string().as_str(),
+        content_length = length;
+        "{} http://localhost:8080{path_query} HTTP/2.0", req.method()
+    );
 }
 
 /// `Cf-Access-Jump-Destination` with scheme and path stripped.
