@@ -5,6 +5,7 @@
 //! - I/O: `edge`, `proxy`, `runtime`, `control`
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Some("version" | "--version" | "-v" | "-version") => {
             Outcome::success(format!("{}\n", help::version_line()))
         }
+        Some("bench") => return ringflare::bench::main(&argv[1..]),
         Some("tunnel") => match cli::tunnel(&argv[1..], env) {
             Command::Done(outcome) => outcome,
             Command::TunnelRun(_) => Outcome::failure(
