@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod http1;
 pub mod ingress;
 pub mod logging;
