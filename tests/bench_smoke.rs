@@ -264,3 +264,56 @@ fn plot_and_usage_errors() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--rate"));
 }
+
+/// The CI smoke of the end-to-end benchmark: every leg that can run must move real traffic
+/// with no errors, and the JSON must hold one result per workload per leg.
+#[test]
+fn e2e_quick_smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("e2e.json");
+    let out = Command::new(BIN)
+        .args(["bench", "e2e", "--quick", "--out"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("leg ") && stdout.contains("ratio"),
+        "{stdout}"
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let legs = v["legs"].as_array().unwrap();
+    assert_eq!(legs[0]["name"], "origin");
+    let mut ran = 0;
+    for leg in legs {
+        if leg["skipped"].is_string() {
+            continue;
+        }
+        ran += 1;
+        let results = leg["results"].as_array().unwrap();
+        assert_eq!(results.len(), 7, "{leg}");
+        for r in results {
+            let rep = &r["report"];
+            assert_eq!(
+                u(rep, "/error_total"),
+                0,
+                "{} {}: {r}",
+                leg["name"],
+                r["workload"]
+            );
+            assert!(u(rep, "/requests") > 0, "{r}");
+            if leg["name"] != "origin" {
+                assert!(r["connector_cpu_s"].as_f64().is_some(), "{r}");
+                assert!(u(r, "/connector_peak_rss_kib") > 0, "{r}");
+            }
+        }
+        let idle = results.iter().find(|r| r["workload"] == "ws_idle").unwrap();
+        assert_eq!(u(idle, "/report/connections_opened"), 200);
+    }
+    assert!(ran >= 1);
+}

@@ -12,6 +12,8 @@ pub mod client;
 pub mod e2e;
 mod io;
 pub mod plot;
+pub mod procs;
+pub mod report;
 pub mod response;
 pub mod run;
 pub mod serve;
@@ -140,6 +142,22 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s).map_err(|e| e.to_string())
 }
 
+/// Raises the soft open-file limit to the hard one: 10,000 idle WebSockets need 10,000
+/// descriptors and the usual soft default is 1024. Best effort; the doctor reports limits.
+pub fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: l.maximum,
+                maximum: l.maximum,
+            },
+        );
+    }
+}
+
 impl LoadArgs {
     /// Resolves the flags into a plan (resolving the host, validating the request).
     pub fn plan(&self) -> Result<LoadPlan, String> {
@@ -209,6 +227,7 @@ pub fn main(args: &[String]) -> ExitCode {
 
 fn load_main(args: &LoadArgs) -> Result<(), String> {
     let plan = args.plan()?;
+    raise_nofile_limit();
     let report = run::run(plan)?;
     if let Some(path) = &args.plot {
         let svg = plot::render_svg(
