@@ -56,6 +56,52 @@ pub struct E2eArgs {
     /// Keep the state directory and the children's logs here instead of a temporary one.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Do not move the run into a loopback-only network namespace. By default, when a
+    /// third-party `--connector` is given, the whole run (origin, edge, every connector and
+    /// the generator) re-executes under `unshare --user --map-root-user --net` so that binary
+    /// can reach nothing but this benchmark's loopback.
+    #[arg(long)]
+    pub no_netns: bool,
+}
+
+/// Set in the re-executed child so it does not try to isolate itself again.
+const NETNS_ENV: &str = "RINGFLARE_E2E_NETNS";
+
+/// Re-runs this command inside a fresh user + network namespace with only `lo` up.
+/// `Ok(None)` when isolation is not wanted or not possible (then the caller runs in place).
+fn run_isolated(args: &E2eArgs) -> Result<Option<std::process::ExitStatus>, String> {
+    if args.connectors.is_empty() || args.no_netns || std::env::var_os(NETNS_ENV).is_some() {
+        return Ok(None);
+    }
+    let usable = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        eprintln!(
+            "e2e: cannot create a network namespace (unshare failed); running the third-party connector without isolation"
+        );
+        return Ok(None);
+    }
+    eprintln!(
+        "e2e: running inside a loopback-only network namespace (third-party connector given)"
+    );
+    let status = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(self_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env(NETNS_ENV, "1")
+        .status()
+        .map_err(|e| format!("re-running under unshare: {e}"))?;
+    Ok(Some(status))
 }
 
 /// What kind of traffic a workload is, and what it is judged by.
@@ -429,6 +475,13 @@ fn tunnel_leg(
 
 /// Entry point of `ringflare bench e2e`.
 pub fn main(args: &E2eArgs) -> Result<(), String> {
+    if let Some(status) = run_isolated(args)? {
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(format!("isolated run failed: {status}"))
+        };
+    }
     let results = run_e2e(args)?;
     let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&args.out, json + "\n")
