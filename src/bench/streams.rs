@@ -184,19 +184,16 @@ async fn open(w: &Worker, sent: &mut u64) -> Option<(TcpStream, BytesMut)> {
             return None;
         }
     };
-    match compio::time::timeout(w.plan.timeout, handshake(w, &stream)).await {
-        Ok(Ok(rest)) => Some((stream, rest)),
-        Ok(Err(kind)) => {
-            *sent += 1;
-            w.error(kind);
-            None
-        }
-        Err(_) => {
-            *sent += 1;
-            w.error(ErrorKind::Timeout);
-            None
-        }
-    }
+    let kind = match compio::time::timeout(w.plan.timeout, handshake(w, &stream)).await {
+        Ok(Ok(rest)) => return Some((stream, rest)),
+        Ok(Err(kind)) => kind,
+        Err(_) => ErrorKind::Timeout,
+    };
+    *sent += 1;
+    w.error(kind);
+    // A refused upgrade (404, 502) would otherwise be retried in a tight loop.
+    w.pause_after_connect_error().await;
+    None
 }
 
 /// Idle WebSocket: upgrade, hold until the deadline, then prove liveness with one echo.
