@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod doctor;
+pub mod edge;
 pub mod http1;
 pub mod ingress;
 pub mod logging;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
                 "tunnel run: the connector is not available in this build yet".into(),
             ),
         },
+        Some("edge") => ringflare::edge::run_cli(&argv[1..], &env),
         Some(other) => Outcome::usage(format!("Incorrect Usage: unknown command '{other}'"), ""),
     };
     print!("{}", outcome.stdout);

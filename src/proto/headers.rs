@@ -137,9 +137,19 @@ impl DecodedHeaders {
         which: &'static str,
     ) -> Result<Range<usize>, HeaderDecodeError> {
         let start = self.bytes.len();
-        ENGINE
-            .decode_vec(encoded, &mut self.bytes)
-            .map_err(|_| HeaderDecodeError::Base64 { which })?;
+        // Go's decoder skips '\r' and '\n' anywhere in the input; the rare value that has them is
+        // filtered into a temporary so the common path decodes straight from the wire bytes.
+        let result = if encoded.iter().any(|&b| b == b'\r' || b == b'\n') {
+            let filtered: Vec<u8> = encoded
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
+            ENGINE.decode_vec(&filtered, &mut self.bytes)
+        } else {
+            ENGINE.decode_vec(encoded, &mut self.bytes)
+        };
+        result.map_err(|_| HeaderDecodeError::Base64 { which })?;
         Ok(start..self.bytes.len())
     }
 }
@@ -249,6 +259,19 @@ mod tests {
         assert!(matches!(
             deserialize_headers("!!:MQ"),
             Err(HeaderDecodeError::Base64 { which: "name" })
+        ));
+    }
+
+    #[test]
+    fn line_breaks_inside_base64_are_skipped_like_go() {
+        // Go's base64 decoder ignores CR and LF anywhere in its input.
+        assert_eq!(
+            deserialize_headers("Q29udGVu\r\ndC1UeXBl:dGV4\ndC9wbGFpbg").unwrap(),
+            vec![("Content-Type".into(), "text/plain".into())]
+        );
+        assert!(matches!(
+            deserialize_headers("WC1B:M\tQ"),
+            Err(HeaderDecodeError::Base64 { which: "value" })
         ));
     }
 

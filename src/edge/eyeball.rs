@@ -1,0 +1,875 @@
+//! The eyeball side: HTTP/1.1 (keep-alive) from visitors, forwarded as HTTP/2 streams over
+//! a registered connector connection (spec §3.4, §3.6, §11 C).
+//!
+//! Per request: parse the head (`http1`), route by Host, translate to an h2 request with
+//! the headers Cloudflare adds, then stream the request body up and the response body down
+//! concurrently (so an echoing origin never deadlocks on flow control), rebuilding the
+//! response from `cf-cloudflared-response-headers`. Memory per request is bounded by one
+//! read buffer, one DATA frame and h2's windows. WebSocket upgrades become a
+//! `cf-cloudflared-proxy-connection-upgrade: websocket` stream spliced both ways.
+
+use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use compio::io::compat::AsyncStream;
+use compio::net::TcpListener;
+use futures_util::future::{Either, select};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use h2::RecvStream;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+
+use super::h2stream::send_all;
+use super::pages::{self, ErrorPage};
+use super::registry::{RouteError, Shared};
+use super::tunnel::TaskCount;
+use crate::http1::{
+    BodyDecoder, BodyEvent, BodyFraming, Header, RequestHead, ResponseHead, Version,
+    encode_last_chunk, parse_request_head,
+};
+use crate::proto::headers::{
+    DecodedHeaders, PROXY_CONNECTION_UPGRADE, RESPONSE_HEADERS, RESPONSE_META, UPGRADE_WEBSOCKET,
+    deserialize_headers_into,
+};
+use crate::proto::http2::ResponseMeta;
+use crate::runtime::StopSignal;
+
+/// Read size from the eyeball socket.
+const READ_CHUNK: usize = 64 * 1024;
+/// Buffer size of the socket adapter (one large write, few syscalls).
+const SOCKET_BUF: usize = 128 * 1024;
+/// An idle keep-alive connection is closed after this long without a new request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// After the response is complete, how long the rest of an unread request body may take.
+const BODY_AFTER_RESPONSE: Duration = Duration::from_secs(10);
+/// After one direction of a websocket ends, how long the other may continue.
+const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts eyeballs on one core's listener until stop.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: StopSignal,
+    tasks: Rc<TaskCount>,
+) {
+    loop {
+        let accepted = {
+            let accept = pin!(listener.accept());
+            let stopped = pin!(stop.stopped());
+            match select(accept, stopped).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => return,
+            }
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!(error:% = e; "Accepting an eyeball connection failed");
+                compio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let guard = tasks.enter_guard();
+        compio::runtime::spawn(async move {
+            let _guard = guard;
+            let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
+            super::until_stopped(&stop, serve(shared, stream, peer, "http")).await;
+        })
+        .detach();
+    }
+}
+
+/// Serves one eyeball connection (plain or TLS) until it closes.
+pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, scheme: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (rd, wr) = stream.split();
+    let mut conn = Eyeball {
+        shared,
+        rd,
+        wr,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        peer,
+        scheme,
+    };
+    loop {
+        let head = match compio::time::timeout(IDLE_TIMEOUT, conn.read_head()).await {
+            Err(_) | Ok(Ok(None)) => break,
+            Ok(Ok(Some(head))) => head,
+            Ok(Err(e)) => {
+                log::debug!(peer:% = peer, error:% = e; "Bad request from eyeball");
+                let page = ErrorPage {
+                    status: e.status(),
+                    ..pages::BAD_REQUEST
+                };
+                let ray = conn.shared.next_ray();
+                let _ = conn
+                    .write_page(&page, "", &ray, false, Version::Http11)
+                    .await;
+                break;
+            }
+        };
+        if !conn.exchange(head).await {
+            break;
+        }
+    }
+    let _ = conn.wr.close().await;
+}
+
+/// One eyeball connection's state.
+struct Eyeball<R, W> {
+    shared: Arc<Shared>,
+    rd: R,
+    wr: W,
+    /// Bytes read from the eyeball and not yet consumed (pipelined requests included).
+    buf: BytesMut,
+    peer: SocketAddr,
+    scheme: &'static str,
+}
+
+/// Reads more bytes from `rd` into `buf`; 0 at EOF.
+async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    let len = buf.len();
+    buf.resize(len + READ_CHUNK, 0);
+    let result = rd.read(buf.get_mut(len..).unwrap_or_default()).await;
+    let n = *result.as_ref().unwrap_or(&0);
+    buf.truncate(len + n);
+    result
+}
+
+/// Connection-specific request headers HTTP/2 forbids, plus `host` (it becomes
+/// `:authority`) and names the edge itself sets.
+fn dropped_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "cf-connecting-ip"
+            | "cf-ray"
+            | "cf-visitor"
+            | "x-forwarded-proto"
+            | "cdn-loop"
+    ) || name.as_str().starts_with("cf-cloudflared-")
+}
+
+/// Hop-by-hop response headers that must not be repeated to the eyeball.
+fn dropped_response_header(name: &str, upgrade: bool) -> bool {
+    match name {
+        "connection" | "upgrade" => !upgrade,
+        "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" => true,
+        _ => false,
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, crate::http1::Http1Error> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(head) = parse_request_head(&mut self.buf)?
+            {
+                return Ok(Some(head));
+            }
+            match read_more(&mut self.rd, &mut self.buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Handles one request; true when the connection may carry another.
+    async fn exchange(&mut self, head: RequestHead) -> bool {
+        let ray = self.shared.next_ray();
+        let framing = match head.body_framing() {
+            Ok(f) => f,
+            Err(e) => {
+                let page = ErrorPage {
+                    status: e.status(),
+                    ..pages::BAD_REQUEST
+                };
+                let _ = self.write_page(&page, "", &ray, false, head.version).await;
+                return false;
+            }
+        };
+        let has_body = framing != BodyFraming::Empty;
+        let keep_alive = head.keep_alive();
+        let Some(authority) = authority_of(&head) else {
+            let _ = self
+                .write_page(&pages::BAD_REQUEST, "", &ray, false, head.version)
+                .await;
+            return false;
+        };
+        let host = route_host(&authority);
+        let guard = match self.shared.route(&host) {
+            Ok(g) => g,
+            Err(RouteError::UnknownHost) => {
+                log::debug!(host:% = host; "No tunnel for host");
+                return self
+                    .write_page(
+                        &pages::UNKNOWN_HOST,
+                        &host,
+                        &ray,
+                        keep_alive && !has_body,
+                        head.version,
+                    )
+                    .await;
+            }
+            Err(RouteError::NoConnector(tunnel)) => {
+                log::debug!(host:% = host, tunnelID:% = tunnel; "No connector registered for tunnel");
+                return self
+                    .write_page(
+                        &pages::NO_CONNECTOR,
+                        &host,
+                        &ray,
+                        keep_alive && !has_body,
+                        head.version,
+                    )
+                    .await;
+            }
+        };
+        let websocket = head.is_websocket_upgrade();
+        let Some(request) = self.build_request(&head, &authority, &ray, websocket) else {
+            let _ = self
+                .write_page(&pages::BAD_REQUEST, &host, &ray, false, head.version)
+                .await;
+            return false;
+        };
+        let end_of_stream = !has_body && !websocket;
+        let opened = match guard.conn.send.clone().ready().await {
+            Ok(mut send) => send.send_request(request, end_of_stream),
+            Err(e) => Err(e),
+        };
+        let (response, body_tx) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
+                    "Opening a stream on the tunnel connection failed");
+                return self
+                    .write_page(&pages::TUNNEL_FAILED, &host, &ray, false, head.version)
+                    .await;
+            }
+        };
+        let ctx = Exchange {
+            method: head.method.clone(),
+            version: head.version,
+            keep_alive,
+            host,
+            ray,
+        };
+        if websocket {
+            return self.websocket(ctx, response, body_tx).await;
+        }
+        let timeout = self.shared.response_timeout;
+        let Eyeball { rd, wr, buf, .. } = self;
+        let pump = pin!(async {
+            if end_of_stream {
+                Ok(())
+            } else {
+                pump_body(rd, buf, BodyDecoder::new(framing), body_tx).await
+            }
+        });
+        let respond = pin!(async {
+            match compio::time::timeout(timeout, response).await {
+                Err(_) => Err(&pages::TIMEOUT),
+                Ok(Err(e)) => {
+                    log::debug!(error:% = e; "Tunnel stream failed before the response");
+                    Err(&pages::TUNNEL_FAILED)
+                }
+                Ok(Ok(resp)) => Ok(resp),
+            }
+        });
+        // The response may arrive while the body is still streaming (echo), or before the
+        // body was read at all (an early error): handle whichever finishes first.
+        let (pumped, response) = match select(pump, respond).await {
+            Either::Left((pumped, respond)) => (Some(pumped), respond.await),
+            Either::Right((response, pump)) => match response {
+                Ok(resp) => {
+                    let (pumped, keep) = join_response(pump, wr, resp, &ctx).await;
+                    return keep && pumped.is_ok();
+                }
+                Err(page) => {
+                    // The pump (and its stream) is dropped when this function returns.
+                    return write_page(wr, page, &ctx.host, &ctx.ray, false, ctx.version).await;
+                }
+            },
+        };
+        match response {
+            Ok(resp) => {
+                let body_ok = pumped.is_some_and(|p| p.is_ok());
+                let keep = write_response(wr, resp, &ctx, false).await;
+                keep && body_ok
+            }
+            Err(page) => write_page(wr, page, &ctx.host, &ctx.ray, false, ctx.version).await,
+        }
+    }
+
+    /// Builds the HTTP/2 request the connector receives.
+    fn build_request(
+        &self,
+        head: &RequestHead,
+        authority: &str,
+        ray: &str,
+        websocket: bool,
+    ) -> Option<http::Request<()>> {
+        let path = path_of(&head.target)?;
+        let uri = http::Uri::builder()
+            .scheme(self.scheme)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .ok()?;
+        let mut request = http::Request::builder()
+            .method(head.method.clone())
+            .uri(uri)
+            .body(())
+            .ok()?;
+        let headers = request.headers_mut();
+        headers.reserve(head.headers.len() + 8);
+        // Headers listed in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        let listed: Vec<&[u8]> = head
+            .values(&header::CONNECTION)
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        let mut forwarded_for: Option<Bytes> = None;
+        for h in &head.headers {
+            if dropped_request_header(&h.name)
+                || listed
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(h.name.as_str().as_bytes()))
+            {
+                continue;
+            }
+            if h.name == "x-forwarded-for" {
+                forwarded_for = Some(h.value.clone());
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_maybe_shared(h.value.clone()) {
+                headers.append(h.name.clone(), value);
+            }
+        }
+        let ip = self.peer.ip().to_canonical().to_string();
+        let xff = match forwarded_for {
+            Some(prev) if !prev.is_empty() => {
+                format!("{}, {ip}", String::from_utf8_lossy(&prev))
+            }
+            _ => ip.clone(),
+        };
+        let put = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        };
+        put(headers, "cf-connecting-ip", &ip);
+        put(headers, "x-forwarded-for", &xff);
+        put(headers, "x-forwarded-proto", self.scheme);
+        put(
+            headers,
+            "cf-visitor",
+            &format!("{{\"scheme\":\"{}\"}}", self.scheme),
+        );
+        put(headers, "cf-ray", ray);
+        put(headers, "cdn-loop", "cloudflare");
+        if websocket {
+            put(headers, PROXY_CONNECTION_UPGRADE, UPGRADE_WEBSOCKET);
+        }
+        Some(request)
+    }
+
+    /// A websocket: wait for the connector's answer, then splice both ways.
+    async fn websocket(
+        &mut self,
+        ctx: Exchange,
+        response: h2::client::ResponseFuture,
+        mut up: h2::SendStream<Bytes>,
+    ) -> bool {
+        let resp = match compio::time::timeout(self.shared.response_timeout, response).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => {
+                return write_page(
+                    &mut self.wr,
+                    &pages::TUNNEL_FAILED,
+                    &ctx.host,
+                    &ctx.ray,
+                    false,
+                    ctx.version,
+                )
+                .await;
+            }
+            Err(_) => {
+                up.send_reset(h2::Reason::CANCEL);
+                return write_page(
+                    &mut self.wr,
+                    &pages::TIMEOUT,
+                    &ctx.host,
+                    &ctx.ray,
+                    false,
+                    ctx.version,
+                )
+                .await;
+            }
+        };
+        if resp.status() != StatusCode::OK || is_connector_error(resp.headers()) {
+            // Not switched: an ordinary response; the request stream is ours to end.
+            up.send_reset(h2::Reason::NO_ERROR);
+            let _ = write_response(&mut self.wr, resp, &ctx, false).await;
+            return false;
+        }
+        let (parts, mut down) = resp.into_parts();
+        let Some(mut head) = response_head(&parts.headers, StatusCode::SWITCHING_PROTOCOLS, true)
+        else {
+            up.send_reset(h2::Reason::PROTOCOL_ERROR);
+            return write_page(
+                &mut self.wr,
+                &pages::BAD_GATEWAY,
+                &ctx.host,
+                &ctx.ray,
+                false,
+                ctx.version,
+            )
+            .await;
+        };
+        ensure(&mut head.headers, header::CONNECTION, "Upgrade");
+        ensure(&mut head.headers, header::UPGRADE, "websocket");
+        if !write_head(&mut self.wr, &head).await {
+            return false;
+        }
+        let Eyeball { rd, wr, buf, .. } = self;
+        let upstream = pin!(async move {
+            if !buf.is_empty() {
+                send_all(&mut up, buf.split().freeze()).await?;
+            }
+            loop {
+                let n = read_more(rd, buf).await?;
+                if n == 0 {
+                    let _ = up.send_data(Bytes::new(), true);
+                    return Ok::<(), io::Error>(());
+                }
+                send_all(&mut up, buf.split().freeze()).await?;
+            }
+        });
+        let downstream = pin!(async move {
+            while let Some(chunk) = down.data().await {
+                let chunk = chunk.map_err(io::Error::other)?;
+                let len = chunk.len();
+                wr.write_all(&chunk).await?;
+                wr.flush().await?;
+                let _ = down.flow_control().release_capacity(len);
+            }
+            wr.close().await
+        });
+        match select(upstream, downstream).await {
+            Either::Left((_, downstream)) => {
+                let _ = compio::time::timeout(WS_CLOSE_GRACE, downstream).await;
+            }
+            Either::Right((_, upstream)) => {
+                let _ = compio::time::timeout(WS_CLOSE_GRACE, upstream).await;
+            }
+        }
+        false
+    }
+
+    async fn write_page(
+        &mut self,
+        page: &ErrorPage,
+        host: &str,
+        ray: &str,
+        keep_alive: bool,
+        version: Version,
+    ) -> bool {
+        write_page(&mut self.wr, page, host, ray, keep_alive, version).await
+    }
+}
+
+/// What the response writer needs to know about the request.
+struct Exchange {
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+    host: String,
+    ray: String,
+}
+
+/// The response arrived first: write it while the request body keeps streaming, then give
+/// the body a bounded time to finish.
+async fn join_response<P, W>(
+    pump: std::pin::Pin<&mut P>,
+    wr: &mut W,
+    resp: http::Response<RecvStream>,
+    ctx: &Exchange,
+) -> (io::Result<()>, bool)
+where
+    P: Future<Output = io::Result<()>>,
+    W: AsyncWrite + Unpin,
+{
+    let write = pin!(write_response(wr, resp, ctx, false));
+    match select(pump, write).await {
+        Either::Left((pumped, write)) => (pumped, write.await),
+        Either::Right((keep, pump)) => {
+            let pumped = compio::time::timeout(BODY_AFTER_RESPONSE, pump)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+            (pumped, keep)
+        }
+    }
+}
+
+/// Streams the eyeball's request body into the h2 stream.
+async fn pump_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    mut decoder: BodyDecoder,
+    mut tx: h2::SendStream<Bytes>,
+) -> io::Result<()> {
+    let result = async {
+        loop {
+            match decoder.decode(buf).map_err(io::Error::other)? {
+                Some(BodyEvent::Data(data)) => send_all(&mut tx, data).await?,
+                Some(BodyEvent::End { trailers }) => {
+                    if trailers.is_empty() {
+                        tx.send_data(Bytes::new(), true).map_err(io::Error::other)?;
+                    } else {
+                        let mut map = HeaderMap::new();
+                        for t in trailers {
+                            if let Ok(v) = HeaderValue::from_maybe_shared(t.value) {
+                                map.append(t.name, v);
+                            }
+                        }
+                        tx.send_trailers(map).map_err(io::Error::other)?;
+                    }
+                    return Ok(());
+                }
+                None => {
+                    if read_more(rd, buf).await? == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "eyeball closed during the request body",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if result.is_err() {
+        tx.send_reset(h2::Reason::CANCEL);
+    }
+    result
+}
+
+/// Whether the response is the connector's own error (`{"src":"cloudflared"}`).
+fn is_connector_error(headers: &HeaderMap) -> bool {
+    headers
+        .get(RESPONSE_META)
+        .and_then(|v| ResponseMeta::parse(v.as_bytes()).ok())
+        .is_some_and(|m| m.src == "cloudflared")
+}
+
+/// The eyeball response head from the serialized origin headers; `None` when they cannot
+/// be decoded.
+fn response_head(
+    h2_headers: &HeaderMap,
+    status: StatusCode,
+    upgrade: bool,
+) -> Option<ResponseHead> {
+    let mut decoded = DecodedHeaders::default();
+    if let Some(v) = h2_headers.get(RESPONSE_HEADERS) {
+        deserialize_headers_into(v.as_bytes(), &mut decoded).ok()?;
+    }
+    let mut headers = Vec::with_capacity(decoded.len() + 3);
+    for (name, value) in decoded.iter() {
+        let Ok(name) = HeaderName::from_bytes(name) else {
+            continue;
+        };
+        if dropped_response_header(name.as_str(), upgrade) {
+            continue;
+        }
+        headers.push(Header {
+            name,
+            value: Bytes::copy_from_slice(value),
+        });
+    }
+    Some(ResponseHead { status, headers })
+}
+
+/// Adds `name: value` unless a field of that name is present.
+fn ensure(headers: &mut Vec<Header>, name: HeaderName, value: &'static str) {
+    if !headers.iter().any(|h| h.name == name) {
+        headers.push(Header {
+            name,
+            value: Bytes::from_static(value.as_bytes()),
+        });
+    }
+}
+
+/// Writes a response head; false on failure (the connection must close).
+async fn write_head<W: AsyncWrite + Unpin>(wr: &mut W, head: &ResponseHead) -> bool {
+    let mut out = BytesMut::with_capacity(512);
+    if head.encode(&mut out).is_err() {
+        return false;
+    }
+    wr.write_all(&out).await.is_ok() && wr.flush().await.is_ok()
+}
+
+/// Writes the connector's response to the eyeball; true when the connection stays usable.
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    resp: http::Response<RecvStream>,
+    ctx: &Exchange,
+    _upgrade: bool,
+) -> bool {
+    if is_connector_error(resp.headers()) {
+        log::debug!(host:% = ctx.host, status = resp.status().as_u16(); "Connector reported an origin error");
+        return write_page(
+            wr,
+            &pages::BAD_GATEWAY,
+            &ctx.host,
+            &ctx.ray,
+            ctx.keep_alive,
+            ctx.version,
+        )
+        .await;
+    }
+    let (parts, mut body) = resp.into_parts();
+    let Some(mut head) = response_head(&parts.headers, parts.status, false) else {
+        log::warn!(host:% = ctx.host; "Connector sent undecodable response headers");
+        return write_page(
+            wr,
+            &pages::BAD_GATEWAY,
+            &ctx.host,
+            &ctx.ray,
+            false,
+            ctx.version,
+        )
+        .await;
+    };
+    let status = parts.status.as_u16();
+    let no_body = ctx.method == Method::HEAD || status < 200 || status == 204 || status == 304;
+    let mut content_length = None;
+    for h in &head.headers {
+        if h.name == header::CONTENT_LENGTH {
+            let parsed = std::str::from_utf8(&h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            match (parsed, content_length) {
+                (Some(n), None) => content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    return write_page(
+                        wr,
+                        &pages::BAD_GATEWAY,
+                        &ctx.host,
+                        &ctx.ray,
+                        false,
+                        ctx.version,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    let chunked = !no_body && content_length.is_none() && ctx.version == Version::Http11;
+    let mut keep_alive = ctx.keep_alive && (no_body || content_length.is_some() || chunked);
+    if chunked {
+        head.headers.push(Header {
+            name: header::TRANSFER_ENCODING,
+            value: Bytes::from_static(b"chunked"),
+        });
+    }
+    add_edge_headers(&mut head.headers, &ctx.ray, keep_alive, ctx.version);
+    if !write_head(wr, &head).await {
+        return false;
+    }
+    if no_body {
+        return keep_alive;
+    }
+    let mut sent: u64 = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!(host:% = ctx.host, error:% = e; "Tunnel stream failed mid-response");
+                return false;
+            }
+        };
+        let len = chunk.len();
+        sent += len as u64;
+        if content_length.is_some_and(|cl| sent > cl) {
+            return false;
+        }
+        let written = if chunked {
+            if len == 0 {
+                Ok(())
+            } else {
+                let size = format!("{len:x}\r\n");
+                async {
+                    wr.write_all(size.as_bytes()).await?;
+                    wr.write_all(&chunk).await?;
+                    wr.write_all(b"\r\n").await
+                }
+                .await
+            }
+        } else {
+            wr.write_all(&chunk).await
+        };
+        // Flush each frame: the connector already decided what to batch (spec §3.4 flush
+        // rule), and event streams must arrive event by event.
+        if written.is_err() || wr.flush().await.is_err() {
+            return false;
+        }
+        let _ = body.flow_control().release_capacity(len);
+    }
+    if let Some(cl) = content_length
+        && sent != cl
+    {
+        return false;
+    }
+    if chunked {
+        let trailers = match body.trailers().await {
+            Ok(Some(map)) => map
+                .iter()
+                .map(|(name, value)| Header {
+                    name: name.clone(),
+                    value: Bytes::copy_from_slice(value.as_bytes()),
+                })
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(_) => return false,
+        };
+        let mut out = BytesMut::with_capacity(64);
+        if encode_last_chunk(&trailers, &mut out).is_err() {
+            keep_alive = false;
+            out.clear();
+            let _ = encode_last_chunk(&[], &mut out);
+        }
+        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+            return false;
+        }
+    }
+    keep_alive
+}
+
+/// `Cf-Ray`, `Server` and the keep-alive decision, as Cloudflare adds them.
+fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, version: Version) {
+    headers.push(Header {
+        name: HeaderName::from_static("cf-ray"),
+        value: Bytes::copy_from_slice(ray.as_bytes()),
+    });
+    headers.push(Header {
+        name: header::SERVER,
+        value: Bytes::from_static(b"cloudflare"),
+    });
+    match (keep_alive, version) {
+        (false, _) => headers.push(Header {
+            name: header::CONNECTION,
+            value: Bytes::from_static(b"close"),
+        }),
+        (true, Version::Http10) => headers.push(Header {
+            name: header::CONNECTION,
+            value: Bytes::from_static(b"keep-alive"),
+        }),
+        (true, Version::Http11) => {}
+    }
+}
+
+/// Writes an error page; returns `keep_alive` when it was written.
+async fn write_page<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    page: &ErrorPage,
+    host: &str,
+    ray: &str,
+    keep_alive: bool,
+    version: Version,
+) -> bool {
+    let body = page.body(host, ray);
+    let mut headers = vec![
+        Header {
+            name: header::CONTENT_TYPE,
+            value: Bytes::from_static(b"text/html; charset=UTF-8"),
+        },
+        Header {
+            name: header::CONTENT_LENGTH,
+            value: Bytes::from(body.len().to_string()),
+        },
+    ];
+    add_edge_headers(&mut headers, ray, keep_alive, version);
+    let head = ResponseHead {
+        status: StatusCode::from_u16(page.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        headers,
+    };
+    let mut out = BytesMut::with_capacity(body.len() + 256);
+    if head.encode(&mut out).is_err() {
+        return false;
+    }
+    out.extend_from_slice(&body);
+    wr.write_all(&out).await.is_ok() && wr.flush().await.is_ok() && keep_alive
+}
+
+/// The request's authority: the Host header, or the authority of an absolute-form target.
+fn authority_of(head: &RequestHead) -> Option<String> {
+    if let Some(host) = head.values(&header::HOST).next() {
+        let host = std::str::from_utf8(host).ok()?.trim();
+        if host.is_empty() {
+            return None;
+        }
+        return http::uri::Authority::try_from(host)
+            .ok()
+            .map(|a| a.as_str().to_owned());
+    }
+    let uri = http::Uri::try_from(head.target.as_ref()).ok()?;
+    uri.authority().map(|a| a.as_str().to_owned())
+}
+
+/// Host for routing: lowercase, without port or trailing dot.
+fn route_host(authority: &str) -> String {
+    let host = if authority.starts_with('[') {
+        // An IPv6 literal keeps its brackets; only a port after `]` is dropped.
+        match authority.find(']') {
+            Some(i) => authority.get(..=i).unwrap_or(authority),
+            None => authority,
+        }
+    } else {
+        authority.split_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The `:path` for a request target: origin-form as is, absolute-form reduced to its path.
+fn path_of(target: &[u8]) -> Option<String> {
+    let target = std::str::from_utf8(target).ok()?;
+    if target.starts_with('/') || target == "*" {
+        return Some(target.to_owned());
+    }
+    let uri = http::Uri::try_from(target).ok()?;
+    Some(
+        uri.path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_host_strips_port_and_case() {
+        assert_eq!(route_host("Example.COM:8080"), "example.com");
+        assert_eq!(route_host("example.com."), "example.com");
+        assert_eq!(route_host("[::1]:80"), "[::1]");
+        assert_eq!(route_host("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn path_of_forms() {
+        assert_eq!(path_of(b"/a?b=c").as_deref(), Some("/a?b=c"));
+        assert_eq!(path_of(b"http://h/x?y").as_deref(), Some("/x?y"));
+        assert_eq!(path_of(b"http://h").as_deref(), Some("/"));
+    }
+}

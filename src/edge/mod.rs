@@ -1,0 +1,422 @@
+//! The built-in edge: the Cloudflare side of the tunnel protocol, on this machine.
+//!
+//! `ringflare edge` accepts connectors (cloudflared or ringflare) on its tunnel listeners,
+//! speaks the edge side of the http2 transport (spec §3, §11: TLS server, HTTP/2 *client*,
+//! control stream with `RegistrationServer`), and forwards HTTP/1.1 requests from its eyeball
+//! listener over the registered connections. It owns: listeners and their accept loops
+//! (one `SO_REUSEPORT` listener per core and address), connector connection lifecycles,
+//! the registry of live connections and the host→tunnel routing, eyeball request
+//! translation and error pages, and the `edge` command line (state directory, `edge.yml`).
+//! It never does: QUIC, remote configuration pushes, or anything of the connector.
+//!
+//! # Cross-core design
+//! A connector connection lives on the core that accepted it: its TLS stream, the h2
+//! connection driver and the control-stream RPC (`!Send`) run there. Its
+//! `h2::client::SendRequest` is `Send + Clone`, so an eyeball request accepted on any core
+//! opens its stream directly on that handle; h2's shared stream state carries frames to the
+//! owning core's driver, which compio wakes across threads. There is no per-request channel
+//! hop and no copy between cores. The set of live connections per tunnel is an `ArcSwap`
+//! snapshot, read lock-free on every request and replaced only on (un)registration.
+
+mod cli;
+mod config;
+mod eyeball;
+pub mod h2stream;
+mod pages;
+mod registry;
+mod tunnel;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    time::Duration,
+};
+
+use compio::tls::TlsAcceptor;
+use uuid::Uuid;
+
+use crate::config::Secret;
+use crate::runtime::{IoDriver, SocketError, StopSignal, WorkerConfig, WorkerCtx, Workers};
+use crate::tls::{EdgeCa, TlsError};
+
+pub use cli::run_cli;
+pub use config::{
+    DEFAULT_CONFIG_NAME, EdgeConfigError, EdgeFile, EdgeFileTunnel, InitOutcome, default_state_dir,
+    init_state_dir, load_edge_file,
+};
+pub use registry::Registration;
+
+use registry::Shared;
+
+/// Default tunnel listener, as cloudflared's `--edge 127.0.0.1:7844` examples use.
+pub const DEFAULT_TUNNEL_LISTEN: &str = "127.0.0.1:7844";
+/// Default eyeball listener.
+pub const DEFAULT_EYEBALL_LISTEN: &str = "127.0.0.1:8080";
+
+/// One tunnel the edge knows: its credentials and the hostnames routed to it.
+#[derive(Debug, Clone)]
+pub struct EdgeTunnel {
+    /// Account tag the connector must present.
+    pub account_tag: String,
+    /// The tunnel's id.
+    pub tunnel_id: Uuid,
+    /// The tunnel secret (raw bytes); `Debug` prints a mask.
+    pub secret: Secret,
+    /// Exact hostnames, `*.suffix` wildcards, or `*` for every host no other tunnel claims.
+    pub hostnames: Vec<String>,
+}
+
+/// Everything [`Edge::start`] needs.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Where the CA, the server certificate and tunnel credentials live.
+    pub state_dir: PathBuf,
+    /// Tunnel (connector-facing) listeners; one connector connection per `--edge` address.
+    pub tunnel_listen: Vec<SocketAddr>,
+    /// Eyeball (visitor-facing) HTTP/1.1 listener; port 0 picks a free port.
+    pub eyeball_listen: SocketAddr,
+    /// The tunnels this edge accepts.
+    pub tunnels: Vec<EdgeTunnel>,
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// io_uring, poll, or automatic choice.
+    pub io_driver: IoDriver,
+    /// Do not pin workers to cores (several processes sharing a small machine).
+    pub no_pinning: bool,
+    /// Colo name returned in `ConnectionDetails.locationName` and used in `Cf-Ray`.
+    pub location: String,
+    /// Limit for TLS handshake, HTTP/2 preface and the control stream's response headers.
+    pub handshake_timeout: Duration,
+    /// Limit between the control stream opening and a `registerConnection` call.
+    pub register_timeout: Duration,
+    /// After `unregisterConnection`: how long in-flight requests may take before closing.
+    pub drain_timeout: Duration,
+    /// How long an eyeball request waits for the connector's response headers (then 524).
+    pub response_timeout: Duration,
+}
+
+impl EdgeOptions {
+    /// Defaults: tunnel listener 127.0.0.1:7844, eyeball 127.0.0.1:8080, no tunnels.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            tunnel_listen: vec![SocketAddr::from(([127, 0, 0, 1], 7844))],
+            eyeball_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tunnels: Vec::new(),
+            workers: 0,
+            io_driver: IoDriver::Auto,
+            no_pinning: false,
+            location: "rfl01".to_owned(),
+            handshake_timeout: Duration::from_secs(15),
+            register_timeout: Duration::from_secs(15),
+            drain_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(100),
+        }
+    }
+}
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The CA or server certificate could not be loaded or created.
+    #[error("edge certificate: {0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not be bound.
+    #[error("binding listener: {0}")]
+    Bind(#[from] SocketError),
+    /// The worker pool did not start.
+    #[error("starting workers: {0}")]
+    Workers(#[from] crate::runtime::SpawnError),
+    /// A worker failed to bind its listeners.
+    #[error("worker {worker}: {message}")]
+    WorkerBind {
+        /// Worker index.
+        worker: usize,
+        /// What failed.
+        message: String,
+    },
+    /// The options are inconsistent (no listener, duplicate tunnel id, bad hostname, ...).
+    #[error("invalid edge options: {0}")]
+    Options(String),
+}
+
+/// A running edge. Dropping it stops it too (without waiting for the workers).
+pub struct Edge {
+    /// The per-core workers; `None` once shut down.
+    workers: Option<Workers<()>>,
+    /// State shared by every core.
+    shared: Arc<Shared>,
+    /// Bound tunnel listener addresses, in option order.
+    tunnel_addrs: Vec<SocketAddr>,
+    /// Bound eyeball address.
+    eyeball_addr: SocketAddr,
+    /// `ca.pem` in the state directory.
+    ca_pem_path: PathBuf,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("tunnel_addrs", &self.tunnel_addrs)
+            .field("eyeball_addr", &self.eyeball_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What each worker needs to start serving.
+struct WorkerPlan {
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    tunnel_addrs: Vec<SocketAddr>,
+    eyeball_addr: SocketAddr,
+}
+
+impl Edge {
+    /// Loads (or creates) the CA, binds every listener on every core and returns once all
+    /// are bound. Logs the listener addresses and the driver line.
+    pub fn start(opts: EdgeOptions) -> Result<Edge, EdgeError> {
+        if opts.tunnel_listen.is_empty() {
+            return Err(EdgeError::Options("no tunnel listen address".into()));
+        }
+        let ca = EdgeCa::load_or_create(&opts.state_dir)?;
+        let tls = crate::tls::edge_server_config(&ca)?;
+        let shared = Arc::new(Shared::new(&opts).map_err(EdgeError::Options)?);
+
+        // Port 0 must resolve to one port shared by every core's listener: reserve it with a
+        // bound (never listening) SO_REUSEPORT socket until the workers have bound theirs.
+        let mut reservations = Vec::new();
+        let mut tunnel_addrs = Vec::with_capacity(opts.tunnel_listen.len());
+        for addr in &opts.tunnel_listen {
+            tunnel_addrs.push(reserve(*addr, &mut reservations)?);
+        }
+        let eyeball_addr = reserve(opts.eyeball_listen, &mut reservations)?;
+
+        let plan = Arc::new(WorkerPlan {
+            shared: shared.clone(),
+            acceptor: TlsAcceptor::from(tls),
+            tunnel_addrs: tunnel_addrs.clone(),
+            eyeball_addr,
+        });
+        let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let config = WorkerConfig {
+            threads: std::num::NonZeroUsize::new(opts.workers),
+            io_driver: opts.io_driver,
+            no_pinning: opts.no_pinning,
+        };
+        let workers = Workers::spawn(config, move |ctx: WorkerCtx| {
+            let plan = plan.clone();
+            let bound_tx = bound_tx.clone();
+            async move { worker_main(ctx, plan, bound_tx).await }
+        })?;
+        let mut edge = Edge {
+            workers: Some(workers),
+            shared,
+            tunnel_addrs,
+            eyeball_addr,
+            ca_pem_path: ca.ca_pem_path().to_owned(),
+        };
+        let count = edge.workers.as_ref().map_or(0, Workers::len);
+        for _ in 0..count {
+            match bound_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((_, Ok(()))) => {}
+                Ok((worker, Err(message))) => {
+                    edge.stop_workers();
+                    return Err(EdgeError::WorkerBind { worker, message });
+                }
+                Err(_) => {
+                    edge.stop_workers();
+                    return Err(EdgeError::WorkerBind {
+                        worker: 0,
+                        message: "workers did not bind their listeners in time".into(),
+                    });
+                }
+            }
+        }
+        drop(reservations);
+        if let Some(w) = &edge.workers {
+            log::info!("{}", w.driver_report().log_line());
+            for (i, pin) in w.pinning().iter().enumerate() {
+                if let crate::runtime::PinOutcome::Failed(why) = pin {
+                    log::warn!(worker = i, reason:% = why; "Could not pin worker to a core");
+                }
+            }
+            log::info!(workers = w.len(); "Edge workers started");
+        }
+        for addr in &edge.tunnel_addrs {
+            log::info!(addr:% = addr; "Edge listening for tunnel connections");
+        }
+        log::info!(addr:% = edge.eyeball_addr; "Edge listening for eyeball HTTP requests");
+        Ok(edge)
+    }
+
+    /// The bound tunnel listener addresses (port 0 resolved), in option order.
+    pub fn tunnel_addrs(&self) -> &[SocketAddr] {
+        &self.tunnel_addrs
+    }
+
+    /// The bound eyeball address.
+    pub fn eyeball_addr(&self) -> SocketAddr {
+        self.eyeball_addr
+    }
+
+    /// `ca.pem`: what connectors get as `--cacert`.
+    pub fn ca_pem_path(&self) -> &Path {
+        &self.ca_pem_path
+    }
+
+    /// Snapshot of the registered connections.
+    pub fn registered(&self) -> Vec<Registration> {
+        self.shared.registrations()
+    }
+
+    /// Waits until at least `n` connections are registered; false on timeout.
+    pub fn wait_registered(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_registered(|count| count >= n, timeout)
+    }
+
+    /// Waits until at most `n` connections are registered; false on timeout.
+    pub fn wait_registered_at_most(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_registered(|count| count <= n, timeout)
+    }
+
+    /// How many `updateLocalConfiguration` uploads the edge received (and the last one).
+    pub fn local_configs(&self) -> (usize, Option<Vec<u8>>) {
+        self.shared.local_configs()
+    }
+
+    /// Stops the listeners, closes every connection and joins the workers.
+    pub fn shutdown(mut self) {
+        self.stop_workers();
+    }
+
+    fn stop_workers(&mut self) {
+        if let Some(mut workers) = self.workers.take() {
+            workers.stop();
+            for result in workers.join() {
+                if let Err(e) = result {
+                    log::error!(error:% = e; "Edge worker failed");
+                }
+            }
+            self.shared.clear();
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        if let Some(workers) = self.workers.as_mut() {
+            workers.stop();
+        }
+    }
+}
+
+/// Resolves port 0 by binding a non-listening `SO_REUSEPORT` socket; returns the address
+/// every worker binds.
+fn reserve(addr: SocketAddr, keep: &mut Vec<socket2::Socket>) -> Result<SocketAddr, EdgeError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let err = |op: &'static str| {
+        move |source| {
+            EdgeError::Bind(SocketError {
+                op,
+                addr: addr.to_string(),
+                source,
+            })
+        }
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err("socket"))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(err("IPV6_V6ONLY"))?;
+    }
+    socket
+        .set_reuse_address(true)
+        .map_err(err("SO_REUSEADDR"))?;
+    socket.set_reuse_port(true).map_err(err("SO_REUSEPORT"))?;
+    socket.bind(&addr.into()).map_err(err("bind"))?;
+    let bound = socket
+        .local_addr()
+        .map_err(err("getsockname"))?
+        .as_socket()
+        .ok_or_else(|| EdgeError::Options(format!("{addr}: not an IP socket")))?;
+    keep.push(socket);
+    Ok(bound)
+}
+
+/// One core: bind this core's listeners, report, run accept loops until stop.
+async fn worker_main(
+    ctx: WorkerCtx,
+    plan: Arc<WorkerPlan>,
+    bound_tx: mpsc::Sender<(usize, Result<(), String>)>,
+) {
+    let mut tunnel_listeners = Vec::with_capacity(plan.tunnel_addrs.len());
+    for addr in &plan.tunnel_addrs {
+        match crate::runtime::bind_reuseport(*addr) {
+            Ok(l) => tunnel_listeners.push((*addr, l)),
+            Err(e) => {
+                let _ = bound_tx.send((ctx.index, Err(e.to_string())));
+                return;
+            }
+        }
+    }
+    let eyeball = match crate::runtime::bind_reuseport(plan.eyeball_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = bound_tx.send((ctx.index, Err(e.to_string())));
+            return;
+        }
+    };
+    let _ = bound_tx.send((ctx.index, Ok(())));
+    drop(bound_tx);
+
+    let tasks = std::rc::Rc::new(tunnel::TaskCount::default());
+    for (addr, listener) in tunnel_listeners {
+        let plan = plan.clone();
+        let stop = ctx.stop.clone();
+        let tasks = tasks.clone();
+        let worker = ctx.index;
+        compio::runtime::spawn(async move {
+            tunnel::accept_loop(
+                listener,
+                addr,
+                plan.shared.clone(),
+                plan.acceptor.clone(),
+                worker,
+                stop,
+                tasks,
+            )
+            .await;
+        })
+        .detach();
+    }
+    {
+        let shared = plan.shared.clone();
+        let stop = ctx.stop.clone();
+        let tasks = tasks.clone();
+        compio::runtime::spawn(async move {
+            eyeball::accept_loop(eyeball, shared, stop, tasks).await;
+        })
+        .detach();
+    }
+    ctx.stop.stopped().await;
+    // Every connection task also watches the stop signal; give them a moment to close their
+    // sockets (GOAWAY / FIN) before the runtime drops whatever is left.
+    tasks.wait_idle(Duration::from_secs(2)).await;
+}
+
+/// Runs `fut` until it finishes or `stop` fires; true when it finished.
+pub(crate) async fn until_stopped<F: std::future::Future<Output = ()>>(
+    stop: &StopSignal,
+    fut: F,
+) -> bool {
+    use futures_util::future::{Either, select};
+    let fut = std::pin::pin!(fut);
+    let stopped = std::pin::pin!(stop.stopped());
+    matches!(select(fut, stopped).await, Either::Left(_))
+}

@@ -1,0 +1,376 @@
+//! State shared by every core: the tunnels, host routing, live connections, registrations.
+//!
+//! Reads on the request path are lock-free (`ArcSwap` snapshots of each tunnel's
+//! connections, an immutable host table); writes happen on (un)registration only.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use uuid::Uuid;
+
+use super::{EdgeOptions, EdgeTunnel};
+
+/// One registered connector connection, as [`super::Edge::registered`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The tunnel it serves.
+    pub tunnel_id: Uuid,
+    /// `connIndex` the connector sent (0..HA-1).
+    pub conn_index: u8,
+    /// The connector's id (`ClientInfo.clientId`, a random UUID per connector process).
+    pub client_id: Uuid,
+    /// Connector version (`2025.5.0`, `DEV`, ...).
+    pub version: String,
+    /// Connector `GOOS_GOARCH`.
+    pub arch: String,
+    /// Features the connector announced.
+    pub features: Vec<String>,
+    /// The id the edge gave this connection (`ConnectionDetails.uuid`).
+    pub connection_id: Uuid,
+    /// The tunnel listener the connector dialled.
+    pub listener: SocketAddr,
+    /// The connector's address.
+    pub peer: SocketAddr,
+    /// Worker (core) the connection lives on.
+    pub worker: usize,
+}
+
+/// A live connection eyeball requests may use.
+pub(crate) struct ConnHandle {
+    /// Edge-side connection id.
+    pub id: Uuid,
+    /// The connector's connIndex, for logs.
+    pub conn_index: u8,
+    /// Opens streams on the connection; `Send + Clone`, so usable from any core.
+    pub send: h2::client::SendRequest<Bytes>,
+    /// Streams in flight on this connection.
+    active: AtomicUsize,
+    /// Set by `unregisterConnection`: no new work.
+    draining: AtomicBool,
+    /// Woken when `active` drops to zero.
+    idle: AtomicWaker,
+}
+
+impl ConnHandle {
+    pub fn new(id: Uuid, conn_index: u8, send: h2::client::SendRequest<Bytes>) -> Self {
+        Self {
+            id,
+            conn_index,
+            send,
+            active: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            idle: AtomicWaker::new(),
+        }
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no stream is in flight.
+    pub async fn idle(&self) {
+        std::future::poll_fn(|cx| {
+            self.idle.register(cx.waker());
+            if self.active() == 0 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// Counts one in-flight stream on a connection for as long as it lives.
+pub(crate) struct StreamGuard {
+    pub conn: Arc<ConnHandle>,
+}
+
+impl StreamGuard {
+    fn new(conn: Arc<ConnHandle>) -> Self {
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        Self { conn }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.conn.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.idle.wake();
+        }
+    }
+}
+
+/// A tunnel and its live connections.
+struct TunnelState {
+    tunnel: EdgeTunnel,
+    conns: ArcSwap<Vec<Arc<ConnHandle>>>,
+    next: AtomicUsize,
+}
+
+/// Host → tunnel index, built once at start.
+#[derive(Debug, Default)]
+struct HostTable {
+    exact: HashMap<String, usize>,
+    /// `(".example.com", tunnel)`, longest suffix first.
+    suffixes: Vec<(String, usize)>,
+    any: Option<usize>,
+}
+
+impl HostTable {
+    fn lookup(&self, host: &str) -> Option<usize> {
+        if let Some(t) = self.exact.get(host) {
+            return Some(*t);
+        }
+        self.suffixes
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|(_, t)| *t)
+            .or(self.any)
+    }
+}
+
+/// Why a host could not be served.
+pub(crate) enum RouteError {
+    /// No tunnel claims the host.
+    UnknownHost,
+    /// The tunnel exists but has no usable connection.
+    NoConnector(Uuid),
+}
+
+/// Everything the cores share.
+pub(crate) struct Shared {
+    tunnels: Vec<TunnelState>,
+    by_id: HashMap<Uuid, usize>,
+    hosts: HostTable,
+    /// Registrations by edge connection id, plus a condvar for `wait_registered`.
+    regs: Mutex<HashMap<Uuid, Registration>>,
+    regs_changed: Condvar,
+    /// Count and last body of `updateLocalConfiguration` uploads.
+    local_configs: Mutex<(usize, Option<Vec<u8>>)>,
+    pub location: String,
+    pub handshake_timeout: Duration,
+    pub register_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Per-process random base for Cf-Ray ids, plus a counter.
+    ray_base: u64,
+    ray_counter: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(opts: &EdgeOptions) -> Result<Self, String> {
+        let mut by_id = HashMap::new();
+        let mut hosts = HostTable::default();
+        for (i, t) in opts.tunnels.iter().enumerate() {
+            if by_id.insert(t.tunnel_id, i).is_some() {
+                return Err(format!("tunnel {} is listed twice", t.tunnel_id));
+            }
+            for name in &t.hostnames {
+                let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+                let clash = if name == "*" {
+                    hosts.any.replace(i).is_some()
+                } else if let Some(suffix) = name.strip_prefix("*.") {
+                    if suffix.is_empty() {
+                        return Err(format!("tunnel {}: empty wildcard", t.tunnel_id));
+                    }
+                    let suffix = format!(".{suffix}");
+                    let dup = hosts.suffixes.iter().any(|(s, _)| *s == suffix);
+                    hosts.suffixes.push((suffix, i));
+                    dup
+                } else if name.is_empty() || name.contains('*') || name.contains('/') {
+                    return Err(format!(
+                        "tunnel {}: invalid hostname {name:?} (use a name, *.suffix or *)",
+                        t.tunnel_id
+                    ));
+                } else {
+                    hosts.exact.insert(name.clone(), i).is_some()
+                };
+                if clash {
+                    return Err(format!("hostname {name:?} is routed to two tunnels"));
+                }
+            }
+        }
+        hosts
+            .suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        Ok(Self {
+            tunnels: opts
+                .tunnels
+                .iter()
+                .map(|t| TunnelState {
+                    tunnel: t.clone(),
+                    conns: ArcSwap::from_pointee(Vec::new()),
+                    next: AtomicUsize::new(0),
+                })
+                .collect(),
+            by_id,
+            hosts,
+            regs: Mutex::new(HashMap::new()),
+            regs_changed: Condvar::new(),
+            local_configs: Mutex::new((0, None)),
+            location: opts.location.clone(),
+            handshake_timeout: opts.handshake_timeout,
+            register_timeout: opts.register_timeout,
+            drain_timeout: opts.drain_timeout,
+            response_timeout: opts.response_timeout,
+            ray_base: uuid::Uuid::new_v4().as_u64_pair().0,
+            ray_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The tunnel with this id.
+    pub fn tunnel(&self, id: &Uuid) -> Option<&EdgeTunnel> {
+        self.by_id
+            .get(id)
+            .and_then(|i| self.tunnels.get(*i))
+            .map(|t| &t.tunnel)
+    }
+
+    /// Picks a connection for `host` (lowercase, no port): round robin over the tunnel's
+    /// live connections, taking the less loaded of the next two.
+    pub fn route(&self, host: &str) -> Result<StreamGuard, RouteError> {
+        let idx = self.hosts.lookup(host).ok_or(RouteError::UnknownHost)?;
+        let Some(state) = self.tunnels.get(idx) else {
+            return Err(RouteError::UnknownHost);
+        };
+        let conns = state.conns.load();
+        let n = conns.len();
+        let start = state.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<&Arc<ConnHandle>> = None;
+        let mut seen = 0;
+        for i in 0..n {
+            let Some(c) = conns.get((start + i) % n) else {
+                continue;
+            };
+            if c.is_draining() {
+                continue;
+            }
+            if best.is_none_or(|b| c.active() < b.active()) {
+                best = Some(c);
+            }
+            seen += 1;
+            if seen == 2 {
+                break;
+            }
+        }
+        best.map(|c| StreamGuard::new(c.clone()))
+            .ok_or(RouteError::NoConnector(state.tunnel.tunnel_id))
+    }
+
+    /// Publishes a registered connection.
+    pub fn add(&self, handle: Arc<ConnHandle>, reg: Registration) {
+        if let Some(state) = self
+            .by_id
+            .get(&reg.tunnel_id)
+            .and_then(|i| self.tunnels.get(*i))
+        {
+            state.conns.rcu(|v| {
+                let mut v = Vec::clone(v);
+                v.push(handle.clone());
+                v
+            });
+        }
+        let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        regs.insert(reg.connection_id, reg);
+        self.regs_changed.notify_all();
+    }
+
+    /// Removes a connection from routing (no new work) and from the registrations.
+    pub fn remove(&self, tunnel_id: &Uuid, conn_id: &Uuid) {
+        if let Some(state) = self.by_id.get(tunnel_id).and_then(|i| self.tunnels.get(*i)) {
+            state.conns.rcu(|v| {
+                v.iter()
+                    .filter(|c| c.id != *conn_id)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+        }
+        let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        if regs.remove(conn_id).is_some() {
+            self.regs_changed.notify_all();
+        }
+    }
+
+    /// Whether a live connection already has this (tunnel, client, connIndex).
+    pub fn is_duplicate(&self, tunnel_id: &Uuid, client_id: &Uuid, conn_index: u8) -> bool {
+        let regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        regs.values().any(|r| {
+            r.tunnel_id == *tunnel_id && r.client_id == *client_id && r.conn_index == conn_index
+        })
+    }
+
+    pub fn registrations(&self) -> Vec<Registration> {
+        let regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Registration> = regs.values().cloned().collect();
+        v.sort_by_key(|r| (r.tunnel_id, r.client_id, r.conn_index));
+        v
+    }
+
+    pub fn wait_registered(&self, done: impl Fn(usize) -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if done(regs.len()) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            regs = match self.regs_changed.wait_timeout(regs, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    pub fn record_local_config(&self, config: Vec<u8>) {
+        let mut lc = self.local_configs.lock().unwrap_or_else(|p| p.into_inner());
+        lc.0 += 1;
+        lc.1 = Some(config);
+    }
+
+    pub fn local_configs(&self) -> (usize, Option<Vec<u8>>) {
+        self.local_configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Drops every connection handle and registration (after the workers stopped).
+    pub fn clear(&self) {
+        for t in &self.tunnels {
+            t.conns.store(Arc::new(Vec::new()));
+        }
+        let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        regs.clear();
+        self.regs_changed.notify_all();
+    }
+
+    /// A Cf-Ray value: 16 hex digits and the colo, like `8f2a...-RFL01`.
+    pub fn next_ray(&self) -> String {
+        let n = self.ray_counter.fetch_add(1, Ordering::Relaxed);
+        // Spread consecutive ids over all digits (odd multiplier: a bijection on u64).
+        let id = self.ray_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!("{id:016x}-{}", self.location.to_ascii_uppercase())
+    }
+}

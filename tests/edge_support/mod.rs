@@ -1,0 +1,757 @@
+//! Test support for the built-in edge: a minimal connector-side peer built from `proto` and
+//! `runtime::h2io` (TLS client with the edge CA, HTTP/2 server with cloudflared's SETTINGS,
+//! control stream + `RegistrationClient`, data streams answered with serialized headers),
+//! and a blocking HTTP/1.1 eyeball client. Everything runs on loopback with timeouts.
+#![allow(dead_code)]
+
+use std::{
+    cell::RefCell,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream as StdTcp},
+    path::PathBuf,
+    rc::Rc,
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use compio::net::TcpStream;
+use compio::tls::TlsConnector;
+use futures_channel::{mpsc as fmpsc, oneshot};
+use futures_util::{AsyncWriteExt, StreamExt};
+use h2::{RecvStream, server::SendResponse};
+use ringflare::config::Secret;
+use ringflare::edge::h2stream::{H2Reader, H2Writer, send_all};
+use ringflare::edge::{Edge, EdgeOptions, EdgeTunnel};
+use ringflare::proto::headers::{
+    PROXY_CONNECTION_UPGRADE, RESPONSE_HEADERS, RESPONSE_META, serialize_headers,
+};
+use ringflare::proto::http2::{META_CLOUDFLARED, META_ORIGIN, websocket_accept};
+use ringflare::proto::{
+    ClientInfo, ConnectionOptions, ConnectionResponse, RegisterConnectionParams,
+    RegistrationClient, TunnelAuth, TunnelSecret,
+};
+use ringflare::runtime::{DriverKind, IoDriver, build_runtime, h2io};
+use ringflare::tls::{EdgeRoots, H2_SERVER_NAME, connector_client_config};
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A tunnel's credentials, for the edge and the peer.
+#[derive(Clone)]
+pub struct TestTunnel {
+    pub account: String,
+    pub id: Uuid,
+    pub secret: Vec<u8>,
+}
+
+impl TestTunnel {
+    pub fn new() -> Self {
+        Self {
+            account: "0123456789abcdef0123456789abcdef".into(),
+            id: Uuid::new_v4(),
+            secret: Uuid::new_v4().as_bytes().to_vec(),
+        }
+    }
+
+    pub fn edge_tunnel(&self, hostnames: &[&str]) -> EdgeTunnel {
+        EdgeTunnel {
+            account_tag: self.account.clone(),
+            tunnel_id: self.id,
+            secret: Secret::new(self.secret.clone()),
+            hostnames: hostnames.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+}
+
+/// Starts an edge on loopback with free ports and short timeouts.
+pub fn start_edge(
+    dir: &std::path::Path,
+    tunnels: Vec<EdgeTunnel>,
+    listeners: usize,
+    driver: IoDriver,
+) -> Edge {
+    let mut opts = EdgeOptions::new(dir);
+    opts.tunnel_listen = (0..listeners)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        .collect();
+    opts.eyeball_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    opts.tunnels = tunnels;
+    opts.workers = 2;
+    opts.no_pinning = true;
+    opts.io_driver = driver;
+    opts.handshake_timeout = Duration::from_secs(1);
+    opts.register_timeout = Duration::from_secs(1);
+    opts.drain_timeout = Duration::from_secs(10);
+    opts.response_timeout = Duration::from_secs(10);
+    Edge::start(opts).expect("edge starts")
+}
+
+/// What the peer does on its control stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Register and serve requests.
+    Register,
+    /// Write bytes that are not capnp RPC.
+    Garbage,
+    /// Write a capnp frame header announcing more than it sends, then end the stream.
+    Truncated,
+    /// Accept the control stream but never answer it.
+    NeverAnswer,
+    /// Answer the control stream but never register.
+    NeverRegister,
+}
+
+/// What happened to the peer, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    Registered {
+        location: String,
+    },
+    Refused(String),
+    RpcFailed(String),
+    Unregistered,
+    /// The edge closed the HTTP/2 connection (or it failed).
+    Closed,
+}
+
+enum Command {
+    Unregister,
+}
+
+/// A running test peer (its own thread and compio runtime).
+pub struct Peer {
+    pub events: mpsc::Receiver<PeerEvent>,
+    commands: fmpsc::UnboundedSender<Command>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+pub struct PeerConfig {
+    pub edge: SocketAddr,
+    pub ca: PathBuf,
+    pub account: String,
+    pub tunnel_id: Uuid,
+    pub secret: Vec<u8>,
+    pub conn_index: u8,
+    pub client_id: Uuid,
+    pub name: String,
+    pub behavior: Behavior,
+}
+
+impl PeerConfig {
+    pub fn new(edge: &Edge, addr: SocketAddr, t: &TestTunnel, name: &str) -> Self {
+        Self {
+            edge: addr,
+            ca: edge.ca_pem_path().to_owned(),
+            account: t.account.clone(),
+            tunnel_id: t.id,
+            secret: t.secret.clone(),
+            conn_index: 0,
+            client_id: Uuid::new_v4(),
+            name: name.into(),
+            behavior: Behavior::Register,
+        }
+    }
+}
+
+impl Peer {
+    pub fn start(cfg: PeerConfig) -> Peer {
+        let (events_tx, events) = mpsc::channel();
+        let (commands, commands_rx) = fmpsc::unbounded();
+        let thread = thread::spawn(move || {
+            let rt = build_runtime(DriverKind::Poll).unwrap();
+            rt.block_on(run_peer(cfg, events_tx, commands_rx));
+        });
+        Peer {
+            events,
+            commands,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for the next event.
+    pub fn next_event(&self) -> PeerEvent {
+        self.events
+            .recv_timeout(WAIT)
+            .expect("peer event within the timeout")
+    }
+
+    /// Waits for registration; panics on anything else.
+    pub fn expect_registered(&self) {
+        match self.next_event() {
+            PeerEvent::Registered { .. } => {}
+            other => panic!("expected registration, got {other:?}"),
+        }
+    }
+
+    pub fn unregister(&self) {
+        let _ = self.commands.unbounded_send(Command::Unregister);
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.commands.close_channel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn run_peer(
+    cfg: PeerConfig,
+    events: mpsc::Sender<PeerEvent>,
+    mut commands: fmpsc::UnboundedReceiver<Command>,
+) {
+    let tcp = TcpStream::connect(cfg.edge).await.unwrap();
+    let tls_cfg = connector_client_config(EdgeRoots::CaFile(cfg.ca.clone())).unwrap();
+    let tls = TlsConnector::from(tls_cfg)
+        .connect(H2_SERVER_NAME, tcp)
+        .await
+        .unwrap();
+    let mut conn = h2io::connector_h2_server()
+        .handshake::<_, Bytes>(h2io::tls(tls))
+        .await
+        .unwrap();
+    let (ctrl_tx, ctrl_rx) = oneshot::channel();
+    let name = Rc::new(cfg.name.clone());
+    let gate: Gate = Rc::new(RefCell::new(Vec::new()));
+    let closed_events = events.clone();
+    let behavior = cfg.behavior;
+    compio::runtime::spawn(async move {
+        let mut ctrl_tx = Some(ctrl_tx);
+        while let Some(next) = conn.accept().await {
+            let Ok((req, respond)) = next else { break };
+            let is_control = req
+                .headers()
+                .get(PROXY_CONNECTION_UPGRADE)
+                .is_some_and(|v| v == "control-stream");
+            if is_control && let Some(tx) = ctrl_tx.take() {
+                let _ = tx.send((req, respond));
+                continue;
+            }
+            let name = name.clone();
+            let gate = gate.clone();
+            compio::runtime::spawn(async move {
+                let _ = handle(req, respond, &name, &gate).await;
+            })
+            .detach();
+        }
+        let _ = closed_events.send(PeerEvent::Closed);
+    })
+    .detach();
+
+    let Ok((req, mut respond)) = ctrl_rx.await else {
+        return;
+    };
+    if behavior == Behavior::NeverAnswer {
+        let _keep = (req, respond);
+        let _ = commands.next().await;
+        return;
+    }
+    let send = respond
+        .send_response(http::Response::new(()), false)
+        .unwrap();
+    let recv = req.into_body();
+    let mut writer = H2Writer::new(send);
+    let reader = H2Reader::new(recv);
+    match behavior {
+        Behavior::Garbage => {
+            let _ = writer.write_all(&[0xFF; 64]).await;
+            let _keep = reader;
+            let _ = commands.next().await;
+            return;
+        }
+        Behavior::Truncated => {
+            // One segment of 100 words announced, 8 bytes sent, then END_STREAM.
+            let mut frame = vec![0, 0, 0, 0, 100, 0, 0, 0];
+            frame.extend_from_slice(&[0; 8]);
+            let _ = writer.write_all(&frame).await;
+            let _ = writer.close().await;
+            let _keep = reader;
+            let _ = commands.next().await;
+            return;
+        }
+        Behavior::NeverRegister => {
+            let _keep = (reader, writer);
+            let _ = commands.next().await;
+            return;
+        }
+        Behavior::Register | Behavior::NeverAnswer => {}
+    }
+    let (client, driver) = RegistrationClient::connect(reader, writer);
+    compio::runtime::spawn(async move {
+        let _ = driver.await;
+    })
+    .detach();
+    let params = RegisterConnectionParams {
+        auth: TunnelAuth {
+            account_tag: cfg.account.clone(),
+            tunnel_secret: TunnelSecret::new(cfg.secret.clone()),
+        },
+        tunnel_id: *cfg.tunnel_id.as_bytes(),
+        conn_index: cfg.conn_index,
+        options: ConnectionOptions {
+            client: ClientInfo {
+                client_id: cfg.client_id.as_bytes().to_vec(),
+                features: vec!["serialized_headers".into()],
+                version: "test-peer".into(),
+                arch: "linux_amd64".into(),
+            },
+            origin_local_ip: ConnectionOptions::ip_bytes([127, 0, 0, 1].into()),
+            replace_existing: false,
+            compression_quality: 0,
+            num_previous_attempts: 0,
+        },
+    };
+    match client.register_connection(&params).await {
+        Ok(ConnectionResponse::Details(d)) => {
+            let _ = events.send(PeerEvent::Registered {
+                location: d.location_name,
+            });
+        }
+        Ok(ConnectionResponse::Error(e)) => {
+            let _ = events.send(PeerEvent::Refused(e.cause));
+        }
+        Err(e) => {
+            let _ = events.send(PeerEvent::RpcFailed(e.to_string()));
+        }
+    }
+    while let Some(cmd) = commands.next().await {
+        match cmd {
+            Command::Unregister => {
+                if client.unregister_connection().await.is_ok() {
+                    let _ = events.send(PeerEvent::Unregistered);
+                }
+            }
+        }
+    }
+}
+
+type Gate = Rc<RefCell<Vec<oneshot::Sender<()>>>>;
+
+/// Builds the connector's response head: status, serialized headers, origin meta.
+fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+    let mut b = http::Response::builder()
+        .status(status)
+        .header(RESPONSE_HEADERS, serialize_headers(headers.iter().copied()))
+        .header(RESPONSE_META, META_ORIGIN)
+        // A sniffed header Go may add; the edge must ignore it.
+        .header("content-type", "text/x-must-be-ignored");
+    for (n, v) in headers {
+        if n.eq_ignore_ascii_case("content-length") {
+            b = b.header("content-length", *v);
+        }
+    }
+    b.body(()).unwrap()
+}
+
+fn query(req: &http::Request<RecvStream>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8)
+        .collect()
+}
+
+/// FNV-1a, for checksums in responses.
+pub fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+async fn read_body(body: &mut RecvStream) -> Result<Vec<u8>, h2::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        body.flow_control().release_capacity(chunk.len())?;
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The peer's "origin": answers by path.
+async fn handle(
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    name: &str,
+    gate: &Gate,
+) -> Result<(), h2::Error> {
+    let path = req.uri().path().to_owned();
+    if req
+        .headers()
+        .get(PROXY_CONNECTION_UPGRADE)
+        .is_some_and(|v| v == "websocket")
+    {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let accept = websocket_accept(&key);
+        let mut send = respond.send_response(
+            response(
+                200,
+                &[
+                    ("Connection", "Upgrade"),
+                    ("Upgrade", "websocket"),
+                    ("Sec-Websocket-Accept", &accept),
+                ],
+            ),
+            false,
+        )?;
+        let mut body = req.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let len = chunk.len();
+            send_all(&mut send, chunk)
+                .await
+                .map_err(|_| h2::Reason::CANCEL)?;
+            body.flow_control().release_capacity(len)?;
+        }
+        return send.send_data(Bytes::new(), true);
+    }
+    match path.as_str() {
+        "/echo" => {
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("Content-Type", "application/octet-stream"),
+                        ("X-Peer", name),
+                    ],
+                ),
+                false,
+            )?;
+            let mut body = req.into_body();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk?;
+                let len = chunk.len();
+                send_all(&mut send, chunk)
+                    .await
+                    .map_err(|_| h2::Reason::CANCEL)?;
+                body.flow_control().release_capacity(len)?;
+            }
+            send.send_data(Bytes::new(), true)
+        }
+        "/hash" => {
+            let mut body = req.into_body();
+            let data = read_body(&mut body).await?;
+            let text = format!("{} {:016x}", data.len(), fnv(&data));
+            let len = text.len().to_string();
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[("Content-Type", "text/plain"), ("Content-Length", &len)],
+                ),
+                false,
+            )?;
+            send.send_data(Bytes::from(text), true)
+        }
+        "/big" => {
+            let n = query(&req, "n").unwrap_or(0) as usize;
+            let data = Bytes::from(pattern(n, 7));
+            let len = n.to_string();
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("Content-Length", &len),
+                        ("X-Sum", &format!("{:016x}", fnv(&data))),
+                    ],
+                ),
+                false,
+            )?;
+            send_all(&mut send, data)
+                .await
+                .map_err(|_| h2::Reason::CANCEL)?;
+            send.send_data(Bytes::new(), true)
+        }
+        "/chunked" => {
+            let mut send = respond.send_response(
+                response(200, &[("Content-Type", "text/plain"), ("X-Peer", name)]),
+                false,
+            )?;
+            for i in 0..5 {
+                send.send_data(Bytes::from(format!("part{i};")), false)?;
+            }
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-trailer", http::HeaderValue::from_static("done"));
+            send.send_trailers(trailers)
+        }
+        "/sse" => {
+            let (tx, rx) = oneshot::channel();
+            gate.borrow_mut().push(tx);
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("Content-Type", "text/event-stream"),
+                        ("Cache-Control", "no-cache"),
+                    ],
+                ),
+                false,
+            )?;
+            send.send_data(Bytes::from_static(b"data: one\n\n"), false)?;
+            let _ = rx.await;
+            send.send_data(Bytes::from_static(b"data: two\n\n"), true)
+        }
+        "/sse-next" => {
+            for tx in gate.borrow_mut().drain(..) {
+                let _ = tx.send(());
+            }
+            let mut send =
+                respond.send_response(response(200, &[("Content-Length", "0")]), false)?;
+            send.send_data(Bytes::new(), true)
+        }
+        "/slow" => {
+            let ms = query(&req, "ms").unwrap_or(500);
+            compio::time::sleep(Duration::from_millis(ms)).await;
+            let mut send = respond.send_response(
+                response(200, &[("Content-Length", "4"), ("X-Peer", name)]),
+                false,
+            )?;
+            send.send_data(Bytes::from_static(b"slow"), true)
+        }
+        "/origin-down" => {
+            let resp = http::Response::builder()
+                .status(502)
+                .header(RESPONSE_META, META_CLOUDFLARED)
+                .body(())
+                .unwrap();
+            respond.send_response(resp, true)?;
+            Ok(())
+        }
+        "/headers" => {
+            let mut lines: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(n, v)| format!("{}: {}", n, v.to_str().unwrap_or("?")))
+                .collect();
+            lines.push(format!(
+                ":authority: {}",
+                req.uri().authority().map_or("", |a| a.as_str())
+            ));
+            lines.push(format!(
+                ":path: {}",
+                req.uri().path_and_query().map_or("", |a| a.as_str())
+            ));
+            lines.push(format!(":method: {}", req.method()));
+            let text = lines.join("\n");
+            let len = text.len().to_string();
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("Content-Length", &len),
+                        ("X-Peer", name),
+                        ("Set-Cookie", "a=1"),
+                        ("Set-Cookie", "b=2"),
+                    ],
+                ),
+                false,
+            )?;
+            send.send_data(Bytes::from(text), true)
+        }
+        _ => {
+            let text = format!("hello from {name}");
+            let len = text.len().to_string();
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("Content-Type", "text/plain"),
+                        ("Content-Length", &len),
+                        ("X-Peer", name),
+                    ],
+                ),
+                false,
+            )?;
+            send.send_data(Bytes::from(text), true)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocking eyeball client.
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A keep-alive eyeball connection with a read buffer.
+pub struct Client {
+    pub stream: StdTcp,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = StdTcp::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends a GET for `path` with `Host: host`.
+    pub fn get(&mut self, host: &str, path: &str) -> Response {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-test\r\n\r\n");
+        self.stream.write_all(req.as_bytes()).unwrap();
+        self.read_response(false)
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut tmp = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut tmp).unwrap_or(0);
+        self.buf.extend_from_slice(&tmp[..n]);
+        n
+    }
+
+    /// Reads a response head.
+    pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) = resp.parse(&self.buf).unwrap() {
+                let status = resp.code.unwrap();
+                let hs = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                self.buf.drain(..len);
+                return (status, hs);
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before the response head"
+            );
+        }
+    }
+
+    /// Reads exactly `n` body bytes.
+    pub fn read_exact_body(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill() > 0, "connection closed mid-body");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads until `needle` appears in the buffer; returns everything up to and including it.
+    pub fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(pos) = self.buf.windows(needle.len()).position(|w| w == needle) {
+                return self.buf.drain(..pos + needle.len()).collect();
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
+    fn read_line(&mut self) -> String {
+        String::from_utf8(self.read_until(b"\r\n")).unwrap()
+    }
+
+    /// Reads a whole response (body by Content-Length, chunked, or to EOF).
+    pub fn read_response(&mut self, head_request: bool) -> Response {
+        let (status, headers) = self.read_head();
+        let mut r = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            trailers: Vec::new(),
+        };
+        if head_request || status == 101 || status == 204 || status == 304 {
+            return r;
+        }
+        if let Some(cl) = r.header("content-length") {
+            let n: usize = cl.trim().parse().unwrap();
+            r.body = self.read_exact_body(n);
+        } else if r
+            .header("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
+            loop {
+                let line = self.read_line();
+                let size =
+                    usize::from_str_radix(line.trim_end().split(';').next().unwrap(), 16).unwrap();
+                if size == 0 {
+                    loop {
+                        let line = self.read_line();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let (n, v) = line.trim_end().split_once(':').unwrap();
+                        r.trailers.push((n.to_owned(), v.trim().to_owned()));
+                    }
+                    break;
+                }
+                let data = self.read_exact_body(size + 2);
+                r.body.extend_from_slice(&data[..size]);
+            }
+        } else {
+            while self.fill() > 0 {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        r
+    }
+
+    /// True when the server closed the connection (EOF) within the timeout.
+    pub fn is_closed(&mut self) -> bool {
+        self.fill() == 0
+    }
+}
+
+/// Waits until `f` is true, polling; false after `limit`.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
