@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod control;
 pub mod doctor;
 pub mod edge;

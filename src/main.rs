@@ -25,11 +25,9 @@ fn main() -> ExitCode {
         }
         Some("tunnel") => match cli::tunnel(&argv[1..], env) {
             Command::Done(outcome) => outcome,
-            Command::TunnelRun(_) => Outcome::failure(
-                String::new(),
-                "tunnel run: the connector is not available in this build yet".into(),
-            ),
+            Command::TunnelRun(run) => ringflare::connector::run(*run),
         },
+        Some("demo") => ringflare::connector::demo::run(&argv[1..], env),
         Some("edge") => ringflare::edge::run_cli(&argv[1..], &env),
         Some(other) => Outcome::usage(format!("Incorrect Usage: unknown command '{other}'"), ""),
     };

@@ -33,6 +33,7 @@ fn get_round_trip(driver: IoDriver) {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello from p0");
     assert_eq!(r.header("x-peer"), Some("p0"));
+    assert_eq!(r.all("server"), vec!["cloudflare"]);
     assert_eq!(r.header("content-type"), Some("text/plain"));
     assert!(r.header("cf-ray").is_some());
     // Keep-alive: a second request on the same connection.
@@ -49,6 +50,8 @@ fn get_round_trip(driver: IoDriver) {
     assert!(text.contains("user-agent: edge-test"), "{text}");
     assert!(!text.contains("\nhost:"), "{text}");
     assert_eq!(r.all("set-cookie"), vec!["a=1", "b=2"]);
+    // The origin's Server header passes through alone.
+    assert_eq!(r.all("server"), vec!["test-origin"]);
     edge.shutdown();
 }
 
@@ -325,6 +328,27 @@ fn load_spreads_across_connections_and_replicas() {
 
 #[test]
 fn unregister_drains_in_flight_then_closes() {
+    unregister_drains(Leave::Unregister);
+}
+
+#[test]
+fn unregister_then_control_stream_end_still_drains() {
+    unregister_drains(Leave::UnregisterAndClose);
+}
+
+#[test]
+fn control_stream_end_without_unregister_drains() {
+    unregister_drains(Leave::CloseControl);
+}
+
+#[derive(PartialEq)]
+enum Leave {
+    Unregister,
+    UnregisterAndClose,
+    CloseControl,
+}
+
+fn unregister_drains(how: Leave) {
     let (_dir, edge, t, peer) = registered_edge(IoDriver::Poll);
     let second = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p1"));
     second.expect_registered();
@@ -340,8 +364,14 @@ fn unregister_drains_in_flight_then_closes() {
         })
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(200));
-    peer.unregister();
-    assert_eq!(peer.next_event(), PeerEvent::Unregistered);
+    match how {
+        Leave::Unregister => peer.unregister(),
+        Leave::UnregisterAndClose => peer.unregister_and_close(),
+        Leave::CloseControl => peer.close_control(),
+    }
+    if how != Leave::CloseControl {
+        assert_eq!(peer.next_event(), PeerEvent::Unregistered);
+    }
     assert!(edge.wait_registered_at_most(1, WAIT));
     // New work goes to the remaining connection only.
     let mut c = Client::connect(addr);
@@ -362,4 +392,88 @@ fn unregister_drains_in_flight_then_closes() {
     // Then the edge closes the drained connection.
     assert_eq!(peer.next_event(), PeerEvent::Closed);
     assert_eq!(edge.registered().len(), 1);
+}
+
+#[test]
+fn https_eyeball_with_a_certificate_from_the_edge_ca() {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let mut opts = edge_options(
+        dir.path(),
+        vec![t.edge_tunnel(&["app.example.com"])],
+        1,
+        IoDriver::Auto,
+    );
+    opts.eyeball_tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let edge = ringflare::edge::Edge::start(opts).unwrap();
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p0"));
+    peer.expect_registered();
+
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(edge.ca_pem_path())
+        .unwrap()
+        .map(Result::unwrap);
+    roots.add_parsable_certificates(certs);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = "app.example.com".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(edge.eyeball_tls_addr().unwrap()).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("x-forwarded-proto: https"), "{text}");
+    assert!(
+        text.contains("cf-visitor: {\"scheme\":\"https\"}"),
+        "{text}"
+    );
+    assert!(text.contains("connection: close"), "{text}");
+}
+
+#[test]
+fn expect_100_continue_is_answered_by_the_edge() {
+    let (_dir, edge, _t, _peer) = registered_edge(IoDriver::Poll);
+    let mut c = Client::connect(edge.eyeball_addr());
+    let body = pattern(3 << 20, 4);
+    let head = format!(
+        "POST /hash HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    c.stream.write_all(head.as_bytes()).unwrap();
+    // The interim response comes before any body byte is sent.
+    let (status, _) = c.read_head();
+    assert_eq!(status, 100);
+    c.stream.write_all(&body).unwrap();
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8(r.body).unwrap(),
+        format!("{} {:016x}", body.len(), fnv(&body))
+    );
+    // The connector never sees Expect.
+    c.stream
+        .write_all(b"POST /headers HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_head().0, 100);
+    c.stream.write_all(b"hello").unwrap();
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.contains(":method: POST"), "{text}");
+    assert!(!text.contains("expect"), "{text}");
 }

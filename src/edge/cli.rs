@@ -18,7 +18,7 @@ pub fn edge_help() -> String {
 USAGE:
    ringflare edge init [--state-dir DIR] [--hostname NAME ...]
    ringflare edge [--state-dir DIR] [--config FILE] [--listen ADDR ...] [--eyeball ADDR]
-                  [--workers N] [--io-driver auto|io_uring|poll] [--loglevel LEVEL]
+                  [--eyeball-tls ADDR] [--workers N] [--io-driver auto|io_uring|poll] [--loglevel LEVEL]
 
 DESCRIPTION:
    The edge speaks the edge side of Cloudflare's tunnel protocol over HTTP/2, so an unmodified
@@ -44,6 +44,8 @@ STATE DIRECTORY:
 CONFIG FILE ({DEFAULT_CONFIG_NAME} in the state directory unless --config is given):
    tunnel-listen: [127.0.0.1:7844]     # tunnel listeners (one connection per --edge address)
    eyeball-listen: 127.0.0.1:8080      # plain HTTP/1.1 for visitors
+   eyeball-tls-listen: 127.0.0.1:8443  # optional HTTPS for visitors (certificate from ca.pem)
+   eyeball-tls-hostnames: [app.example.com]  # its names; default localhost + tunnel hostnames
    location: rfl01                     # colo name reported to connectors
    tunnels:
      - id: <tunnel uuid>
@@ -55,6 +57,7 @@ OPTIONS:
    --config FILE       edge config file (default: STATE/{DEFAULT_CONFIG_NAME})
    --listen ADDR       tunnel listener, repeatable; replaces tunnel-listen (default 127.0.0.1:7844)
    --eyeball ADDR      eyeball listener; replaces eyeball-listen (default 127.0.0.1:8080)
+   --eyeball-tls ADDR  HTTPS eyeball listener; replaces eyeball-tls-listen (default: none)
    --workers N         worker threads, one per core by default
    --io-driver D       auto (default), io_uring or poll; env {IO_DRIVER_ENV}
    --no-pinning        do not pin workers to cores
@@ -81,6 +84,7 @@ struct Args {
     config: Option<PathBuf>,
     listen: Vec<SocketAddr>,
     eyeball: Option<SocketAddr>,
+    eyeball_tls: Option<SocketAddr>,
     workers: Option<usize>,
     io_driver: Option<IoDriver>,
     no_pinning: bool,
@@ -123,6 +127,13 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                 args.eyeball = Some(
                     v.parse()
                         .map_err(|_| format!("invalid --eyeball address {v:?}"))?,
+                );
+            }
+            "eyeball-tls" => {
+                let v = value(flag)?;
+                args.eyeball_tls = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid --eyeball-tls address {v:?}"))?,
                 );
             }
             "workers" => {
@@ -194,6 +205,9 @@ pub fn run_cli(argv: &[String], env: &HashMap<String, String>) -> Outcome {
     }
     if let Some(e) = args.eyeball {
         opts.eyeball_listen = e;
+    }
+    if let Some(e) = args.eyeball_tls {
+        opts.eyeball_tls_listen = Some(e);
     }
     opts.workers = args.workers.unwrap_or(0);
     opts.no_pinning = args.no_pinning;

@@ -9,6 +9,8 @@
 //! ```yaml
 //! tunnel-listen: [127.0.0.1:7844]    # one connector connection per --edge address
 //! eyeball-listen: 127.0.0.1:8080
+//! eyeball-tls-listen: 127.0.0.1:8443 # optional HTTPS, certificate from the edge CA
+//! eyeball-tls-hostnames: [app.example.com] # default: localhost + the tunnel hostnames
 //! location: rfl01
 //! tunnels:
 //!   - id: 6ff42ae2-765d-4adf-8112-31c55c1551ef
@@ -47,6 +49,12 @@ pub struct EdgeFile {
     /// Eyeball listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eyeball_listen: Option<SocketAddr>,
+    /// Optional HTTPS eyeball listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eyeball_tls_listen: Option<SocketAddr>,
+    /// Names for the HTTPS eyeball certificate (default: localhost and the tunnel hostnames).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eyeball_tls_hostnames: Vec<String>,
     /// Colo name in `ConnectionDetails`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -171,6 +179,12 @@ pub(crate) fn apply_file(opts: &mut EdgeOptions, file: &EdgeFile, tunnels: Vec<E
     if let Some(addr) = file.eyeball_listen {
         opts.eyeball_listen = addr;
     }
+    if let Some(addr) = file.eyeball_tls_listen {
+        opts.eyeball_tls_listen = Some(addr);
+    }
+    if !file.eyeball_tls_hostnames.is_empty() {
+        opts.eyeball_tls_hostnames = file.eyeball_tls_hostnames.clone();
+    }
     if let Some(loc) = &file.location {
         opts.location = loc.clone();
     }
@@ -240,6 +254,8 @@ pub fn init_state_dir(
         EdgeFile {
             tunnel_listen: vec![SocketAddr::from(([127, 0, 0, 1], 7844))],
             eyeball_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            eyeball_tls_listen: None,
+            eyeball_tls_hostnames: Vec::new(),
             location: Some("rfl01".into()),
             tunnels: Vec::new(),
         }
@@ -297,6 +313,20 @@ fn render_edge_file(file: &EdgeFile) -> String {
     out.push_str(&format!("tunnel-listen: [{}]\n", list(&file.tunnel_listen)));
     if let Some(e) = file.eyeball_listen {
         out.push_str(&format!("eyeball-listen: {e}\n"));
+    }
+    match file.eyeball_tls_listen {
+        Some(e) => out.push_str(&format!("eyeball-tls-listen: {e}\n")),
+        None => {
+            out.push_str("# eyeball-tls-listen: 127.0.0.1:8443   # optional HTTPS for visitors\n")
+        }
+    }
+    if !file.eyeball_tls_hostnames.is_empty() {
+        let names: Vec<String> = file
+            .eyeball_tls_hostnames
+            .iter()
+            .map(|h| yaml_quote(h))
+            .collect();
+        out.push_str(&format!("eyeball-tls-hostnames: [{}]\n", names.join(", ")));
     }
     if let Some(l) = &file.location {
         out.push_str(&format!("location: {l}\n"));

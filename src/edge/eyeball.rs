@@ -13,6 +13,8 @@ use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 use bytes::{Bytes, BytesMut};
 use compio::io::compat::AsyncStream;
 use compio::net::TcpListener;
+use compio::tls::TlsAcceptor;
+use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use h2::RecvStream;
@@ -48,6 +50,7 @@ const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     stop: StopSignal,
     tasks: Rc<TaskCount>,
 ) {
@@ -72,10 +75,30 @@ pub(crate) async fn accept_loop(
         let shared = shared.clone();
         let stop = stop.clone();
         let guard = tasks.enter_guard();
+        let tls = tls.clone();
         compio::runtime::spawn(async move {
             let _guard = guard;
-            let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
-            super::until_stopped(&stop, serve(shared, stream, peer, "http")).await;
+            match tls {
+                None => {
+                    let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
+                    super::until_stopped(&stop, serve(shared, stream, peer, "http")).await;
+                }
+                Some(acceptor) => {
+                    let limit = shared.handshake_timeout;
+                    let work = async {
+                        match compio::time::timeout(limit, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => serve(shared.clone(), stream, peer, "https").await,
+                            Ok(Err(e)) => {
+                                log::debug!(peer:% = peer, error:% = e; "Eyeball TLS handshake failed");
+                            }
+                            Err(_) => {
+                                log::debug!(peer:% = peer; "Eyeball TLS handshake timed out");
+                            }
+                        }
+                    };
+                    super::until_stopped(&stop, work).await;
+                }
+            }
         })
         .detach();
     }
@@ -157,6 +180,7 @@ fn dropped_request_header(name: &HeaderName) -> bool {
             | "cf-visitor"
             | "x-forwarded-proto"
             | "cdn-loop"
+            | "expect"
     ) || name.as_str().starts_with("cf-cloudflared-")
 }
 
@@ -265,6 +289,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
         };
         if websocket {
             return self.websocket(ctx, response, body_tx).await;
+        }
+        // `Expect: 100-continue` is answered here (as Cloudflare does): the stream is open,
+        // so the body has somewhere to go. The header itself is not forwarded.
+        if has_body
+            && head.version == Version::Http11
+            && head.has_token(&header::EXPECT, "100-continue")
+            && (self
+                .wr
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+                || self.wr.flush().await.is_err())
+        {
+            body_tx_reset(body_tx);
+            return false;
         }
         let timeout = self.shared.response_timeout;
         let Eyeball { rd, wr, buf, .. } = self;
@@ -488,6 +527,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
     }
 }
 
+/// Abandons a request stream whose body will never come.
+fn body_tx_reset(mut tx: h2::SendStream<Bytes>) {
+    tx.send_reset(h2::Reason::CANCEL);
+}
+
 /// What the response writer needs to know about the request.
 struct Exchange {
     method: Method,
@@ -691,7 +735,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
         return keep_alive;
     }
     let mut sent: u64 = 0;
-    while let Some(chunk) = body.data().await {
+    let mut next = body.data().await;
+    while let Some(chunk) = next {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
@@ -719,16 +764,29 @@ async fn write_response<W: AsyncWrite + Unpin>(
         } else {
             wr.write_all(&chunk).await
         };
-        // Flush each frame: the connector already decided what to batch (spec §3.4 flush
-        // rule), and event streams must arrive event by event.
-        if written.is_err() || wr.flush().await.is_err() {
+        if written.is_err() {
             return false;
         }
         let _ = body.flow_control().release_capacity(len);
+        // Take the next frame if it is already here; flush only before waiting. A bulk
+        // download then costs one write per socket buffer, while an event stream (the
+        // connector flushes each event as its own frame) still reaches the eyeball at once.
+        next = match body.data().now_or_never() {
+            Some(n) => n,
+            None => {
+                if wr.flush().await.is_err() {
+                    return false;
+                }
+                body.data().await
+            }
+        };
     }
     if let Some(cl) = content_length
         && sent != cl
     {
+        return false;
+    }
+    if !chunked && wr.flush().await.is_err() {
         return false;
     }
     if chunked {
@@ -756,16 +814,14 @@ async fn write_response<W: AsyncWrite + Unpin>(
     keep_alive
 }
 
-/// `Cf-Ray`, `Server` and the keep-alive decision, as Cloudflare adds them.
+/// `Cf-Ray`, `Server: cloudflare` (only when the origin sent no `Server`, so origin headers
+/// stay intact) and the keep-alive decision.
 fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, version: Version) {
     headers.push(Header {
         name: HeaderName::from_static("cf-ray"),
         value: Bytes::copy_from_slice(ray.as_bytes()),
     });
-    headers.push(Header {
-        name: header::SERVER,
-        value: Bytes::from_static(b"cloudflare"),
-    });
+    ensure(headers, header::SERVER, "cloudflare");
     match (keep_alive, version) {
         (false, _) => headers.push(Header {
             name: header::CONNECTION,

@@ -76,6 +76,11 @@ pub struct EdgeOptions {
     pub tunnel_listen: Vec<SocketAddr>,
     /// Eyeball (visitor-facing) HTTP/1.1 listener; port 0 picks a free port.
     pub eyeball_listen: SocketAddr,
+    /// Optional HTTPS eyeball listener (HTTP/1.1 over TLS; certificate from the edge CA).
+    pub eyeball_tls_listen: Option<SocketAddr>,
+    /// Names the HTTPS eyeball certificate is valid for; empty means `localhost`,
+    /// `127.0.0.1`, `::1` and every tunnel hostname (`*.suffix` kept as a wildcard SAN).
+    pub eyeball_tls_hostnames: Vec<String>,
     /// The tunnels this edge accepts.
     pub tunnels: Vec<EdgeTunnel>,
     /// Worker threads; 0 means one per available core.
@@ -103,6 +108,8 @@ impl EdgeOptions {
             state_dir: state_dir.into(),
             tunnel_listen: vec![SocketAddr::from(([127, 0, 0, 1], 7844))],
             eyeball_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            eyeball_tls_listen: None,
+            eyeball_tls_hostnames: Vec::new(),
             tunnels: Vec::new(),
             workers: 0,
             io_driver: IoDriver::Auto,
@@ -151,6 +158,8 @@ pub struct Edge {
     tunnel_addrs: Vec<SocketAddr>,
     /// Bound eyeball address.
     eyeball_addr: SocketAddr,
+    /// Bound HTTPS eyeball address, if configured.
+    eyeball_tls_addr: Option<SocketAddr>,
     /// `ca.pem` in the state directory.
     ca_pem_path: PathBuf,
 }
@@ -170,6 +179,7 @@ struct WorkerPlan {
     acceptor: TlsAcceptor,
     tunnel_addrs: Vec<SocketAddr>,
     eyeball_addr: SocketAddr,
+    eyeball_tls: Option<(SocketAddr, TlsAcceptor)>,
 }
 
 impl Edge {
@@ -191,12 +201,21 @@ impl Edge {
             tunnel_addrs.push(reserve(*addr, &mut reservations)?);
         }
         let eyeball_addr = reserve(opts.eyeball_listen, &mut reservations)?;
+        let eyeball_tls = match opts.eyeball_tls_listen {
+            Some(addr) => {
+                let addr = reserve(addr, &mut reservations)?;
+                Some((addr, eyeball_acceptor(&opts)?))
+            }
+            None => None,
+        };
+        let eyeball_tls_addr = eyeball_tls.as_ref().map(|(a, _)| *a);
 
         let plan = Arc::new(WorkerPlan {
             shared: shared.clone(),
             acceptor: TlsAcceptor::from(tls),
             tunnel_addrs: tunnel_addrs.clone(),
             eyeball_addr,
+            eyeball_tls,
         });
         let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let config = WorkerConfig {
@@ -214,6 +233,7 @@ impl Edge {
             shared,
             tunnel_addrs,
             eyeball_addr,
+            eyeball_tls_addr,
             ca_pem_path: ca.ca_pem_path().to_owned(),
         };
         let count = edge.workers.as_ref().map_or(0, Workers::len);
@@ -247,6 +267,9 @@ impl Edge {
             log::info!(addr:% = addr; "Edge listening for tunnel connections");
         }
         log::info!(addr:% = edge.eyeball_addr; "Edge listening for eyeball HTTP requests");
+        if let Some(addr) = edge.eyeball_tls_addr {
+            log::info!(addr:% = addr; "Edge listening for eyeball HTTPS requests");
+        }
         Ok(edge)
     }
 
@@ -258,6 +281,11 @@ impl Edge {
     /// The bound eyeball address.
     pub fn eyeball_addr(&self) -> SocketAddr {
         self.eyeball_addr
+    }
+
+    /// The bound HTTPS eyeball address, when one was configured.
+    pub fn eyeball_tls_addr(&self) -> Option<SocketAddr> {
+        self.eyeball_tls_addr
     }
 
     /// `ca.pem`: what connectors get as `--cacert`.
@@ -305,10 +333,43 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // compio aborts the process when a task on another runtime is woken from a
+            // panicking thread; leave the workers running (the process is going down) so
+            // the panic is reported instead of an abort.
+            if let Some(workers) = self.workers.take() {
+                std::mem::forget(workers);
+            }
+            return;
+        }
         if let Some(workers) = self.workers.as_mut() {
             workers.stop();
         }
     }
+}
+
+/// The HTTPS eyeball listener's TLS config: a leaf from the edge CA for the configured names.
+fn eyeball_acceptor(opts: &EdgeOptions) -> Result<TlsAcceptor, EdgeError> {
+    let mut names = opts.eyeball_tls_hostnames.clone();
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        for t in &opts.tunnels {
+            names.extend(t.hostnames.iter().filter(|h| *h != "*").cloned());
+        }
+    }
+    let (chain, key) = crate::tls::issue_leaf_certificate(&opts.state_dir, &names)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|source| {
+            EdgeError::Tls(TlsError::Config {
+                what: "eyeball HTTPS server config",
+                source,
+            })
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Resolves port 0 by binding a non-listening `SO_REUSEPORT` socket; returns the address
@@ -372,6 +433,16 @@ async fn worker_main(
             return;
         }
     };
+    let eyeball_tls = match &plan.eyeball_tls {
+        Some((addr, acceptor)) => match crate::runtime::bind_reuseport(*addr) {
+            Ok(l) => Some((l, acceptor.clone())),
+            Err(e) => {
+                let _ = bound_tx.send((ctx.index, Err(e.to_string())));
+                return;
+            }
+        },
+        None => None,
+    };
     let _ = bound_tx.send((ctx.index, Ok(())));
     drop(bound_tx);
 
@@ -400,7 +471,16 @@ async fn worker_main(
         let stop = ctx.stop.clone();
         let tasks = tasks.clone();
         compio::runtime::spawn(async move {
-            eyeball::accept_loop(eyeball, shared, stop, tasks).await;
+            eyeball::accept_loop(eyeball, shared, None, stop, tasks).await;
+        })
+        .detach();
+    }
+    if let Some((listener, acceptor)) = eyeball_tls {
+        let shared = plan.shared.clone();
+        let stop = ctx.stop.clone();
+        let tasks = tasks.clone();
+        compio::runtime::spawn(async move {
+            eyeball::accept_loop(listener, shared, Some(acceptor), stop, tasks).await;
         })
         .detach();
     }

@@ -281,13 +281,22 @@ impl Connection {
                     break Err(format!("registration refused: {reason}"));
                 }
                 Step::Event(Some(Event::Unregistered)) => {
-                    self.drain(&state).await;
+                    self.drain(&state, &mut rpc).await;
                     self.linger(&mut rpc, driver).await;
                     break Ok("connector unregistered".to_owned());
                 }
                 Step::Event(None) => {}
-                Step::RpcEnded(None) if registered => {
-                    break Ok("control stream closed by connector".to_owned());
+                Step::RpcEnded(error) if registered => {
+                    // cloudflared ends the control stream right after unregisterConnection
+                    // (END_STREAM then RST_STREAM), and a connector may end it without
+                    // unregistering: either way the connection may still carry in-flight
+                    // requests, so stop routing to it, drain, then close.
+                    self.unpublish(&state);
+                    self.drain(&state, &mut rpc).await;
+                    break Ok(match error {
+                        None => "control stream closed by connector".to_owned(),
+                        Some(e) => format!("control stream ended: {e}"),
+                    });
                 }
                 Step::RpcEnded(None) => {
                     break Err("control stream ended before registration".to_owned());
@@ -326,11 +335,25 @@ impl Connection {
         Ok(())
     }
 
-    /// After unregistration: wait for in-flight streams (bounded by `drain_timeout`).
-    async fn drain(&self, state: &ConnState) {
+    /// Stops routing new requests to this connection.
+    fn unpublish(&self, state: &ConnState) {
+        if let Some((h, tunnel_id)) = state.handle.borrow().as_ref() {
+            h.set_draining();
+            self.shared.remove(tunnel_id, &h.id);
+        }
+    }
+
+    /// After unregistration: wait for in-flight streams (bounded by `drain_timeout`), while
+    /// the RPC keeps running so its replies (the unregister Return) go out.
+    async fn drain<R: Future>(&self, state: &ConnState, rpc: &mut Once<R>) {
         let handle = state.handle.borrow().as_ref().map(|(h, _)| h.clone());
         let Some(handle) = handle else { return };
-        if compio::time::timeout(self.shared.drain_timeout, handle.idle())
+        let mut idle = std::pin::pin!(handle.idle());
+        let wait = poll_fn(|cx| {
+            let _ = rpc.poll_once(cx);
+            idle.as_mut().poll(cx)
+        });
+        if compio::time::timeout(self.shared.drain_timeout, wait)
             .await
             .is_err()
         {

@@ -99,6 +99,44 @@ impl EdgeCa {
     }
 }
 
+/// Issues a fresh leaf certificate for `names` (DNS names or IP addresses) signed by the
+/// CA in `state_dir` (which must exist, see [`EdgeCa::load_or_create`]). Used for the edge's
+/// HTTPS eyeball listener; nothing is written to disk, the chain (leaf, CA) and key are
+/// returned for a rustls server config.
+pub fn issue_leaf_certificate(
+    state_dir: &Path,
+    names: &[String],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let key_path = state_dir.join(CA_KEY);
+    let ca_key = KeyPair::from_pem(&read_text(&key_path)?).map_err(|e| TlsError::BadPem {
+        path: key_path,
+        reason: e.to_string(),
+    })?;
+    let ca_cert = first_cert(&state_dir.join(CA_CERT))?;
+    let mut params =
+        CertificateParams::new(names.to_vec()).map_err(|source| TlsError::Generate {
+            what: "leaf certificate parameters",
+            source,
+        })?;
+    let cn = names.first().map_or("localhost", String::as_str);
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = generate_key("leaf key")?;
+    let issuer = Issuer::new(ca_params(&ca_key), &ca_key);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|source| TlsError::Generate {
+            what: "leaf certificate",
+            source,
+        })?;
+    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| TlsError::BadPem {
+        path: state_dir.to_owned(),
+        reason: e.to_owned(),
+    })?;
+    Ok((vec![cert.der().clone(), ca_cert], key_der))
+}
+
 /// Returns the CA key, generating and writing the CA pair when neither file exists.
 fn load_or_create_ca(dir: &Path) -> Result<KeyPair, TlsError> {
     let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));

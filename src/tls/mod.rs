@@ -14,7 +14,7 @@ pub use config::{
     connector_client_config, connector_quic_client_config, edge_quic_server_config,
     edge_root_store, edge_server_config,
 };
-pub use edge_ca::EdgeCa;
+pub use edge_ca::{EdgeCa, issue_leaf_certificate};
 pub use error::TlsError;
 
 #[cfg(test)]

@@ -72,6 +72,20 @@ pub fn start_edge(
     listeners: usize,
     driver: IoDriver,
 ) -> Edge {
+    let opts = edge_options(dir, tunnels, listeners, driver);
+    if std::env::var_os("EDGE_TEST_LOG").is_some() {
+        ringflare::logging::init(log::LevelFilter::Debug, false, None);
+    }
+    Edge::start(opts).expect("edge starts")
+}
+
+/// Options for a loopback test edge: free ports, two workers, short timeouts.
+pub fn edge_options(
+    dir: &std::path::Path,
+    tunnels: Vec<EdgeTunnel>,
+    listeners: usize,
+    driver: IoDriver,
+) -> EdgeOptions {
     let mut opts = EdgeOptions::new(dir);
     opts.tunnel_listen = (0..listeners)
         .map(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -85,7 +99,7 @@ pub fn start_edge(
     opts.register_timeout = Duration::from_secs(1);
     opts.drain_timeout = Duration::from_secs(10);
     opts.response_timeout = Duration::from_secs(10);
-    Edge::start(opts).expect("edge starts")
+    opts
 }
 
 /// What the peer does on its control stream.
@@ -118,6 +132,11 @@ pub enum PeerEvent {
 
 enum Command {
     Unregister,
+    /// Unregister, then end the control stream (END_STREAM), like cloudflared's
+    /// shutdown, while other streams keep running.
+    UnregisterAndClose,
+    /// Tear down the RPC without unregistering.
+    CloseControl,
 }
 
 /// A running test peer (its own thread and compio runtime).
@@ -188,10 +207,27 @@ impl Peer {
     pub fn unregister(&self) {
         let _ = self.commands.unbounded_send(Command::Unregister);
     }
+
+    pub fn close_control(&self) {
+        let _ = self.commands.unbounded_send(Command::CloseControl);
+    }
+
+    pub fn unregister_and_close(&self) {
+        let _ = self.commands.unbounded_send(Command::UnregisterAndClose);
+    }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        if thread::panicking() {
+            // Waking the peer's runtime from a panicking thread makes compio abort; let the
+            // failing test report its panic instead.
+            if let Some(t) = self.thread.take() {
+                std::mem::forget(t);
+            }
+            std::mem::forget(self.commands.clone());
+            return;
+        }
         self.commands.close_channel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -280,6 +316,9 @@ async fn run_peer(
         }
         Behavior::Register | Behavior::NeverAnswer => {}
     }
+    let reader = Killable::new(reader);
+    let writer = Killable::new(writer);
+    let (kill_r, kill_w) = (reader.clone(), writer.clone());
     let (client, driver) = RegistrationClient::connect(reader, writer);
     compio::runtime::spawn(async move {
         let _ = driver.await;
@@ -319,12 +358,83 @@ async fn run_peer(
         }
     }
     while let Some(cmd) = commands.next().await {
-        match cmd {
-            Command::Unregister => {
-                if client.unregister_connection().await.is_ok() {
-                    let _ = events.send(PeerEvent::Unregistered);
-                }
+        let unregister = matches!(cmd, Command::Unregister | Command::UnregisterAndClose);
+        if unregister && client.unregister_connection().await.is_ok() {
+            let _ = events.send(PeerEvent::Unregistered);
+        }
+        if matches!(cmd, Command::UnregisterAndClose | Command::CloseControl) {
+            // End the control stream as cloudflared does at shutdown: END_STREAM, then
+            // drop both halves (the RPC system cannot reach them any more).
+            if let Some(mut w) = kill_w.take() {
+                let _ = w.close().await;
             }
+            kill_r.take();
+        }
+    }
+}
+
+/// A stream half the test can drop from outside the RPC system (which keeps its
+/// connection alive through internal references).
+struct Killable<T>(Rc<RefCell<Option<T>>>);
+
+impl<T> Clone for Killable<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Killable<T> {
+    fn new(inner: T) -> Self {
+        Self(Rc::new(RefCell::new(Some(inner))))
+    }
+
+    fn take(&self) -> Option<T> {
+        self.0.borrow_mut().take()
+    }
+}
+
+impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for Killable<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(r) => std::pin::Pin::new(r).poll_read(cx, buf),
+            None => std::task::Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+impl<T: futures_util::AsyncWrite + Unpin> futures_util::AsyncWrite for Killable<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(w) => std::pin::Pin::new(w).poll_write(cx, buf),
+            None => std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(w) => std::pin::Pin::new(w).poll_flush(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.0.borrow_mut().as_mut() {
+            Some(w) => std::pin::Pin::new(w).poll_close(cx),
+            None => std::task::Poll::Ready(Ok(())),
         }
     }
 }
@@ -556,6 +666,7 @@ async fn handle(
                         ("X-Peer", name),
                         ("Set-Cookie", "a=1"),
                         ("Set-Cookie", "b=2"),
+                        ("Server", "test-origin"),
                     ],
                 ),
                 false,

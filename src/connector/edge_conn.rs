@@ -1,0 +1,594 @@
+//! One HA connection to the edge over the http2 transport (spec §3.1, §3.3, §5.3-§5.4) and its
+//! retry loop (§1.5-§1.6): dial TCP, TLS as `h2.cftunnel.com`, run the HTTP/2 *server*, take
+//! the edge's control stream, register, serve data streams until the edge closes the connection
+//! or shutdown ends it; then back off and reconnect. All of it runs on one core.
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use compio::net::TcpStream;
+use futures_channel::mpsc;
+use futures_util::{FutureExt, StreamExt};
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::Request;
+use uuid::Uuid;
+
+use super::backoff::{Backoff, go_duration, random_unit};
+use super::core::Core;
+use super::h2stream::{H2Reader, H2Writer};
+use crate::proto::http2::{RequestKind, classify};
+use crate::proto::{
+    ClientInfo, ConnectionDetails, ConnectionOptions, ConnectionResponse, RegisterConnectionParams,
+    RegistrationClient, TunnelAuth, TunnelSecret,
+};
+use crate::runtime::{TcpTuning, apply_tuning, h2io};
+use crate::tls::H2_SERVER_NAME;
+
+/// TCP connect and TLS handshake timeouts (cloudflared's fixed 15 s).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the edge has to send the HTTP/2 preface and open the control stream.
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Base of the per-connection backoff.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// How a connection attempt ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("DialError: {0}")]
+    Dial(String),
+    #[error("{0}")]
+    Handshake(String),
+    /// The edge refused the registration.
+    #[error("{cause}")]
+    Register { cause: String, permanent: bool },
+    #[error("Lost connection with the edge")]
+    EdgeClosed,
+    #[error("control stream failed: {0}")]
+    Control(String),
+    #[error("registerConnection timed out after {0:?}")]
+    RpcTimeout(Duration),
+    #[error("http2 connection: {0}")]
+    H2(String),
+}
+
+/// What a connection's control task tells the connection loop.
+enum ControlEvent {
+    Registered(ConnectionDetails),
+    Failed(ConnError),
+    /// The RPC system ended (control stream closed or garbage).
+    Closed(String),
+    Unregistered,
+}
+
+/// Sent to the supervisor when a connection cannot ever succeed.
+pub type FatalTx = std::sync::mpsc::Sender<String>;
+
+/// Runs HA connection `index` to `addr` until shutdown. Connection 0 reports a permanent
+/// registration failure at startup on `fatal` (cloudflared exits then).
+pub async fn run(
+    core: Rc<Core>,
+    index: u8,
+    addr: SocketAddr,
+    first_registered: FirstRegistered,
+    fatal: FatalTx,
+) {
+    let mut backoff = Backoff::new(BACKOFF_BASE, core.shared.options.retries);
+    if index > 0 {
+        // cloudflared starts connections 1.. only after connection 0 registered, 1 s apart.
+        let stop = core.stop.clone();
+        let wait = async {
+            first_registered.wait().await;
+            compio::time::sleep(Duration::from_secs(u64::from(index))).await;
+        };
+        if select_stop(wait, &stop).await.is_none() {
+            return;
+        }
+    }
+    let mut ever_registered = false;
+    loop {
+        if core.stop.is_stopped() {
+            return;
+        }
+        let attempt = backoff.retries();
+        let registered = Rc::new(Cell::new(false));
+        let result = serve_once(&core, index, addr, attempt, &registered, &first_registered).await;
+        core.shared
+            .set_conn(usize::from(index), |s| s.registered = false);
+        if registered.get() {
+            ever_registered = true;
+            backoff.reset();
+        }
+        let err = match result {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if core.stop.is_stopped() {
+            return;
+        }
+        match &err {
+            ConnError::EdgeClosed => log::info!(connIndex = index; "Lost connection with the edge"),
+            ConnError::Register { cause, permanent } => {
+                core.shared.register_fail.fetch_add(1, Relaxed);
+                log::error!(connIndex = index, error = cause.as_str(); "Register tunnel error from server side");
+                let fatal_now = index == 0
+                    && !ever_registered
+                    && !first_registered.is_set()
+                    && *permanent
+                    && !cause.contains("Unauthorized");
+                if fatal_now {
+                    let _ = fatal.send(format!("Register tunnel error from server side: {cause}"));
+                    return;
+                }
+            }
+            other => {
+                log::error!(connIndex = index, error = other.to_string().as_str(); "Connection terminated")
+            }
+        }
+        let (wait, cap) = backoff.next(random_unit());
+        log::info!(
+            connIndex = index, event = 0, ip = addr.ip().to_string().as_str();
+            "Retrying connection in up to {}", go_duration(cap)
+        );
+        let stop = core.stop.clone();
+        if select_stop(compio::time::sleep(wait), &stop)
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}
+
+/// Runs `fut` unless shutdown starts first (`None` then).
+async fn select_stop<F: Future>(fut: F, stop: &crate::runtime::StopSignal) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut stopped = pin!(stop.stopped());
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Set once, by the first connection that registers; waited on by the others.
+#[derive(Clone)]
+pub struct FirstRegistered {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tx: std::sync::Arc<std::sync::Mutex<Option<futures_channel::oneshot::Sender<()>>>>,
+    rx: futures_util::future::Shared<futures_channel::oneshot::Receiver<()>>,
+}
+
+impl Default for FirstRegistered {
+    fn default() -> Self {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        FirstRegistered {
+            flag: Default::default(),
+            tx: std::sync::Arc::new(std::sync::Mutex::new(Some(tx))),
+            rx: rx.shared(),
+        }
+    }
+}
+
+impl FirstRegistered {
+    pub fn set(&self) {
+        if !self.flag.swap(true, Relaxed)
+            && let Ok(mut tx) = self.tx.lock()
+            && let Some(tx) = tx.take()
+        {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Relaxed)
+    }
+
+    pub async fn wait(&self) {
+        let _ = self.rx.clone().await;
+    }
+}
+
+/// One connection attempt. `Ok(())` only when it ended because of shutdown.
+async fn serve_once(
+    core: &Rc<Core>,
+    index: u8,
+    addr: SocketAddr,
+    attempt: u32,
+    registered: &Rc<Cell<bool>>,
+    first: &FirstRegistered,
+) -> Result<(), ConnError> {
+    let tcp = match compio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnError::Dial(format!("dial tcp {addr}: {e}"))),
+        Err(_) => return Err(ConnError::Dial(format!("dial tcp {addr}: i/o timeout"))),
+    };
+    let _ = apply_tuning(&tcp, TcpTuning::default());
+    let local_ip = tcp
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let tls = match compio::time::timeout(DIAL_TIMEOUT, core.edge_tls.connect(H2_SERVER_NAME, tcp))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ConnError::Dial(format!(
+                "TLS handshake with edge {addr}: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(ConnError::Dial(format!(
+                "TLS handshake with edge {addr}: timeout"
+            )));
+        }
+    };
+    let handshake = super::super::runtime::h2io::connector_h2_server().handshake(h2io::tls(tls));
+    let mut conn = match compio::time::timeout(PREFACE_TIMEOUT, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(ConnError::Handshake(format!("http2 handshake: {e}"))),
+        Err(_) => {
+            return Err(ConnError::Handshake(
+                "edge sent no HTTP/2 preface in time".into(),
+            ));
+        }
+    };
+    let (ev_tx, mut ev_rx) = mpsc::unbounded::<ControlEvent>();
+    let params = register_params(core, index, local_ip, attempt);
+    let inflight = Rc::new(InflightCount::default());
+    let mut control_seen = false;
+    let mut stop = pin!(core.stop.stopped());
+    let mut stopping = false;
+    let mut unregistered = false;
+    let mut deadline: Option<std::pin::Pin<Box<dyn Future<Output = ()>>>> = None;
+    let mut control_deadline: Option<std::pin::Pin<Box<dyn Future<Output = ()>>>> =
+        Some(Box::pin(compio::time::sleep(PREFACE_TIMEOUT)));
+    let grace = core.shared.options.grace_period;
+    loop {
+        let ev = poll_fn(|cx| {
+            if let Poll::Ready(ev) = ev_rx.poll_next_unpin(cx) {
+                return Poll::Ready(Step::Control(ev));
+            }
+            if !stopping && stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Stop);
+            }
+            if let Some(d) = deadline.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Step::Deadline);
+            }
+            if let Some(d) = control_deadline.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Step::NoControl);
+            }
+            if unregistered && inflight.poll_zero(cx) {
+                return Poll::Ready(Step::Drained);
+            }
+            conn.poll_accept(cx)
+                .map(|a| Step::Accept(a.map(|r| r.map(Box::new))))
+        })
+        .await;
+        match ev {
+            Step::Accept(None) => {
+                return if stopping {
+                    Ok(())
+                } else {
+                    Err(ConnError::EdgeClosed)
+                };
+            }
+            Step::Accept(Some(Err(e))) => {
+                return if stopping {
+                    Ok(())
+                } else if e.is_io() || e.is_go_away() {
+                    Err(ConnError::EdgeClosed)
+                } else {
+                    Err(ConnError::H2(e.to_string()))
+                };
+            }
+            Step::Accept(Some(Ok(accepted))) => {
+                let (req, respond) = *accepted;
+                let kind = classify(
+                    req.headers()
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_bytes())),
+                );
+                if kind == RequestKind::ControlStream && !control_seen {
+                    control_seen = true;
+                    control_deadline = None;
+                    let task = control_stream(
+                        core.clone(),
+                        req,
+                        respond,
+                        params.clone(),
+                        ev_tx.clone(),
+                        index,
+                    );
+                    compio::runtime::spawn(task).detach();
+                } else {
+                    let core = core.clone();
+                    let guard = inflight.enter();
+                    compio::runtime::spawn(async move {
+                        super::stream::serve(&core, req, respond, index).await;
+                        drop(guard);
+                    })
+                    .detach();
+                }
+            }
+            Step::Control(Some(ControlEvent::Registered(details))) => {
+                registered.set(true);
+                first.set();
+                on_registered(core, index, addr, &details);
+            }
+            Step::Control(Some(ControlEvent::Failed(e))) => return Err(e),
+            Step::Control(Some(ControlEvent::Closed(reason))) => {
+                if stopping {
+                    continue;
+                }
+                return Err(ConnError::Control(reason));
+            }
+            Step::Control(Some(ControlEvent::Unregistered)) => {
+                unregistered = true;
+                core.shared
+                    .set_conn(usize::from(index), |s| s.registered = false);
+            }
+            Step::Control(None) => {}
+            Step::Stop => {
+                stopping = true;
+                deadline = Some(Box::pin(compio::time::sleep(grace)));
+                if !control_seen {
+                    return Ok(());
+                }
+            }
+            Step::Drained => {
+                // Unregistered and idle: say goodbye with GOAWAY and let h2 finish the close.
+                conn.graceful_shutdown();
+                unregistered = false;
+            }
+            Step::Deadline => return Ok(()),
+            Step::NoControl => {
+                return Err(ConnError::Handshake(
+                    "edge opened no control stream in time".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// A stream the edge opened: the request and the handle to answer it.
+type Accepted = Box<(Request<RecvStream>, SendResponse<Bytes>)>;
+
+enum Step {
+    Accept(Option<Result<Accepted, h2::Error>>),
+    Control(Option<ControlEvent>),
+    Stop,
+    Deadline,
+    NoControl,
+    Drained,
+}
+
+/// Data streams in flight on one connection, with a waker for "reached zero".
+#[derive(Default)]
+struct InflightCount {
+    n: Cell<usize>,
+    waker: Cell<Option<Waker>>,
+}
+
+struct InflightGuard(Rc<InflightCount>);
+
+impl InflightCount {
+    fn enter(self: &Rc<Self>) -> InflightGuard {
+        self.n.set(self.n.get() + 1);
+        InflightGuard(self.clone())
+    }
+
+    fn poll_zero(&self, cx: &mut std::task::Context<'_>) -> bool {
+        if self.n.get() == 0 {
+            return true;
+        }
+        self.waker.set(Some(cx.waker().clone()));
+        false
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let n = self.0.n.get().saturating_sub(1);
+        self.0.n.set(n);
+        if n == 0
+            && let Some(w) = self.0.waker.take()
+        {
+            w.wake();
+        }
+    }
+}
+
+fn on_registered(core: &Core, index: u8, addr: SocketAddr, d: &ConnectionDetails) {
+    let id = Uuid::from_bytes(d.uuid);
+    core.shared.register_success.fetch_add(1, Relaxed);
+    core.shared.set_conn(usize::from(index), |s| {
+        s.registered = true;
+        s.connection_id = Some(id);
+        s.location = d.location_name.clone();
+        s.edge_addr = addr.to_string();
+    });
+    log::info!(
+        connIndex = index,
+        connection = id.to_string().as_str(),
+        event = 0,
+        ip = addr.ip().to_string().as_str(),
+        location = d.location_name.as_str(),
+        protocol = "http2";
+        "Registered tunnel connection"
+    );
+}
+
+/// The registration request cloudflared sends (spec §5.3).
+fn register_params(
+    core: &Core,
+    index: u8,
+    local_ip: IpAddr,
+    attempt: u32,
+) -> RegisterConnectionParams {
+    let o = &core.shared.options;
+    let mut features: Vec<String> = [
+        "allow_remote_config",
+        "serialized_headers",
+        "support_datagram_v2",
+        "support_quic_eof",
+        "management_logs",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for f in &o.features {
+        if !features.contains(f) && f != "support_datagram_v3" {
+            features.push(f.clone());
+        }
+    }
+    RegisterConnectionParams {
+        auth: TunnelAuth {
+            account_tag: o.credentials.account_tag.clone(),
+            tunnel_secret: TunnelSecret::new(o.credentials.tunnel_secret.expose().to_vec()),
+        },
+        tunnel_id: *o.credentials.tunnel_id.as_bytes(),
+        conn_index: index,
+        options: ConnectionOptions {
+            client: ClientInfo {
+                client_id: core.shared.connector_id.as_bytes().to_vec(),
+                features,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                arch: arch(),
+            },
+            origin_local_ip: ConnectionOptions::ip_bytes(local_ip),
+            replace_existing: false,
+            compression_quality: 0,
+            num_previous_attempts: u8::try_from(attempt).unwrap_or(u8::MAX),
+        },
+    }
+}
+
+/// `GOOS_GOARCH`, e.g. `linux_amd64`.
+pub fn arch() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    format!("{}_{arch}", std::env::consts::OS)
+}
+
+/// The control stream: register, wait for shutdown, unregister (spec §3.3, §3.9).
+async fn control_stream(
+    core: Rc<Core>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    params: RegisterConnectionParams,
+    events: mpsc::UnboundedSender<ControlEvent>,
+    index: u8,
+) {
+    let send = match respond.send_response(http::Response::new(()), false) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = events.unbounded_send(ControlEvent::Closed(e.to_string()));
+            return;
+        }
+    };
+    let (client, driver) =
+        RegistrationClient::connect(H2Reader::new(req.into_body()), H2Writer::new(send));
+    let driver_events = events.clone();
+    compio::runtime::spawn(async move {
+        let reason = match driver.await {
+            Ok(()) => "control stream closed by the edge".to_owned(),
+            Err(e) => format!("control stream: {e}"),
+        };
+        let _ = driver_events.unbounded_send(ControlEvent::Closed(reason));
+    })
+    .detach();
+    let o = &core.shared.options;
+    let reply = compio::time::timeout(o.rpc_timeout, client.register_connection(&params)).await;
+    let details = match reply {
+        Ok(Ok(ConnectionResponse::Details(d))) => d,
+        Ok(Ok(ConnectionResponse::Error(e))) => {
+            let _ = events.unbounded_send(ControlEvent::Failed(ConnError::Register {
+                cause: e.cause,
+                permanent: !e.should_retry,
+            }));
+            return;
+        }
+        Ok(Err(e)) => {
+            let _ = events.unbounded_send(ControlEvent::Failed(ConnError::Register {
+                cause: e.to_string(),
+                permanent: true,
+            }));
+            return;
+        }
+        Err(_) => {
+            let _ =
+                events.unbounded_send(ControlEvent::Failed(ConnError::RpcTimeout(o.rpc_timeout)));
+            return;
+        }
+    };
+    let remotely_managed = details.tunnel_is_remotely_managed;
+    let _ = events.unbounded_send(ControlEvent::Registered(details));
+    if index == 0 && !remotely_managed {
+        // cloudflared uploads its local configuration from connection 0 (spec §5.4).
+        let json = local_config_json(&core.shared.ingress.load());
+        match compio::time::timeout(o.rpc_timeout, client.update_local_configuration(&json)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::warn!(error = e.to_string().as_str(); "unable to send local configuration")
+            }
+            Err(_) => log::warn!("unable to send local configuration: timed out"),
+        }
+    }
+    core.stop.stopped().await;
+    match compio::time::timeout(o.grace_period, client.unregister_connection()).await {
+        Ok(Ok(())) => log::info!(connIndex = index, event = 0; "Unregistered tunnel connection"),
+        Ok(Err(e)) => {
+            log::warn!(connIndex = index, error = e.to_string().as_str(); "unregisterConnection failed")
+        }
+        Err(_) => log::warn!(connIndex = index; "unregisterConnection timed out"),
+    }
+    let _ = events.unbounded_send(ControlEvent::Unregistered);
+}
+
+/// The `updateLocalConfiguration` JSON: the ingress rules as cloudflared uploads them
+/// (`hostname`, `path`, `service`, `originRequest`; non-default options are not itemised).
+pub fn local_config_json(table: &crate::ingress::IngressTable) -> Vec<u8> {
+    let rules: Vec<serde_json::Value> = table
+        .ingress()
+        .rules
+        .iter()
+        .map(|r| {
+            let mut rule = serde_json::Map::new();
+            if !r.hostname.is_empty() {
+                rule.insert("hostname".into(), r.hostname.clone().into());
+            }
+            if let Some(p) = &r.path {
+                rule.insert("path".into(), p.as_str().into());
+            }
+            rule.insert("service".into(), r.service.to_string().into());
+            rule.insert(
+                "originRequest".into(),
+                serde_json::Value::Object(Default::default()),
+            );
+            serde_json::Value::Object(rule)
+        })
+        .collect();
+    let doc = serde_json::json!({ "ingress": rules, "warp-routing": {} });
+    serde_json::to_vec(&doc).unwrap_or_default()
+}

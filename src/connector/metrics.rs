@@ -1,0 +1,254 @@
+//! The metrics server (spec §9.1): `/metrics` (Prometheus text under cloudflared's names),
+//! `/ready` (cloudflared's JSON), `/healthcheck`. It runs on its own small thread with blocking
+//! std sockets: scrapes are rare, and the data plane only bumps per-core atomics that this
+//! module sums at scrape time. Rendering lives in [`render`], in one place.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::state::Shared;
+
+/// cloudflared's default ports, tried in order when `--metrics` is not given.
+const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 20241..=20245;
+/// Read/write timeout per request, as cloudflared's server.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr`, or cloudflared's default search (localhost:20241..20245, then any free port).
+pub fn bind(addr: Option<&str>) -> std::io::Result<TcpListener> {
+    if let Some(addr) = addr {
+        return TcpListener::bind(addr);
+    }
+    for port in DEFAULT_PORTS {
+        if let Ok(l) = TcpListener::bind(("localhost", port)) {
+            return Ok(l);
+        }
+    }
+    let any: Vec<SocketAddr> = ("localhost", 0).to_socket_addrs()?.collect();
+    TcpListener::bind(&any[..])
+}
+
+/// Serves until the process exits (the thread is detached: nothing to clean up).
+pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("ringflare-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = handle(stream, &shared) {
+                    log::debug!(error = e.to_string().as_str(); "metrics request failed");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Headers are read and ignored; the request has no body we care about.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    let (status, ctype, body) = route(path, shared);
+    let mut out = stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    out.flush()
+}
+
+fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
+    match path {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(shared),
+        ),
+        "/ready" => {
+            let n = shared.ready_connections();
+            let code = if n > 0 { 200 } else { 503 };
+            let body = format!(
+                "{{\"status\":{code},\"readyConnections\":{n},\"connectorId\":\"{}\"}}\n",
+                shared.connector_id
+            );
+            let status = if n > 0 {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            (status, "application/json", body)
+        }
+        "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
+        "/quicktunnel" => ("200 OK", "application/json", "{\"hostname\":\"\"}\n".into()),
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "404 page not found\n".into(),
+        ),
+    }
+}
+
+/// Prometheus text for everything the connector counts.
+pub fn render(shared: &Shared) -> String {
+    let mut out = String::with_capacity(4096);
+    let statuses = shared.conn_statuses();
+    let ready = statuses.iter().filter(|s| s.registered).count();
+    metric(
+        &mut out,
+        "build_info",
+        "gauge",
+        "Build and version information",
+        &[(
+            format!(
+                "{{goversion=\"rust\",type=\"ringflare\",revision=\"\",version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            1,
+        )],
+    );
+    let p = "cloudflared_tunnel_";
+    let total = shared.sum(|c| c.total_requests.load(Relaxed));
+    let errors = shared.sum(|c| c.request_errors.load(Relaxed));
+    let concurrent: i64 = shared
+        .cores
+        .iter()
+        .map(|c| c.concurrent_requests.load(Relaxed))
+        .sum();
+    let plain = |v: u64| vec![(String::new(), v)];
+    metric(
+        &mut out,
+        &format!("{p}total_requests"),
+        "counter",
+        "Amount of requests proxied through all the tunnels",
+        &plain(total),
+    );
+    metric(
+        &mut out,
+        &format!("{p}request_errors"),
+        "counter",
+        "Amount of errors proxying to origin",
+        &plain(errors),
+    );
+    metric(
+        &mut out,
+        &format!("{p}concurrent_requests_per_tunnel"),
+        "gauge",
+        "Concurrent requests proxied through each tunnel",
+        &plain(concurrent.max(0) as u64),
+    );
+    metric(
+        &mut out,
+        &format!("{p}ha_connections"),
+        "gauge",
+        "Number of active ha connections",
+        &plain(ready as u64),
+    );
+    let codes: Vec<(String, u64)> = shared
+        .responses_by_code()
+        .into_iter()
+        .map(|(c, n)| (format!("{{status_code=\"{c}\"}}"), n))
+        .collect();
+    metric(
+        &mut out,
+        &format!("{p}response_by_code"),
+        "counter",
+        "Count of responses by HTTP status code",
+        &codes,
+    );
+    let locations: Vec<(String, u64)> = statuses
+        .iter()
+        .filter(|s| s.registered)
+        .filter_map(|s| {
+            let id = s.connection_id?;
+            Some((
+                format!(
+                    "{{connection_id=\"{id}\",edge_location=\"{}\"}}",
+                    escape(&s.location)
+                ),
+                1,
+            ))
+        })
+        .collect();
+    metric(
+        &mut out,
+        &format!("{p}server_locations"),
+        "gauge",
+        "Where each tunnel is connected to. 1 means current location, 0 means previous locations.",
+        &locations,
+    );
+    metric(
+        &mut out,
+        &format!("{p}tunnel_register_success"),
+        "counter",
+        "Count of successful tunnel registrations",
+        &[(
+            "{rpcName=\"registerConnection\"}".into(),
+            shared.register_success.load(Relaxed),
+        )],
+    );
+    metric(
+        &mut out,
+        &format!("{p}tunnel_register_fail"),
+        "counter",
+        "Count of tunnel registration errors by type",
+        &[(
+            "{error=\"server_error\",rpcName=\"registerConnection\"}".into(),
+            shared.register_fail.load(Relaxed),
+        )],
+    );
+    let tcp_active: i64 = shared
+        .cores
+        .iter()
+        .map(|c| c.tcp_active.load(Relaxed))
+        .sum();
+    metric(
+        &mut out,
+        "cloudflared_tcp_active_sessions",
+        "gauge",
+        "Concurrent count of TCP sessions that are being proxied to any origin",
+        &plain(tcp_active.max(0) as u64),
+    );
+    metric(
+        &mut out,
+        "cloudflared_tcp_total_sessions",
+        "counter",
+        "Total count of TCP sessions that have been proxied to any origin",
+        &plain(shared.sum(|c| c.tcp_total.load(Relaxed))),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ringflare_uptime_seconds Seconds since the connector started"
+    );
+    let _ = writeln!(out, "# TYPE ringflare_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "ringflare_uptime_seconds {}",
+        shared.started.elapsed().as_secs()
+    );
+    out
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

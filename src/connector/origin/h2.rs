@@ -1,0 +1,37 @@
+//! HTTP/2 to https origins that chose it by ALPN (`http2Origin`, spec §7.5). One multiplexed
+//! connection per origin and core, kept in [`H2Pool`]; its driver runs as a task on the core
+//! that dialled it. Bodies stream both ways under both connections' flow control: DATA from
+//! the edge is released only after the origin stream accepted it, and vice versa.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+
+use super::PoolKey;
+
+/// Live HTTP/2 origin connections of one core.
+#[derive(Default)]
+pub struct H2Pool {
+    conns: RefCell<HashMap<PoolKey, SendRequest<Bytes>>>,
+}
+
+impl H2Pool {
+    /// A ready handle on a live connection to `key`, if there is one.
+    pub async fn ready(&self, key: &PoolKey) -> Option<SendRequest<Bytes>> {
+        let client = self.conns.borrow().get(key).cloned()?;
+        match client.ready().await {
+            Ok(c) => Some(c),
+            Err(_) => {
+                // The connection died (GOAWAY, reset, closed): forget it and dial anew.
+                self.conns.borrow_mut().remove(key);
+                None
+            }
+        }
+    }
+
+    pub fn insert(&self, key: PoolKey, client: SendRequest<Bytes>) {
+        self.conns.borrow_mut().insert(key, client);
+    }
+}

@@ -1,0 +1,275 @@
+//! The HTTP/1.1 client side of one origin exchange: request-head encoding, response-head
+//! parsing and response-body framing. Bytes in, values out; the caller owns the socket and the
+//! concurrency (request upload and response download run at the same time, see `proxy`).
+
+use std::io;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::io::{AsyncRead, AsyncReadExt};
+use http::Method;
+
+use crate::http1::{BodyDecoder, BodyFraming};
+
+/// Bytes asked for per origin read.
+pub const READ_CHUNK: usize = 64 * 1024;
+/// Largest response head accepted from an origin.
+const MAX_HEAD: usize = 1 << 20;
+/// Most header fields accepted in a response head.
+const MAX_FIELDS: usize = 256;
+
+/// How the request body goes to the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+    /// `disableChunkedEncoding` with no length: raw bytes, then the write side is closed.
+    Raw,
+}
+
+/// A response head from the origin.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// HTTP/1.0 responses close the connection unless they ask otherwise.
+    pub http10: bool,
+    /// Names in Go's canonical form, values byte-exact, in arrival order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl ResponseHead {
+    /// First value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// Whether the connection may be reused after this response.
+    pub fn keep_alive(&self) -> bool {
+        if self.has_token("connection", "close") {
+            return false;
+        }
+        !self.http10 || self.has_token("connection", "keep-alive")
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// Framed (length or chunked); decoded by [`BodyDecoder`].
+    Framed(BodyFraming),
+    /// No framing header: the body runs until the origin closes.
+    UntilClose,
+}
+
+/// Why an origin response could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("origin closed the connection before sending a response")]
+    Eof,
+    #[error("reading from origin: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed response from origin: {0}")]
+    Malformed(String),
+}
+
+/// Appends the request line and headers; the caller has already added framing headers.
+pub fn encode_head(method: &Method, target: &str, headers: &[(String, Bytes)], out: &mut BytesMut) {
+    let size: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    out.reserve(size + target.len() + 32);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Reads more bytes into `buf`; returns 0 at EOF.
+///
+/// Copy: the stream's owned I/O buffer is copied into `buf` here, once.
+pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    match r.read(&mut buf[start..]).await {
+        Ok(n) => {
+            buf.truncate(start + n);
+            Ok(n)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Reads the final response head (skipping 1xx interim responses other than 101).
+/// Leftover bytes (the start of the body) stay in `buf`. `got_bytes` tells the caller whether
+/// the origin sent anything at all, for retry decisions on reused connections.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    got_bytes: &mut bool,
+) -> Result<ResponseHead, ResponseError> {
+    loop {
+        if let Some(head) = parse_head(buf)? {
+            if (100..200).contains(&head.status) && head.status != 101 {
+                continue;
+            }
+            return Ok(head);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(ResponseError::Malformed("response head too large".into()));
+        }
+        if fill(r, buf).await? == 0 {
+            return Err(ResponseError::Eof);
+        }
+        *got_bytes = true;
+    }
+}
+
+/// Parses one head from the front of `buf`, consuming it; `None` means incomplete.
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, ResponseError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(ResponseError::Malformed(e.to_string())),
+    };
+    let status = resp.code.unwrap_or(0);
+    let head = ResponseHead {
+        status,
+        http10: resp.version == Some(0),
+        headers: resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    canonical_key(h.name),
+                    Bytes::copy_from_slice(h.value.trim_ascii()),
+                )
+            })
+            .collect(),
+    };
+    let _ = buf.split_to(len);
+    Ok(Some(head))
+}
+
+/// The body framing of a response to `method` (RFC 9112 §6.3).
+pub fn response_framing(
+    method: &Method,
+    head: &ResponseHead,
+) -> Result<ResponseFraming, ResponseError> {
+    let status = head.status;
+    if method == Method::HEAD || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Ok(ResponseFraming::Framed(BodyFraming::Empty));
+    }
+    if head.has_token("transfer-encoding", "chunked") {
+        return Ok(ResponseFraming::Framed(BodyFraming::Chunked));
+    }
+    if let Some(v) = head.get("content-length") {
+        let n = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ResponseError::Malformed("invalid Content-Length".into()))?;
+        return Ok(ResponseFraming::Framed(BodyFraming::Length(n)));
+    }
+    Ok(ResponseFraming::UntilClose)
+}
+
+/// A body decoder for `framing`, `None` for until-close bodies.
+pub fn decoder(framing: ResponseFraming) -> Option<BodyDecoder> {
+    match framing {
+        ResponseFraming::Framed(f) => Some(BodyDecoder::new(f)),
+        ResponseFraming::UntilClose => None,
+    }
+}
+
+/// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
+/// characters outside the token set are returned unchanged, as Go does.
+pub fn canonical_key(name: &str) -> String {
+    let valid = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return name.to_owned();
+    }
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_parsing_framing_and_keepalive() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nContent-Length: 5\r\n\r\nhello"[..],
+        );
+        let head = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers[0].0, "Content-Type");
+        assert!(head.keep_alive());
+        assert_eq!(&buf[..], b"hello");
+        assert_eq!(
+            response_framing(&Method::GET, &head).unwrap(),
+            ResponseFraming::Framed(BodyFraming::Length(5))
+        );
+        assert_eq!(
+            response_framing(&Method::HEAD, &head).unwrap(),
+            ResponseFraming::Framed(BodyFraming::Empty)
+        );
+        let mut partial = BytesMut::from(&b"HTTP/1.0 200 OK\r\nX: y\r\n"[..]);
+        assert!(parse_head(&mut partial).unwrap().is_none());
+        partial.extend_from_slice(b"\r\n");
+        let h10 = parse_head(&mut partial).unwrap().unwrap();
+        assert!(!h10.keep_alive());
+        assert_eq!(
+            response_framing(&Method::GET, &h10).unwrap(),
+            ResponseFraming::UntilClose
+        );
+        let mut bad = BytesMut::from(&b"NOT HTTP\r\n\r\n"[..]);
+        assert!(parse_head(&mut bad).is_err());
+    }
+
+    #[test]
+    fn canonical_keys_like_go() {
+        assert_eq!(canonical_key("x-custom-HEADER"), "X-Custom-Header");
+        assert_eq!(
+            canonical_key("sec-websocket-accept"),
+            "Sec-Websocket-Accept"
+        );
+        assert_eq!(canonical_key("bad header"), "bad header");
+    }
+}

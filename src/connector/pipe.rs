@@ -1,0 +1,77 @@
+//! Raw byte piping between an HTTP/2 stream and an origin socket, both directions at once:
+//! upgraded websockets (spec §3.6) and private-network TCP streams (§3.7). Either side ending
+//! ends both (cloudflared does no half-close here). Every write is flushed at once: these are
+//! interactive streams.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use h2::{RecvStream, SendStream};
+
+use super::h2stream::{release, send_all};
+use super::origin::http::fill;
+
+/// Pipes until either direction ends, then ends the h2 stream. `leftover` holds origin bytes
+/// already read (e.g. after a 101 response head).
+pub async fn pipe_raw<R, W>(
+    mut rd: R,
+    mut wr: W,
+    mut leftover: BytesMut,
+    recv: &mut RecvStream,
+    send: &mut SendStream<Bytes>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    {
+        let down = pin!(async {
+            if !leftover.is_empty() {
+                send_all(send, leftover.split().freeze()).await.ok()?;
+            }
+            loop {
+                match fill(&mut rd, &mut leftover).await {
+                    Ok(0) | Err(_) => return Some(()),
+                    Ok(_) => send_all(send, leftover.split().freeze()).await.ok()?,
+                }
+            }
+        });
+        let up = pin!(edge_to_origin(recv, &mut wr));
+        first_of(down, up).await;
+    }
+    let _ = wr.close().await;
+    let _ = send.send_data(Bytes::new(), true);
+}
+
+/// Copies request DATA into `wr`, releasing window after each write.
+pub async fn edge_to_origin<W: AsyncWrite + Unpin>(
+    recv: &mut RecvStream,
+    wr: &mut W,
+) -> Option<()> {
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.ok()?;
+        let n = chunk.len();
+        wr.write_all(&chunk).await.ok()?;
+        wr.flush().await.ok()?;
+        release(recv, n);
+    }
+    Some(())
+}
+
+/// Completes when either future does.
+pub async fn first_of<A, B>(mut a: std::pin::Pin<&mut A>, mut b: std::pin::Pin<&mut B>)
+where
+    A: Future,
+    B: Future,
+{
+    poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}

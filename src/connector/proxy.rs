@@ -1,0 +1,615 @@
+//! One eyeball HTTP (or websocket) request proxied to an HTTP origin, as cloudflared does it
+//! (spec §3.4, §3.6, §8.1): rewrite the request, take a pooled connection or dial one, upload the
+//! body while the response streams back, return the connection to the pool when both sides
+//! ended cleanly.
+//!
+//! Pipeline: build head -> connect -> (upload ‖ read head -> respond -> stream body) -> pool.
+//! Backpressure: the upload releases h2 window only after the bytes went into the origin
+//! socket; the download asks h2 for send capacity before each chunk, so the origin socket is
+//! not read faster than the edge accepts.
+//!
+//! # Copies on the payload path
+//! Edge -> origin: kernel -> the TLS stream's owned buffer -> rustls (decrypt) -> h2's read
+//! buffer -> a DATA `Bytes` (split, not copied) -> the origin stream's write buffer -> kernel.
+//! Origin -> edge: kernel -> the origin stream's owned buffer -> one `BytesMut` (the body
+//! decoder splits `Bytes` off it without copying) -> h2 (large DATA payloads are chained, not
+//! copied) -> rustls (encrypt) -> the TLS stream's write buffer -> kernel. The owned-buffer
+//! copies are what io_uring's ownership rules cost without `unsafe`; TLS needs its own. The
+//! edge leg is always TLS on the http2 transport, so there is no plain-socket pair to splice.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{HeaderMap, HeaderValue, Method, Request};
+
+use super::core::Core;
+use super::h2stream::{release, send_all};
+use super::origin::http::{
+    RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
+    response_framing,
+};
+use super::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
+use super::response::{error_head, origin_head};
+use crate::http1::{BodyEvent, BodyFraming};
+use crate::ingress::OriginRequest;
+use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
+
+/// Why a proxied request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("writing request to origin: {0}")]
+    Write(std::io::Error),
+    #[error(transparent)]
+    Response(#[from] ResponseError),
+    #[error("edge stream: {0}")]
+    Edge(#[from] h2::Error),
+    #[error("http2 origin: {0}")]
+    Http2Origin(h2::Error),
+}
+
+/// What happened to a request, for metrics and logs.
+pub enum Outcome {
+    /// The origin's status was sent to the edge (the body may still have failed later).
+    Responded(u16),
+    /// Nothing was sent before the failure: the caller answers 502.
+    Failed(ProxyError),
+}
+
+/// The request as it goes to the origin.
+struct Outgoing {
+    method: Method,
+    target: String,
+    headers: Vec<(String, Bytes)>,
+    body: RequestBody,
+}
+
+/// Builds the origin request from the edge request (spec §8.1).
+fn outgoing(
+    core: &Core,
+    req: &Request<RecvStream>,
+    opts: &OriginRequest,
+    websocket: bool,
+) -> Outgoing {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header_str(req.headers(), "host"))
+        .unwrap_or_default();
+    let mut headers: Vec<(String, Bytes)> = Vec::with_capacity(req.headers().len() + 6);
+    if opts.http_host_header.is_empty() {
+        headers.push(("Host".into(), Bytes::from(host)));
+    } else {
+        headers.push(("Host".into(), Bytes::from(opts.http_host_header.clone())));
+        headers.push(("X-Forwarded-Host".into(), Bytes::from(host)));
+    }
+    let skip = [
+        PROXY_CONNECTION_UPGRADE,
+        TRACE_ID,
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    for (name, value) in req.headers() {
+        if skip.iter().any(|s| name.as_str().eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        if websocket && name.as_str().eq_ignore_ascii_case("sec-websocket-version") {
+            continue;
+        }
+        headers.push((
+            super::origin::http::canonical_key(name.as_str()),
+            Bytes::copy_from_slice(value.as_bytes()),
+        ));
+    }
+    headers.push((
+        "Cf-Warp-Tag-Id".into(),
+        Bytes::from(core.shared.connector_id.to_string()),
+    ));
+    for (name, value) in &core.shared.options.tags {
+        headers.push((format!("Cf-Warp-Tag-{name}"), Bytes::from(value.clone())));
+    }
+    let length =
+        header_str(req.headers(), "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let body = if websocket {
+        headers.push(("Connection".into(), Bytes::from_static(b"Upgrade")));
+        headers.push(("Upgrade".into(), Bytes::from_static(b"websocket")));
+        headers.push(("Sec-Websocket-Version".into(), Bytes::from_static(b"13")));
+        RequestBody::None
+    } else {
+        headers.push(("Connection".into(), Bytes::from_static(b"keep-alive")));
+        match (req.body().is_end_stream(), length) {
+            (_, Some(n)) => RequestBody::Length(n),
+            (true, None) => RequestBody::None,
+            (false, None) if opts.disable_chunked_encoding => RequestBody::Raw,
+            (false, None) => RequestBody::Chunked,
+        }
+    };
+    match body {
+        RequestBody::Length(n) => {
+            headers.push(("Content-Length".into(), Bytes::from(n.to_string())))
+        }
+        RequestBody::Chunked => {
+            headers.push(("Transfer-Encoding".into(), Bytes::from_static(b"chunked")))
+        }
+        RequestBody::Raw => {
+            headers.retain(|(n, _)| n != "Connection");
+            headers.push(("Connection".into(), Bytes::from_static(b"close")));
+        }
+        RequestBody::None => {}
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    Outgoing {
+        method: req.method().clone(),
+        target,
+        headers,
+        body,
+    }
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Proxies one request; on `Outcome::Failed` nothing was sent and `respond` is still usable.
+pub async fn proxy_http(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    d: &Dial,
+    opts: &OriginRequest,
+    websocket: bool,
+) -> Outcome {
+    let mut first = None;
+    if !websocket && d.tls.as_ref().is_some_and(|t| t.http2) {
+        // Websockets stay on HTTP/1.1 (no upgrade over h2), as with Go's transport.
+        match h2_client(core, d).await {
+            Ok(H2Choice::H2(client)) => return proxy_h2(core, req, respond, client, opts).await,
+            Ok(H2Choice::Http1(stream)) => first = Some(stream),
+            Err(e) => return Outcome::Failed(e),
+        }
+    }
+    let out = outgoing(core, &req, opts, websocket);
+    let mut head = BytesMut::new();
+    encode_head(&out.method, &out.target, &out.headers, &mut head);
+    let head = head.freeze();
+    let key = d.key();
+    let mut recv = req.into_body();
+    // A pooled connection may have been closed by the origin meanwhile: a request without a
+    // body is retried once on a fresh connection if the reused one fails before any reply.
+    let fresh = first.is_some();
+    let mut pooled = first.or_else(|| core.pool.checkout(&key, opts.keep_alive_timeout));
+    loop {
+        let reused = pooled.is_some() && !fresh;
+        let stream = match pooled.take() {
+            Some(s) => s,
+            None => match dial(d, &core.origin_tls).await {
+                Ok(s) => s,
+                Err(e) => return Outcome::Failed(e.into()),
+            },
+        };
+        match exchange(stream, &head, &out, &mut recv, respond, websocket).await {
+            Exchange::Done { status, reusable } => {
+                if let Some(stream) = reusable {
+                    core.pool.checkin(key, stream, opts.keep_alive_connections);
+                }
+                return Outcome::Responded(status);
+            }
+            Exchange::Failed {
+                error,
+                silent_origin,
+            } => {
+                let retry = reused && silent_origin && out.body == RequestBody::None;
+                if !retry {
+                    return Outcome::Failed(error);
+                }
+            }
+            Exchange::Aborted(status) => return Outcome::Responded(status),
+        }
+    }
+}
+
+enum Exchange {
+    /// The response went out; `reusable` holds the connection when it can be pooled.
+    Done {
+        status: u16,
+        reusable: Option<OriginStream>,
+    },
+    /// Failed before the response head; `silent_origin` when the origin sent no byte at all.
+    Failed {
+        error: ProxyError,
+        silent_origin: bool,
+    },
+    /// Failed after the head was sent: the stream was reset.
+    Aborted(u16),
+}
+
+async fn exchange(
+    stream: OriginStream,
+    head: &Bytes,
+    out: &Outgoing,
+    recv: &mut RecvStream,
+    respond: &mut SendResponse<Bytes>,
+    websocket: bool,
+) -> Exchange {
+    let (mut rd, mut wr) = stream.split();
+    if let Err(e) = write_all(&mut wr, head).await {
+        return Exchange::Failed {
+            error: ProxyError::Write(e),
+            silent_origin: true,
+        };
+    }
+    let mut buf = BytesMut::with_capacity(super::origin::http::READ_CHUNK);
+    let mut got_bytes = false;
+    let (status, mut send, body_res, upload_ok, keep_alive) = {
+        // One upload future for the whole exchange: it runs alongside reading the head (an
+        // origin may answer before reading the body) and alongside the response body.
+        let mut upload = pin!(upload(recv, &mut wr, out.body));
+        let mut up_out = None;
+        let down = {
+            let head_fut = pin!(async {
+                let head = read_head(&mut rd, &mut buf, &mut got_bytes).await?;
+                let framing = response_framing(&out.method, &head)?;
+                Ok::<_, ResponseError>((head, framing))
+            });
+            drive(upload.as_mut(), &mut up_out, head_fut).await
+        };
+        let (resp_head, framing) = match down {
+            Ok(h) => h,
+            Err(e) => {
+                return Exchange::Failed {
+                    error: e.into(),
+                    silent_origin: !got_bytes,
+                };
+            }
+        };
+        let upgraded = websocket && resp_head.status == 101;
+        let empty = !upgraded
+            && matches!(
+                framing,
+                ResponseFraming::Framed(BodyFraming::Empty | BodyFraming::Length(0))
+            );
+        let status = resp_head.status;
+        let mut send = match respond.send_response(origin_head(status, &resp_head.headers), empty) {
+            Ok(s) => s,
+            Err(e) => {
+                return Exchange::Failed {
+                    error: e.into(),
+                    silent_origin: false,
+                };
+            }
+        };
+        if upgraded {
+            (status, send, None, false, false)
+        } else {
+            let body_res = {
+                let body = pin!(async {
+                    if empty {
+                        return Ok(true);
+                    }
+                    stream_body(&mut rd, &mut buf, framing, &mut send).await
+                });
+                drive(upload.as_mut(), &mut up_out, body).await
+            };
+            let upload_ok = matches!(up_out, Some(Ok(())));
+            (
+                status,
+                send,
+                Some(body_res),
+                upload_ok,
+                resp_head.keep_alive(),
+            )
+        }
+    };
+    match body_res {
+        None => {
+            super::pipe::pipe_raw(rd, wr, buf, recv, &mut send).await;
+            Exchange::Done {
+                status,
+                reusable: None,
+            }
+        }
+        Some(Ok(clean)) => {
+            let reusable = if clean && keep_alive && upload_ok {
+                rd.reunite(wr).ok().map(|s| Box::new(s) as OriginStream)
+            } else {
+                None
+            };
+            Exchange::Done { status, reusable }
+        }
+        Some(Err(_)) => {
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            Exchange::Aborted(status)
+        }
+    }
+}
+
+/// Polls `a` (unless it already finished into `a_out`) alongside `b`, until `b` completes.
+async fn drive<A, B>(
+    mut a: Pin<&mut A>,
+    a_out: &mut Option<A::Output>,
+    mut b: Pin<&mut B>,
+) -> B::Output
+where
+    A: Future,
+    B: Future,
+{
+    poll_fn(|cx| {
+        if a_out.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            *a_out = Some(v);
+        }
+        b.as_mut().poll(cx)
+    })
+    .await
+}
+
+type Rd = ReadHalf<OriginStream>;
+type Wr = WriteHalf<OriginStream>;
+
+async fn write_all(wr: &mut Wr, data: &[u8]) -> std::io::Result<()> {
+    wr.write_all(data).await?;
+    wr.flush().await
+}
+
+/// Streams the request body to the origin with the chosen framing.
+async fn upload(recv: &mut RecvStream, wr: &mut Wr, body: RequestBody) -> Result<(), ProxyError> {
+    if body == RequestBody::None {
+        return Ok(());
+    }
+    upload_rest(recv, wr, body).await
+}
+
+async fn upload_rest(
+    recv: &mut RecvStream,
+    wr: &mut Wr,
+    body: RequestBody,
+) -> Result<(), ProxyError> {
+    let mut sent: u64 = 0;
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk?;
+        let n = chunk.len();
+        if n == 0 {
+            continue;
+        }
+        // Copy: into the origin stream's write buffer (or rustls) — the one the socket needs.
+        let res = match body {
+            RequestBody::Chunked => {
+                let size = format!("{n:x}\r\n");
+                match wr.write_all(size.as_bytes()).await {
+                    Ok(()) => match wr.write_all(&chunk).await {
+                        Ok(()) => wr.write_all(b"\r\n").await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            _ => wr.write_all(&chunk).await,
+        };
+        res.map_err(ProxyError::Write)?;
+        // Flushed per chunk: a slow, interactive upload must reach the origin as it arrives.
+        wr.flush().await.map_err(ProxyError::Write)?;
+        sent += n as u64;
+        // Window goes back to the edge only once the origin took the bytes: backpressure.
+        release(recv, n);
+        if let RequestBody::Length(limit) = body
+            && sent >= limit
+        {
+            break;
+        }
+    }
+    match body {
+        RequestBody::Chunked => wr
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(ProxyError::Write)?,
+        RequestBody::Raw => wr.close().await.map_err(ProxyError::Write)?,
+        _ => {}
+    }
+    wr.flush().await.map_err(ProxyError::Write)
+}
+
+/// Streams the response body to the edge; `Ok(true)` when it ended at its framed end (the
+/// connection can be reused), `Ok(false)` for until-close bodies.
+async fn stream_body(
+    rd: &mut Rd,
+    buf: &mut BytesMut,
+    framing: ResponseFraming,
+    send: &mut h2::SendStream<Bytes>,
+) -> Result<bool, ProxyError> {
+    let Some(mut dec) = decoder(framing) else {
+        if !buf.is_empty() {
+            send_all(send, buf.split().freeze()).await?;
+        }
+        loop {
+            if fill(rd, buf).await.map_err(ResponseError::Io)? == 0 {
+                send.send_data(Bytes::new(), true)?;
+                return Ok(false);
+            }
+            send_all(send, buf.split().freeze()).await?;
+        }
+    };
+    loop {
+        match dec.decode(buf) {
+            Ok(Some(BodyEvent::Data(data))) => send_all(send, data).await?,
+            Ok(Some(BodyEvent::End { trailers })) => {
+                if trailers.is_empty() {
+                    send.send_data(Bytes::new(), true)?;
+                } else {
+                    let mut map = HeaderMap::new();
+                    for t in trailers {
+                        if let Ok(v) = HeaderValue::from_bytes(&t.value) {
+                            map.append(t.name, v);
+                        }
+                    }
+                    send.send_trailers(map)?;
+                }
+                return Ok(buf.is_empty());
+            }
+            Ok(None) => {
+                if fill(rd, buf).await.map_err(ResponseError::Io)? == 0 {
+                    return Err(ResponseError::Eof.into());
+                }
+            }
+            Err(e) => return Err(ResponseError::Malformed(e.to_string()).into()),
+        }
+    }
+}
+
+/// Sends cloudflared's 502 for a failure before any response bytes.
+pub fn respond_error(respond: &mut SendResponse<Bytes>) {
+    let _ = respond.send_response(error_head(), true);
+}
+
+/// What an `http2Origin` dial produced.
+enum H2Choice {
+    H2(h2::client::SendRequest<Bytes>),
+    /// The origin did not pick h2 by ALPN: use this connection for HTTP/1.1.
+    Http1(OriginStream),
+}
+
+/// A ready HTTP/2 client for `d`: pooled, or dialled (and its driver spawned on this core).
+async fn h2_client(core: &Core, d: &Dial) -> Result<H2Choice, ProxyError> {
+    let key = d.key();
+    if let Some(c) = core.h2_pool.ready(&key).await {
+        return Ok(H2Choice::H2(c));
+    }
+    let (stream, is_h2) = dial_alpn(d, &core.origin_tls).await?;
+    if !is_h2 {
+        return Ok(H2Choice::Http1(stream));
+    }
+    let (client, conn) = h2::client::handshake(crate::runtime::h2io::TokioIo::new(stream))
+        .await
+        .map_err(ProxyError::Http2Origin)?;
+    compio::runtime::spawn(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    let client = client.ready().await.map_err(ProxyError::Http2Origin)?;
+    core.h2_pool.insert(key, client.clone());
+    Ok(H2Choice::H2(client))
+}
+
+/// Headers HTTP/2 forbids (RFC 9113 §8.2.2) or carries as pseudo-headers.
+const NOT_ON_H2: [&str; 7] = [
+    "host",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "te",
+];
+
+/// One request over an HTTP/2 origin connection.
+async fn proxy_h2(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    mut client: h2::client::SendRequest<Bytes>,
+    opts: &OriginRequest,
+) -> Outcome {
+    let out = outgoing(core, &req, opts, false);
+    let authority = out
+        .headers
+        .iter()
+        .find(|(n, _)| n == "Host")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let mut builder = Request::builder()
+        .method(out.method.clone())
+        .uri(format!("https://{authority}{}", out.target));
+    for (name, value) in &out.headers {
+        if !NOT_ON_H2.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            builder = builder.header(name.as_str(), value.as_ref());
+        }
+    }
+    let request = match builder.body(()) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(ProxyError::Write(std::io::Error::other(e))),
+    };
+    let no_body = matches!(out.body, RequestBody::None);
+    let (resp_fut, mut up) = match client.send_request(request, no_body) {
+        Ok(x) => x,
+        Err(e) => return Outcome::Failed(ProxyError::Http2Origin(e)),
+    };
+    let mut recv = req.into_body();
+    let mut upload = pin!(async {
+        if no_body {
+            return Ok(());
+        }
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk?;
+            let n = chunk.len();
+            send_all(&mut up, chunk)
+                .await
+                .map_err(ProxyError::Http2Origin)?;
+            release(&mut recv, n);
+        }
+        up.send_data(Bytes::new(), true)
+            .map_err(ProxyError::Http2Origin)
+    });
+    let mut up_out: Option<Result<(), ProxyError>> = None;
+    let resp = match drive(upload.as_mut(), &mut up_out, pin!(resp_fut)).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(ProxyError::Http2Origin(e)),
+    };
+    let status = resp.status().as_u16();
+    let headers: Vec<(String, Bytes)> = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                super::origin::http::canonical_key(n.as_str()),
+                Bytes::copy_from_slice(v.as_bytes()),
+            )
+        })
+        .collect();
+    let mut body = resp.into_body();
+    let end = body.is_end_stream();
+    let mut send = match respond.send_response(origin_head(status, &headers), end) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e.into()),
+    };
+    if end {
+        return Outcome::Responded(status);
+    }
+    let streamed = drive(
+        upload.as_mut(),
+        &mut up_out,
+        pin!(async {
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.map_err(ProxyError::Http2Origin)?;
+                let n = chunk.len();
+                send_all(&mut send, chunk).await?;
+                let _ = body.flow_control().release_capacity(n);
+            }
+            match body.trailers().await.map_err(ProxyError::Http2Origin)? {
+                Some(t) => send.send_trailers(t)?,
+                None => send.send_data(Bytes::new(), true)?,
+            }
+            Ok::<(), ProxyError>(())
+        }),
+    )
+    .await;
+    if streamed.is_err() {
+        send.send_reset(h2::Reason::INTERNAL_ERROR);
+    }
+    Outcome::Responded(status)
+}

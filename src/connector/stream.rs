@@ -1,0 +1,316 @@
+//! One edge-opened data stream, start to finish: classify (spec §3.2) -> match ingress ->
+//! serve (HTTP origin, fixed status, hello_world, websocket-wrapped TCP, private TCP, config
+//! push) -> count. Failures before any response bytes become cloudflared's 502 with
+//! `{"src":"cloudflared"}`; later failures reset the stream. Nothing here panics on peer input.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::Request;
+
+use super::core::Core;
+use super::origin::{Dial, Target, TlsParams};
+use super::pipe::pipe_raw;
+use super::proxy::{Outcome, proxy_http, respond_error};
+use super::response::origin_head;
+use crate::ingress::{Matched, OriginRequest, Rule, Service};
+use crate::proto::http2::{ConfigPushResponse, RequestKind, classify, websocket_accept};
+
+/// Decrements the concurrent-requests gauge however the stream ends.
+struct InFlight<'a>(&'a Core);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.counters().concurrent_requests.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one data stream; `conn_index` labels logs.
+pub async fn serve(
+    core: &Core,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    conn_index: u8,
+) {
+    let kind = classify(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    let counters = core.counters();
+    counters.total_requests.fetch_add(1, Relaxed);
+    counters.concurrent_requests.fetch_add(1, Relaxed);
+    let _guard = InFlight(core);
+    let status = match kind {
+        RequestKind::ControlStream => {
+            log::warn!(connIndex = conn_index; "edge opened a second control stream; refusing it");
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            return;
+        }
+        RequestKind::ConfigurationUpdate => config_update(req, &mut respond).await,
+        RequestKind::TcpStream => tcp_stream(core, req, &mut respond).await,
+        RequestKind::Http | RequestKind::Websocket => {
+            route(core, req, &mut respond, kind == RequestKind::Websocket).await
+        }
+    };
+    match status {
+        Ok(code) => counters.response(code),
+        Err(reason) => {
+            counters.request_errors.fetch_add(1, Relaxed);
+            log::error!(
+                connIndex = conn_index, error = reason.as_str();
+                "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared"
+            );
+            respond_error(&mut respond);
+            counters.response(502);
+        }
+    }
+}
+
+/// Ingress lookup and the rule's service.
+async fn route(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    websocket: bool,
+) -> Result<u16, String> {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    // The table is held for this request only: a reload during it does not affect it.
+    let table = core.shared.ingress.load();
+    let rule = match table.find(&host, req.uri().path()) {
+        Matched::Rule(i) => table.rule(i),
+        Matched::Internal(_) => return Err("management requests are not supported".into()),
+    };
+    if rule.access.as_ref().is_some_and(|a| a.required) {
+        // Without a JWT cloudflared answers 403; validating one needs the team's JWKS over
+        // the network, which this build does not fetch, so a present token is a 502.
+        if req.headers().get("cf-access-jwt-assertion").is_none() {
+            return status_only(respond, 403);
+        }
+        return Err("Access JWT validation is not available in this build".into());
+    }
+    match &rule.service {
+        Service::Status(code) => status_only(respond, *code),
+        Service::HelloWorld => Ok(super::hello::serve(req, respond, websocket)
+            .await
+            .unwrap_or(200)),
+        Service::Http(o) => {
+            let tls = (o.scheme == "https").then(|| tls_params(&rule.options, &host, &o.host));
+            let target = Target::Tcp {
+                host: o.host.clone(),
+                port: o.port,
+            };
+            http_origin(core, req, respond, rule, target, tls, websocket).await
+        }
+        Service::Unix { path, tls } => {
+            let tls = tls.then(|| tls_params(&rule.options, &host, "localhost"));
+            let target = Target::Unix { path: path.clone() };
+            http_origin(core, req, respond, rule, target, tls, websocket).await
+        }
+        Service::Stream(s) if websocket => {
+            let dest = s.dest.clone();
+            stream_service(req, respond, rule, &dest).await
+        }
+        Service::Bastion if websocket => {
+            let dest = req
+                .headers()
+                .get("cf-access-jump-destination")
+                .and_then(|v| v.to_str().ok())
+                .map(jump_destination)
+                .ok_or("Did not receive final destination from client. The --destination flag is likely not set on the client side")?;
+            stream_service(req, respond, rule, &dest).await
+        }
+        Service::SocksProxy { .. } => Err("socks-proxy is not available in this build".into()),
+        Service::Stream(_) | Service::Bastion => {
+            Err("stream services need a websocket request (use cloudflared access)".into())
+        }
+    }
+}
+
+/// `Cf-Access-Jump-Destination` with scheme and path stripped.
+fn jump_destination(v: &str) -> String {
+    let v = v.split_once("://").map_or(v, |(_, rest)| rest);
+    v.split('/').next().unwrap_or(v).to_owned()
+}
+
+fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsParams {
+    let server_name = if !opts.origin_server_name.is_empty() {
+        opts.origin_server_name.clone()
+    } else if opts.match_sni_to_host {
+        crate::ingress::gourl::strip_port(req_host).to_owned()
+    } else {
+        origin_host.to_owned()
+    };
+    TlsParams {
+        server_name,
+        ca_pool: opts.ca_pool.clone(),
+        no_verify: opts.no_tls_verify,
+        http2: opts.http2_origin,
+    }
+}
+
+async fn http_origin(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    rule: &Rule,
+    target: Target,
+    tls: Option<TlsParams>,
+    websocket: bool,
+) -> Result<u16, String> {
+    let o = &rule.options;
+    let dial = Dial {
+        target,
+        tls,
+        connect_timeout: o.connect_timeout,
+        tls_timeout: o.tls_timeout,
+        tcp_keep_alive: o.tcp_keep_alive,
+    };
+    match proxy_http(core, req, respond, &dial, o, websocket).await {
+        Outcome::Responded(code) => Ok(code),
+        Outcome::Failed(e) => Err(e.to_string()),
+    }
+}
+
+/// A fixed status with an empty body and no headers (`http_status:NNN`, Access refusals).
+fn status_only(respond: &mut SendResponse<Bytes>, code: u16) -> Result<u16, String> {
+    respond
+        .send_response(origin_head(code, &[]), true)
+        .map_err(|e| e.to_string())?;
+    Ok(code)
+}
+
+/// TCP carried in websocket frames (`tcp://`, `ssh://`, ... and bastion): acknowledge with
+/// 101 (sent as 200), then bridge.
+async fn stream_service(
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    rule: &Rule,
+    dest: &str,
+) -> Result<u16, String> {
+    let origin = dial_tcp(dest, &rule.options).await?;
+    let mut headers = Vec::new();
+    if let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        headers.push(("Connection".to_owned(), Bytes::from_static(b"Upgrade")));
+        headers.push((
+            "Sec-Websocket-Accept".to_owned(),
+            Bytes::from(websocket_accept(key)),
+        ));
+        headers.push(("Upgrade".to_owned(), Bytes::from_static(b"websocket")));
+    }
+    let mut send = respond
+        .send_response(origin_head(101, &headers), false)
+        .map_err(|e| e.to_string())?;
+    let mut recv = req.into_body();
+    super::ws::bridge(&mut recv, &mut send, origin).await;
+    Ok(101)
+}
+
+async fn dial_tcp(dest: &str, o: &OriginRequest) -> Result<super::origin::OriginStream, String> {
+    let (host, port) =
+        split_host_port(dest).ok_or_else(|| format!("invalid destination {dest:?}"))?;
+    let dial = Dial {
+        target: Target::Tcp { host, port },
+        tls: None,
+        connect_timeout: o.connect_timeout,
+        tls_timeout: o.tls_timeout,
+        tcp_keep_alive: o.tcp_keep_alive,
+    };
+    super::origin::dial(&dial, &super::origin::OriginTls::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// Private-network TCP (spec §3.7): dial `:authority`, acknowledge, pipe raw bytes.
+async fn tcp_stream(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, String> {
+    let dest = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    if dest.is_empty() {
+        return Err("cloudflared received a warp-routing request with an empty host value".into());
+    }
+    let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
+    let o = OriginRequest {
+        connect_timeout: warp.connect_timeout,
+        tcp_keep_alive: warp.tcp_keep_alive,
+        ..OriginRequest::default()
+    };
+    let origin = dial_tcp(&dest, &o).await?;
+    let counters = core.counters();
+    counters.tcp_active.fetch_add(1, Relaxed);
+    counters.tcp_total.fetch_add(1, Relaxed);
+    let result = async {
+        let mut send = respond
+            .send_response(origin_head(101, &[]), false)
+            .map_err(|e| e.to_string())?;
+        let mut recv = req.into_body();
+        let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
+        pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
+        Ok(101)
+    }
+    .await;
+    counters.tcp_active.fetch_sub(1, Relaxed);
+    result
+}
+
+/// A configuration push over http2 (spec §3.8). Remote management is not applied by this
+/// build: the reply says the push failed (`err` non-null) and keeps the local rules.
+async fn config_update(
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, String> {
+    let mut body = req.into_body();
+    let mut len = 0usize;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        len += chunk.len();
+        super::h2stream::release(&mut body, chunk.len());
+        if len > 16 << 20 {
+            return Err("configuration push too large".into());
+        }
+    }
+    log::warn!(
+        "Remote configuration pushes are not applied by this build; keeping local ingress rules"
+    );
+    let reply = ConfigPushResponse {
+        last_applied_version: -1,
+        err: Some("remote configuration is not supported".into()),
+    };
+    let json = serde_json::to_string(&reply).map_err(|e| e.to_string())?;
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = http::StatusCode::OK;
+    let mut send = respond
+        .send_response(resp, false)
+        .map_err(|e| e.to_string())?;
+    send.send_data(Bytes::from(json), true)
+        .map_err(|e| e.to_string())?;
+    Ok(200)
+}

@@ -1,0 +1,109 @@
+//! The connector binary end to end against an in-test edge and real origin sockets on
+//! loopback: registration as cloudflared sends it, HTTP proxying with keep-alive reuse and
+//! cloudflared's header rules, 502 on origin failure, fixed statuses, hello_world.
+
+mod connector_support;
+
+use bytes::Bytes;
+use connector_support::*;
+use ringflare::runtime::DriverKind;
+
+fn write_config(dir: &std::path::Path, ingress: &str) -> std::path::PathBuf {
+    let path = dir.join("config.yml");
+    std::fs::write(&path, ingress).unwrap();
+    path
+}
+
+#[test]
+fn registers_and_proxies_http_with_keepalive_and_header_rules() {
+    let origin = echo_origin();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    block_on(DriverKind::Poll, async {
+        let edge = TestEdge::new().await;
+        let config = write_config(
+            edge.dir.path(),
+            &format!(
+                "ingress:\n  - hostname: app.test\n    service: http://{}\n  - hostname: hh.test\n    service: http://{}\n    originRequest:\n      httpHostHeader: origin.internal\n  - hostname: down.test\n    service: http://{dead}\n  - hostname: hello.test\n    service: hello_world\n  - service: http_status:404\n",
+                origin.addr, origin.addr
+            ),
+        );
+        let connector = Connector::start(&edge, Some(&config), &["--tag", "env=test"], &[]);
+        let mut conn = edge.accept().await;
+        {
+            let seen = conn.seen.borrow();
+            let p = seen.params.as_ref().unwrap();
+            assert_eq!(p.conn_index, 0);
+            assert_eq!(p.auth.account_tag, "0123456789abcdef0123456789abcdef");
+            assert_eq!(p.options.client.client_id.len(), 16);
+            assert!(
+                p.options
+                    .client
+                    .features
+                    .iter()
+                    .any(|f| f == "serialized_headers")
+            );
+            assert_eq!(p.options.origin_local_ip.len(), 16);
+            assert_eq!(p.options.num_previous_attempts, 0);
+        }
+        for i in 0..5 {
+            let reply = conn
+                .request(get("app.test", &format!("/p/{i}?q=1")), None)
+                .await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(reply.meta, r#"{"src":"origin"}"#);
+            assert_eq!(reply.header("X-Origin"), Some("echo"));
+            let text = String::from_utf8(reply.body).unwrap();
+            assert!(
+                text.starts_with(&format!("GET /p/{i}?q=1 HTTP/1.1\n")),
+                "{text}"
+            );
+            assert!(text.contains("Host: app.test\n"), "{text}");
+            assert!(text.contains("Cf-Warp-Tag-Id: "), "{text}");
+            assert!(text.contains("Cf-Warp-Tag-env: test\n"), "{text}");
+        }
+        assert_eq!(
+            origin.connections.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "sequential requests reuse one pooled origin connection"
+        );
+        let body = Bytes::from(vec![b'x'; 100_000]);
+        let reply = conn
+            .request(
+                http::Request::post("https://app.test/up").body(()).unwrap(),
+                Some(body),
+            )
+            .await;
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(
+            text.contains("Transfer-Encoding: chunked"),
+            "unknown length goes chunked"
+        );
+        assert!(text.ends_with(&"x".repeat(100_000)));
+
+        let reply = conn.request(get("hh.test", "/"), None).await;
+        let text = String::from_utf8(reply.body).unwrap();
+        assert!(text.contains("Host: origin.internal\n"), "{text}");
+        assert!(text.contains("X-Forwarded-Host: hh.test\n"), "{text}");
+
+        let reply = conn.request(get("down.test", "/"), None).await;
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.meta, r#"{"src":"cloudflared"}"#);
+        assert!(reply.headers.is_empty());
+
+        let reply = conn.request(get("other.test", "/"), None).await;
+        assert_eq!((reply.status, reply.body.len()), (404, 0));
+
+        let reply = conn.request(get("hello.test", "/"), None).await;
+        assert_eq!(reply.status, 200);
+        assert!(String::from_utf8_lossy(&reply.body).contains("Congrats! You created a tunnel!"));
+        let log = connector.log_text();
+        assert!(
+            log.contains("Registered tunnel connection connIndex=0 connection="),
+            "{log}"
+        );
+        assert!(log.contains("location=test01 protocol=http2"), "{log}");
+    });
+}

@@ -1,0 +1,331 @@
+//! The whole picture on loopback: eyeball (HTTP/1.1) -> built-in edge -> the `ringflare`
+//! connector binary -> real origin sockets. Every service kind, 1 GiB both ways with
+//! checksums (streamed, never held), websocket TCP service, edge restart -> reconnect, and
+//! SIGTERM with a request in flight.
+
+mod connector_support;
+#[path = "edge_support/mod.rs"]
+mod edge_support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use connector_support::{
+    Connector, Fnv, echo_origin, payload_chunk, streaming_echo_origin, tcp_echo,
+};
+use edge_support::{Client, TestTunnel};
+use ringflare::config::Secret;
+use ringflare::config::credentials::{Credentials, encode_token};
+use ringflare::edge::{Edge, EdgeOptions};
+
+fn start_edge(dir: &std::path::Path, t: &TestTunnel, listen: Vec<SocketAddr>) -> Edge {
+    let mut opts = EdgeOptions::new(dir);
+    opts.tunnel_listen = listen;
+    opts.eyeball_listen = "127.0.0.1:0".parse().unwrap();
+    opts.tunnels = vec![t.edge_tunnel(&["*"])];
+    opts.workers = 1;
+    opts.no_pinning = true;
+    opts.drain_timeout = Duration::from_secs(20);
+    Edge::start(opts).unwrap()
+}
+
+fn token(t: &TestTunnel) -> String {
+    encode_token(&Credentials {
+        account_tag: t.account.clone(),
+        tunnel_secret: Secret::new(t.secret.clone()),
+        tunnel_id: t.id,
+        endpoint: String::new(),
+    })
+}
+
+fn connector(edge: &Edge, t: &TestTunnel, config: &std::path::Path, extra: &[&str]) -> Connector {
+    let mut flags: Vec<String> = vec![
+        "--ha-connections".into(),
+        edge.tunnel_addrs().len().to_string(),
+    ];
+    flags.extend(extra.iter().map(|s| (*s).to_owned()));
+    Connector::spawn(
+        edge.tunnel_addrs(),
+        edge.ca_pem_path(),
+        &token(t),
+        Some(config),
+        &flags,
+        &[],
+    )
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn every_service_kind_through_the_built_in_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let origin = echo_origin();
+    let echo = tcp_echo();
+    let sock = dir.path().join("o.sock");
+    let unix = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for s in unix.incoming().flatten() {
+            std::thread::spawn(move || connector_support::serve_echo(s));
+        }
+    });
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap(); 2]);
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ingress:
+  - hostname: web.test
+    service: http://{}
+  - hostname: unix.test
+    service: unix:{}
+  - hostname: ssh.test
+    service: tcp://{echo}
+  - hostname: hello.test
+    service: hello_world
+  - hostname: down.test
+    service: http://{dead}
+  - service: http_status:404
+",
+            origin.addr,
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let c = connector(&edge, &t, &cfg, &[]);
+    assert!(edge.wait_registered(2, WAIT), "{}", c.log_text());
+    let mut eyeball = Client::connect(edge.eyeball_addr());
+    for host in ["web.test", "unix.test"] {
+        let r = eyeball.get(host, "/hi?x=1");
+        assert_eq!(r.status, 200, "{host}");
+        assert_eq!(r.header("x-origin"), Some("echo"));
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.starts_with("GET /hi?x=1 HTTP/1.1\n"), "{text}");
+        assert!(text.contains(&format!("Host: {host}\n")), "{text}");
+    }
+    let r = eyeball.get("hello.test", "/");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("Congrats! You created a tunnel!"));
+    assert_eq!(eyeball.get("nomatch.test", "/").status, 404);
+    assert_eq!(
+        Client::connect(edge.eyeball_addr())
+            .get("down.test", "/")
+            .status,
+        502
+    );
+
+    // A websocket to a tcp:// service: the connector unwraps frames to the TCP origin.
+    let mut ws = Client::connect(edge.eyeball_addr());
+    ws.stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: ssh.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .unwrap();
+    let (status, headers) = ws.read_head();
+    assert_eq!(status, 101);
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("sec-websocket-accept")
+                && v == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    let payload = b"tcp over websocket";
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x82, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    ws.stream.write_all(&frame).unwrap();
+    let reply = ws.read_exact_body(2 + payload.len());
+    assert_eq!(&reply[..2], &[0x82, payload.len() as u8]);
+    assert_eq!(&reply[2..], payload);
+    drop(c);
+    edge.shutdown();
+}
+
+/// Streams `total` bytes up and checks the echo, with a writer thread and this thread reading.
+fn gib_echo(eyeball: SocketAddr, total: u64) {
+    let mut stream = std::net::TcpStream::connect(eyeball).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let head = format!("POST /echo HTTP/1.1\r\nHost: big.test\r\nContent-Length: {total}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let up = std::thread::spawn(move || {
+        let mut sum = Fnv::default();
+        let (mut sent, mut i) = (0u64, 0u64);
+        while sent < total {
+            let len = (1usize << 20).min((total - sent) as usize);
+            let chunk = payload_chunk(i, len);
+            sum.update(&chunk);
+            writer.write_all(&chunk).unwrap();
+            sent += len as u64;
+            i += 1;
+        }
+        sum.0
+    });
+    // Read the head, then exactly `total` body bytes, hashing as they arrive.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head_buf = Vec::new();
+    let body_start = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "edge closed before the response head");
+        head_buf.extend_from_slice(&buf[..n]);
+        if let Some(pos) = head_buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&head_buf[..body_start]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut sum = Fnv::default();
+    let mut got = (head_buf.len() - body_start) as u64;
+    sum.update(&head_buf[body_start..]);
+    while got < total {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed after {got} of {total} bytes");
+        sum.update(&buf[..n]);
+        got += n as u64;
+    }
+    assert_eq!(got, total);
+    assert_eq!(up.join().unwrap(), sum.0, "echoed bytes differ");
+}
+
+#[test]
+fn one_gib_both_ways_with_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let origin = streaming_echo_origin();
+    let edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap()]);
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, format!("ingress:\n  - service: http://{origin}\n")).unwrap();
+    let c = connector(&edge, &t, &cfg, &[]);
+    assert!(edge.wait_registered(1, WAIT), "{}", c.log_text());
+    let total: u64 = std::env::var("RINGFLARE_E2E_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let start = std::time::Instant::now();
+    gib_echo(edge.eyeball_addr(), total);
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "echoed {total} bytes each way in {secs:.2}s ({:.0} MiB/s each way); connector CPU {:.2}s",
+        total as f64 / (1 << 20) as f64 / secs,
+        c.cpu_seconds().unwrap_or(f64::NAN)
+    );
+    drop(c);
+    edge.shutdown();
+}
+
+#[test]
+fn edge_restart_reconnects_and_sigterm_finishes_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let origin = echo_origin();
+    let edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap()]);
+    let addrs = edge.tunnel_addrs().to_vec();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("ingress:\n  - service: http://{}\n", origin.addr),
+    )
+    .unwrap();
+    let mut c = connector(&edge, &t, &cfg, &[]);
+    assert!(edge.wait_registered(1, WAIT), "{}", c.log_text());
+    assert_eq!(
+        Client::connect(edge.eyeball_addr())
+            .get("a.test", "/")
+            .status,
+        200
+    );
+    // The edge goes away and comes back on the same address: the connector backs off, retries.
+    edge.shutdown();
+    std::thread::sleep(Duration::from_millis(500));
+    let edge = start_edge(dir.path(), &t, addrs);
+    assert!(
+        edge.wait_registered(1, WAIT),
+        "no reconnect: {}",
+        c.log_text()
+    );
+    assert_eq!(
+        Client::connect(edge.eyeball_addr())
+            .get("a.test", "/")
+            .status,
+        200
+    );
+    assert!(c.log_text().contains("Retrying connection in up to"));
+    // SIGTERM: unregister, the edge drains, the process exits 0.
+    c.signal("TERM");
+    assert!(edge.wait_registered_at_most(0, WAIT));
+    assert_eq!(c.wait(WAIT), Some(0), "{}", c.log_text());
+    edge.shutdown();
+}
+
+#[test]
+fn demo_command_serves_hello_world_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringflare"))
+        .args([
+            "demo",
+            "--port",
+            "0",
+            "--ha-connections",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("Visit it at: ").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let url = rx.recv_timeout(WAIT).expect("demo printed no URL");
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let r = Client::connect(addr).get("anything.test", "/");
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("Congrats! You created a tunnel!"));
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let end = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "demo did not stop cleanly on SIGINT"
+    );
+}
