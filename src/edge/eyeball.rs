@@ -33,7 +33,7 @@ use crate::proto::headers::{
     deserialize_headers_into,
 };
 use crate::proto::http2::ResponseMeta;
-use crate::runtime::StopSignal;
+use crate::runtime::{StopSignal, relay};
 
 /// Read size from the eyeball socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -78,7 +78,8 @@ pub(crate) async fn accept_loop(
         let stop = stop.clone();
         let guard = tasks.enter_guard();
         let tls = tls.clone();
-        compio::runtime::spawn(async move {
+        // Homed: this task waits on tunnel connections owned by other cores (runtime::relay).
+        compio::runtime::spawn(relay::homed(async move {
             let _guard = guard;
             match tls {
                 None => {
@@ -101,7 +102,7 @@ pub(crate) async fn accept_loop(
                     super::until_stopped(&stop, work).await;
                 }
             }
-        })
+        }))
         .detach();
     }
 }
