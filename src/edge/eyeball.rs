@@ -776,10 +776,20 @@ async fn write_response<W: AsyncWrite + Unpin>(
         return false;
     }
     if no_body {
-        return keep_alive;
+        return wr.flush().await.is_ok() && keep_alive;
     }
     let mut sent: u64 = 0;
-    let mut next = body.data().await;
+    // The head goes out with the first frame when that is already here, else at once (an
+    // event stream's head must not wait for its first event).
+    let mut next = match body.data().now_or_never() {
+        Some(n) => n,
+        None => {
+            if wr.flush().await.is_err() {
+                return false;
+            }
+            body.data().await
+        }
+    };
     while let Some(chunk) = next {
         let chunk = match chunk {
             Ok(c) => c,
