@@ -509,3 +509,37 @@ fn response_timeout_starts_after_the_request_body() {
     let r = c.get("a", "/slow?ms=2000");
     assert_eq!(r.status, 524);
 }
+
+#[test]
+fn malformed_connector_responses_never_reach_the_eyeball() {
+    let (_dir, edge, _t, _peer) = registered_edge(IoDriver::Poll);
+    let mut c = Client::connect(edge.eyeball_addr());
+    // Undecodable serialized headers: 502 page.
+    let r = c.get("a", "/bad-serialized");
+    assert_eq!(r.status, 502);
+    // A header value that would split the response: 502 page, nothing injected.
+    let mut c = Client::connect(edge.eyeball_addr());
+    let r = c.get("a", "/crlf-header");
+    assert_eq!(r.status, 502);
+    assert!(r.header("set-cookie").is_none());
+    // Reset mid-body: the eyeball connection closes before the announced length.
+    let mut c = Client::connect(edge.eyeball_addr());
+    c.stream
+        .write_all(b"GET /truncate HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let (status, _) = c.read_head();
+    assert_eq!(status, 200);
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        use std::io::Read;
+        match c.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 100_000, "{got}");
+    // The edge and the connection are fine afterwards.
+    let mut c = Client::connect(edge.eyeball_addr());
+    assert_eq!(c.get("a", "/").status, 200);
+}

@@ -758,14 +758,39 @@ async fn write_response<W: AsyncWrite + Unpin>(
         });
     }
     add_edge_headers(&mut head.headers, &ctx.ray, keep_alive, ctx.version);
-    if !write_head(wr, &head).await {
+    let mut encoded = BytesMut::with_capacity(512);
+    if let Err(e) = head.encode(&mut encoded) {
+        // A value with CR/LF/NUL (possible inside base64-serialized headers) would split
+        // the response: refuse it as a bad gateway instead.
+        log::warn!(host:% = ctx.host, error:% = e; "Connector sent an unencodable response header");
+        return write_page(
+            wr,
+            &pages::BAD_GATEWAY,
+            &ctx.host,
+            &ctx.ray,
+            false,
+            ctx.version,
+        )
+        .await;
+    }
+    if wr.write_all(&encoded).await.is_err() {
         return false;
     }
     if no_body {
-        return keep_alive;
+        return wr.flush().await.is_ok() && keep_alive;
     }
     let mut sent: u64 = 0;
-    let mut next = body.data().await;
+    // The head goes out with the first frame when that is already here, else at once (an
+    // event stream's head must not wait for its first event).
+    let mut next = match body.data().now_or_never() {
+        Some(n) => n,
+        None => {
+            if wr.flush().await.is_err() {
+                return false;
+            }
+            body.data().await
+        }
+    };
     while let Some(chunk) = next {
         let chunk = match chunk {
             Ok(c) => c,

@@ -664,6 +664,37 @@ async fn handle(
             )?;
             send.send_data(Bytes::from_static(b"slow"), true)
         }
+        "/bad-serialized" => {
+            let resp = http::Response::builder()
+                .status(200)
+                .header(RESPONSE_HEADERS, "not base64!:x;y")
+                .header(RESPONSE_META, META_ORIGIN)
+                .body(())
+                .unwrap();
+            respond.send_response(resp, true)?;
+            Ok(())
+        }
+        "/crlf-header" => {
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("X-Evil", "a\r\nSet-Cookie: injected=1"),
+                        ("Content-Length", "2"),
+                    ],
+                ),
+                false,
+            )?;
+            send.send_data(Bytes::from_static(b"ok"), true)
+        }
+        "/truncate" => {
+            let mut send =
+                respond.send_response(response(200, &[("Content-Length", "100000")]), false)?;
+            send.send_data(Bytes::from(vec![b'x'; 1000]), false)?;
+            compio::time::sleep(Duration::from_millis(50)).await;
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            Ok(())
+        }
         "/origin-down" => {
             let resp = http::Response::builder()
                 .status(502)
