@@ -163,3 +163,24 @@ fn shutdown_closes_connections_and_listeners() {
     assert!(TcpStream::connect(tunnel).is_err());
     assert!(TcpStream::connect(eyeball).is_err());
 }
+
+/// A second edge on a port the first already listens on must fail to start instead of joining
+/// the first one's SO_REUSEPORT group and silently taking half of its connections.
+#[test]
+fn second_edge_on_a_taken_port_is_refused() {
+    let t = TestTunnel::new();
+    let (_dir, first) = edge_with(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = edge_options(dir.path(), vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
+    opts.tunnel_listen = vec![first.tunnel_addrs()[0]];
+    let err = match ringflare::edge::Edge::start(opts) {
+        Ok(second) => {
+            second.shutdown();
+            panic!("a second edge joined a tunnel port that was already in use");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("bind"), "{err}");
+    assert!(err.contains(&first.tunnel_addrs()[0].to_string()), "{err}");
+    first.shutdown();
+}
