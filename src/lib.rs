@@ -5,10 +5,12 @@
 //! - I/O: `edge`, `proxy`, `runtime`, `control`
 //! - entry: `cli` and `main.rs`
 #![deny(unsafe_code)]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod control;
+pub mod doctor;
 pub mod edge;
 pub mod http1;
 pub mod ingress;

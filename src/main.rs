@@ -16,6 +16,13 @@ fn main() -> ExitCode {
         Some("version" | "--version" | "-v" | "-version") => {
             Outcome::success(format!("{}\n", help::version_line()))
         }
+        Some("bench") => return ringflare::bench::main(&argv[1..]),
+        Some("doctor") => {
+            let driver = env
+                .get(ringflare::runtime::IO_DRIVER_ENV)
+                .map(String::as_str);
+            return ringflare::doctor::main(&argv[1..], driver);
+        }
         Some("tunnel") => match cli::tunnel(&argv[1..], env) {
             Command::Done(outcome) => outcome,
             Command::TunnelRun(run) => ringflare::connector::run(*run),

@@ -477,3 +477,35 @@ fn expect_100_continue_is_answered_by_the_edge() {
     assert!(text.contains(":method: POST"), "{text}");
     assert!(!text.contains("expect"), "{text}");
 }
+
+#[test]
+fn response_timeout_starts_after_the_request_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let mut opts = edge_options(dir.path(), vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
+    opts.response_timeout = std::time::Duration::from_millis(300);
+    let edge = ringflare::edge::Edge::start(opts).unwrap();
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p0"));
+    peer.expect_registered();
+    let mut c = Client::connect(edge.eyeball_addr());
+    // A slow upload (longer than the response timeout) is not a timeout.
+    let body = pattern(50_000, 5);
+    let head = format!(
+        "POST /hash HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.stream.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(10_000) {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        c.stream.write_all(piece).unwrap();
+    }
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8(r.body).unwrap(),
+        format!("{} {:016x}", body.len(), fnv(&body))
+    );
+    // An origin slower than the timeout after the request was sent: 524.
+    let r = c.get("a", "/slow?ms=2000");
+    assert_eq!(r.status, 524);
+}

@@ -148,3 +148,18 @@ fn silent_tcp_and_non_tls_bytes_are_closed() {
     peer.expect_registered();
     std::thread::sleep(Duration::from_millis(1));
 }
+
+#[test]
+fn shutdown_closes_connections_and_listeners() {
+    let t = TestTunnel::new();
+    let (_dir, edge) = edge_with(&t);
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p"));
+    peer.expect_registered();
+    let (tunnel, eyeball) = (edge.tunnel_addrs()[0], edge.eyeball_addr());
+    let mut idle_eyeball = Client::connect(eyeball);
+    edge.shutdown();
+    assert_eq!(peer.next_event(), PeerEvent::Closed);
+    assert!(idle_eyeball.is_closed());
+    assert!(TcpStream::connect(tunnel).is_err());
+    assert!(TcpStream::connect(eyeball).is_err());
+}

@@ -1,0 +1,544 @@
+//! `ringflare bench e2e`: the same workloads through (a) the origin directly, (b) the built-in
+//! edge + ringflare's connector and (c) the built-in edge + any other connector binary, in one
+//! run on one machine.
+//!
+//! Why a subcommand rather than a `benches/` target: it drives the very binary a user runs
+//! (edge, connector and origin are that binary's subcommands), it needs no cargo to run on a
+//! Proxmox host, and the CI smoke (`--quick`) is a plain integration test of the same code.
+//!
+//! Every piece runs as its own process (origin, edge, each connector) so the connector's
+//! CPU-seconds and peak RSS can be read from `/proc` alone; the load generator runs in this
+//! process. Each leg starts a fresh edge and connector; the origin is shared. The results go
+//! to one table (each leg's ratio to the origin) and to a JSON file.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use super::procs::{Proc, wait_for_line};
+use super::report::{LegResult, Machine, Results, WorkloadResult, render_table};
+use super::run::{self, LoadPlan, Mode};
+use super::target::parse_target;
+use crate::runtime::IoDriver;
+
+/// Flags of `bench e2e`.
+#[derive(Debug, Clone, Args)]
+pub struct E2eArgs {
+    /// Tiny sizes, a few seconds per leg (the CI smoke); the numbers mean little.
+    #[arg(long)]
+    pub quick: bool,
+    /// Another connector binary to compare (e.g. cloudflared), repeatable. It is started as
+    /// `PATH tunnel --no-autoupdate --config CONFIG --edge ADDR --cacert CA --protocol http2 run --token TOKEN`.
+    #[arg(long = "connector", value_name = "PATH")]
+    pub connectors: Vec<PathBuf>,
+    /// Skip the ringflare connector leg (b).
+    #[arg(long)]
+    pub no_ringflare: bool,
+    /// Only these workloads (comma-separated names, see the table), default all.
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// Duration of each fixed-concurrency workload (default 10s, 1s with --quick).
+    #[arg(long, value_parser = super::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Where to write the raw results.
+    #[arg(long, default_value = "bench-e2e.json")]
+    pub out: PathBuf,
+    /// Also write an SVG latency plot of the 1 KiB c=64 workload, one curve per leg.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Generator worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<std::num::NonZeroUsize>,
+    /// Keep the state directory and the children's logs here instead of a temporary one.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Do not move the run into a loopback-only network namespace. By default, when a
+    /// third-party `--connector` is given, the whole run (origin, edge, every connector and
+    /// the generator) re-executes under `unshare --user --map-root-user --net` so that binary
+    /// can reach nothing but this benchmark's loopback.
+    #[arg(long)]
+    pub no_netns: bool,
+}
+
+/// Set in the re-executed child so it does not try to isolate itself again.
+const NETNS_ENV: &str = "RINGFLARE_E2E_NETNS";
+
+/// Re-runs this command inside a fresh user + network namespace with only `lo` up.
+/// `Ok(None)` when isolation is not wanted or not possible (then the caller runs in place).
+fn run_isolated(args: &E2eArgs) -> Result<Option<std::process::ExitStatus>, String> {
+    if args.connectors.is_empty() || args.no_netns || std::env::var_os(NETNS_ENV).is_some() {
+        return Ok(None);
+    }
+    let usable = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        eprintln!(
+            "e2e: cannot create a network namespace (unshare failed); running the third-party connector without isolation"
+        );
+        return Ok(None);
+    }
+    eprintln!(
+        "e2e: running inside a loopback-only network namespace (third-party connector given)"
+    );
+    let status = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(self_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env(NETNS_ENV, "1")
+        .status()
+        .map_err(|e| format!("re-running under unshare: {e}"))?;
+    Ok(Some(status))
+}
+
+/// What kind of traffic a workload is, and what it is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Requests per second.
+    RequestsPerS,
+    /// Megabytes per second.
+    MbPerS,
+    /// WebSockets still open and echoing at the end.
+    Held,
+}
+
+/// One workload of the suite.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Stable name (used by `--workloads` and in the JSON).
+    pub name: &'static str,
+    /// Path on the origin.
+    pub path: String,
+    /// Traffic kind.
+    pub mode: Mode,
+    /// Method.
+    pub method: &'static str,
+    /// Upload size.
+    pub body_size: u64,
+    /// Connections.
+    pub connections: usize,
+    /// Fixed duration, or
+    pub duration: Option<Duration>,
+    /// a fixed number of requests.
+    pub requests: Option<u64>,
+    /// How the ratio to the origin is computed.
+    pub metric: Metric,
+}
+
+/// The suite: full sizes, or tiny ones with `quick`.
+pub fn workloads(quick: bool, duration: Option<Duration>) -> Vec<Workload> {
+    let d = duration.unwrap_or(if quick {
+        Duration::from_millis(700)
+    } else {
+        Duration::from_secs(10)
+    });
+    let (big, each, n, idle) = if quick {
+        (16u64 << 20, 1u64 << 20, 8usize, 200usize)
+    } else {
+        (1u64 << 30, 64u64 << 20, 64, 10_000)
+    };
+    let http = |name, c| Workload {
+        name,
+        path: "/bytes/1024".into(),
+        mode: Mode::Http,
+        method: "GET",
+        body_size: 0,
+        connections: c,
+        duration: Some(d),
+        requests: None,
+        metric: Metric::RequestsPerS,
+    };
+    vec![
+        http("1k_c1", 1),
+        http("1k_c64", 64),
+        http("1k_c512", 512),
+        Workload {
+            name: "download_1_stream",
+            path: format!("/bytes/{big}"),
+            connections: 1,
+            duration: None,
+            requests: Some(1),
+            metric: Metric::MbPerS,
+            ..http("", 1)
+        },
+        Workload {
+            name: "upload_1_stream",
+            path: "/upload".into(),
+            method: "POST",
+            body_size: big,
+            connections: 1,
+            duration: None,
+            requests: Some(1),
+            metric: Metric::MbPerS,
+            ..http("", 1)
+        },
+        Workload {
+            name: "download_64_streams",
+            path: format!("/bytes/{each}"),
+            connections: n,
+            duration: None,
+            requests: Some(n as u64),
+            metric: Metric::MbPerS,
+            ..http("", 1)
+        },
+        Workload {
+            name: "ws_idle",
+            path: "/ws".into(),
+            mode: Mode::WsIdle,
+            connections: idle,
+            duration: Some(if quick { Duration::from_secs(1) } else { d }),
+            metric: Metric::Held,
+            ..http("", 1)
+        },
+    ]
+}
+
+/// A free loopback port (bound and released: a tiny race, acceptable for a benchmark).
+fn free_port() -> Result<SocketAddr, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+fn self_exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("locating the ringflare binary: {e}"))
+}
+
+/// The benchmark origin, shared by every leg.
+fn start_origin(dir: &Path, threads: usize) -> Result<(Proc, SocketAddr), String> {
+    let mut cmd = Command::new(self_exe()?);
+    cmd.args([
+        "bench",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        &threads.to_string(),
+    ]);
+    let mut p = Proc::spawn("origin", cmd, &dir.join("origin.log"), true)?;
+    let out = p.stdout().ok_or("origin stdout not captured")?;
+    let line = wait_for_line(out, |l| l.contains("http="), Duration::from_secs(20))
+        .map_err(|e| format!("origin did not start: {e}"))?;
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("origin printed no address: {line}"))?;
+    Ok((p, addr))
+}
+
+/// A running edge + connector pair.
+struct Tunnel {
+    edge: Proc,
+    connector: Proc,
+    eyeball: SocketAddr,
+}
+
+/// `ringflare edge init`, then the edge, then the connector; waits until a request through
+/// the eyeball reaches the origin.
+fn start_tunnel(
+    dir: &Path,
+    connector: Option<&Path>,
+    origin: SocketAddr,
+) -> Result<Tunnel, String> {
+    let exe = self_exe()?;
+    let state = dir.join("edge-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let init = Command::new(&exe)
+        .args(["edge", "init", "--state-dir"])
+        .arg(&state)
+        .output()
+        .map_err(|e| format!("ringflare edge init: {e}"))?;
+    let text = String::from_utf8_lossy(&init.stdout).into_owned();
+    if !init.status.success() {
+        return Err(format!(
+            "ringflare edge init failed: {}{}",
+            text,
+            String::from_utf8_lossy(&init.stderr)
+        ));
+    }
+    let token = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Tunnel token"))
+        .nth(1)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or("ringflare edge init printed no token")?
+        .to_owned();
+    let (tunnel_addr, eyeball) = (free_port()?, free_port()?);
+    let mut cmd = Command::new(&exe);
+    cmd.args(["edge", "--state-dir"]).arg(&state);
+    cmd.args([
+        "--listen",
+        &tunnel_addr.to_string(),
+        "--eyeball",
+        &eyeball.to_string(),
+        "--loglevel",
+        "warn",
+    ]);
+    let edge = Proc::spawn("edge", cmd, &dir.join("edge.log"), false)?;
+    let config = dir.join("config.yml");
+    std::fs::write(&config, format!("ingress:\n  - service: http://{origin}\n"))
+        .map_err(|e| format!("writing {}: {e}", config.display()))?;
+    let (bin, name) = match connector {
+        Some(p) => (p.to_owned(), "connector"),
+        None => (exe, "ringflare"),
+    };
+    let mut cmd = Command::new(&bin);
+    cmd.arg("tunnel");
+    if connector.is_some() {
+        cmd.arg("--no-autoupdate");
+    }
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--edge", &tunnel_addr.to_string(), "--cacert"]);
+    cmd.arg(state.join("ca.pem")).args([
+        "--protocol",
+        "http2",
+        "--loglevel",
+        "warn",
+        "run",
+        "--token",
+        &token,
+    ]);
+    let connector = Proc::spawn(name, cmd, &dir.join(format!("{name}.log")), false)?;
+    let mut t = Tunnel {
+        edge,
+        connector,
+        eyeball,
+    };
+    wait_ready(&mut t, Duration::from_secs(30))?;
+    Ok(t)
+}
+
+/// Polls `GET /bytes/1` on the eyeball until the origin answers through the tunnel.
+fn wait_ready(t: &mut Tunnel, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        for p in [&mut t.edge, &mut t.connector] {
+            if let Some(status) = p.exited() {
+                return Err(format!("{} exited early ({status}); see its log", p.name));
+            }
+        }
+        match probe(t.eyeball) {
+            Ok(200) => return Ok(()),
+            Ok(code) => last = format!("status {code}"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("tunnel not ready after {limit:?}: {last}"))
+}
+
+fn probe(addr: SocketAddr) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /bytes/1 HTTP/1.1\r\nHost: bench.localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).map_err(|e| e.to_string())?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "not an HTTP response".to_owned())
+}
+
+/// Runs every workload against `base`, sampling `measured` (the connector) around each.
+fn run_workloads(
+    leg: &str,
+    base: SocketAddr,
+    measured: Option<&Proc>,
+    suite: &[Workload],
+    args: &E2eArgs,
+) -> Vec<WorkloadResult> {
+    let mut out = Vec::new();
+    for w in suite {
+        eprintln!("e2e: {leg} / {} ...", w.name);
+        if let Some(p) = measured {
+            p.reset_peak_rss();
+        }
+        let cpu0 = measured.and_then(Proc::cpu);
+        let started = Instant::now();
+        let result = run_one(base, w, args);
+        let wall = started.elapsed();
+        let cpu = match (cpu0, measured.and_then(Proc::cpu)) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        out.push(WorkloadResult::new(
+            w,
+            result,
+            cpu,
+            measured.and_then(Proc::peak_rss_kib),
+            wall,
+        ));
+    }
+    out
+}
+
+fn run_one(base: SocketAddr, w: &Workload, args: &E2eArgs) -> Result<super::Report, String> {
+    let scheme = if w.mode == Mode::WsIdle { "ws" } else { "http" };
+    let target = parse_target(&format!("{scheme}://{base}{}", w.path))?;
+    let plan = LoadPlan {
+        target,
+        mode: w.mode,
+        connections: w.connections,
+        threads: args
+            .threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .unwrap_or(std::num::NonZeroUsize::MIN),
+        duration: w.duration,
+        requests: w.requests,
+        rate: None,
+        method: w.method.to_owned(),
+        body_size: w.body_size,
+        headers: Vec::new(),
+        message_size: 64,
+        timeout: Duration::from_secs(if args.quick { 30 } else { 120 }),
+        io_driver: IoDriver::Auto,
+        pin: false,
+        progress: false,
+    };
+    run::run(plan)
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        memory_kib: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| super::procs::parse_status_kib(&m, "MemTotal:")),
+    }
+}
+
+/// Runs one edge+connector leg; a leg that cannot start is recorded with the reason.
+fn tunnel_leg(
+    name: String,
+    bin: Option<&Path>,
+    origin: SocketAddr,
+    dir: &Path,
+    suite: &[Workload],
+    args: &E2eArgs,
+) -> LegResult {
+    let label = bin.map_or_else(|| "ringflare".to_owned(), |b| b.display().to_string());
+    let mut leg = LegResult::new(&name, &label);
+    let leg_dir = dir.join(&name);
+    if let Err(e) = std::fs::create_dir_all(&leg_dir) {
+        leg.skipped = Some(format!("creating {}: {e}", leg_dir.display()));
+        return leg;
+    }
+    match start_tunnel(&leg_dir, bin, origin) {
+        Ok(mut t) => {
+            leg.results = run_workloads(&name, t.eyeball, Some(&t.connector), suite, args);
+            t.connector.stop(Duration::from_secs(5));
+            t.edge.stop(Duration::from_secs(5));
+        }
+        Err(e) => {
+            let e = e.lines().next().unwrap_or_default().to_owned();
+            eprintln!("e2e: leg {name} skipped: {e}");
+            leg.skipped = Some(e);
+        }
+    }
+    leg
+}
+
+/// Entry point of `ringflare bench e2e`.
+pub fn main(args: &E2eArgs) -> Result<(), String> {
+    if let Some(status) = run_isolated(args)? {
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(format!("isolated run failed: {status}"))
+        };
+    }
+    let results = run_e2e(args)?;
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&args.out, json + "\n")
+        .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
+    if let Some(path) = &args.plot {
+        std::fs::write(path, super::report::plot_legs(&results, "1k_c64"))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    print!("{}", render_table(&results));
+    println!("raw results: {}", args.out.display());
+    Ok(())
+}
+
+/// Runs every leg and returns the results.
+pub fn run_e2e(args: &E2eArgs) -> Result<Results, String> {
+    super::raise_nofile_limit();
+    let dir = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ringflare-e2e-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut suite = workloads(args.quick, args.duration);
+    if !args.workloads.is_empty() {
+        suite.retain(|w| args.workloads.iter().any(|n| n == w.name));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mut origin, origin_addr) = start_origin(&dir, cores)?;
+    let mut legs = vec![LegResult::new("origin", "direct")];
+    legs[0].results = run_workloads("origin", origin_addr, None, &suite, args);
+    if !args.no_ringflare {
+        legs.push(tunnel_leg(
+            "ringflare".into(),
+            None,
+            origin_addr,
+            &dir,
+            &suite,
+            args,
+        ));
+    }
+    for (i, bin) in args.connectors.iter().enumerate() {
+        legs.push(tunnel_leg(
+            format!("other{}", i + 1),
+            Some(bin),
+            origin_addr,
+            &dir,
+            &suite,
+            args,
+        ));
+    }
+    origin.stop(Duration::from_secs(5));
+    if args.work_dir.is_none() {
+        // Logs and the throwaway edge state (with its test credentials) go with the run.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(Results {
+        machine: machine(),
+        quick: args.quick,
+        legs,
+    })
+}

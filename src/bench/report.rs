@@ -1,0 +1,305 @@
+//! End-to-end results: the JSON shape, the derived per-connector costs, and the printed table.
+//!
+//! Pure: takes measured numbers, returns data and text. Ratios compare each leg with the
+//! origin leg on the workload's own metric (requests/s, MB/s, or WebSockets held).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::e2e::{Metric, Workload};
+use super::plot::{Series, render_svg};
+use super::stats::Report;
+
+/// The machine the run happened on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Cores available to the benchmark.
+    pub cores: usize,
+    /// CPU model from /proc/cpuinfo.
+    pub cpu: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Total memory.
+    pub memory_kib: Option<u64>,
+}
+
+/// Everything one `bench e2e` run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// Where it ran.
+    pub machine: Machine,
+    /// Whether the tiny `--quick` sizes were used.
+    pub quick: bool,
+    /// Leg (a) first, then the connectors.
+    pub legs: Vec<LegResult>,
+}
+
+/// One leg: the origin directly, or the edge with one connector.
+#[derive(Debug, Clone, Serialize)]
+pub struct LegResult {
+    /// `origin`, `ringflare`, `other1`, ...
+    pub name: String,
+    /// `direct`, `ringflare` or the connector binary's path.
+    pub connector: String,
+    /// Why the leg did not run, if it did not.
+    pub skipped: Option<String>,
+    /// One entry per workload.
+    pub results: Vec<WorkloadResult>,
+}
+
+impl LegResult {
+    /// An empty leg.
+    pub fn new(name: &str, connector: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            connector: connector.to_owned(),
+            skipped: None,
+            results: Vec::new(),
+        }
+    }
+}
+
+/// One workload on one leg.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadResult {
+    /// Workload name.
+    pub workload: String,
+    /// What the ratio uses.
+    pub metric: Metric,
+    /// The generator's report, or why the run failed.
+    pub report: Option<Report>,
+    /// Error if the generator could not run at all.
+    pub error: Option<String>,
+    /// Wall time of the workload, seconds.
+    pub wall_s: f64,
+    /// Connector CPU-seconds (utime + stime) spent during the workload.
+    pub connector_cpu_s: Option<f64>,
+    /// Connector CPU-seconds per GB (10^9 bytes) of payload moved.
+    pub cpu_s_per_gb: Option<f64>,
+    /// Connector CPU-seconds per 100,000 requests.
+    pub cpu_s_per_100k_requests: Option<f64>,
+    /// Connector peak RSS during the workload (VmHWM), KiB.
+    pub connector_peak_rss_kib: Option<u64>,
+}
+
+impl WorkloadResult {
+    /// Derives the per-GB and per-request costs from the raw numbers.
+    pub fn new(
+        w: &Workload,
+        report: Result<Report, String>,
+        cpu: Option<Duration>,
+        peak_rss_kib: Option<u64>,
+        wall: Duration,
+    ) -> Self {
+        let cpu_s = cpu.map(|c| c.as_secs_f64());
+        let (report, error) = match report {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        let per = |amount: Option<f64>| match (cpu_s, amount) {
+            (Some(c), Some(a)) if a > 0.0 => Some(c / a),
+            _ => None,
+        };
+        let bytes = report
+            .as_ref()
+            .map(|r| (r.rx_bytes + r.tx_bytes) as f64 / 1e9);
+        let requests = report.as_ref().map(|r| r.requests as f64 / 1e5);
+        Self {
+            workload: w.name.to_owned(),
+            metric: w.metric,
+            cpu_s_per_gb: per(bytes),
+            cpu_s_per_100k_requests: per(requests),
+            report,
+            error,
+            wall_s: wall.as_secs_f64(),
+            connector_cpu_s: cpu_s,
+            connector_peak_rss_kib: peak_rss_kib,
+        }
+    }
+
+    /// The value the ratio compares.
+    pub fn metric_value(&self) -> Option<f64> {
+        let r = self.report.as_ref()?;
+        Some(match self.metric {
+            Metric::RequestsPerS => r.requests_per_s,
+            Metric::MbPerS => r.mb_per_s,
+            Metric::Held => r.connections_opened.saturating_sub(r.error_total) as f64,
+        })
+    }
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
+}
+
+/// The one table: a row per leg and workload, with the ratio to the origin leg.
+pub fn render_table(res: &Results) -> String {
+    let m = &res.machine;
+    let mut out = format!(
+        "end-to-end benchmark{}: {} cores ({}), kernel {}\n",
+        if res.quick {
+            " (--quick: tiny sizes, not a measurement)"
+        } else {
+            ""
+        },
+        m.cores,
+        m.cpu,
+        m.kernel
+    );
+    out += &format!(
+        "{:<10} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
+        "leg",
+        "workload",
+        "req/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "cpu s/GB",
+        "cpu s/100k",
+        "RSS MiB",
+        "errors"
+    );
+    let origin = res.legs.first();
+    for leg in &res.legs {
+        if let Some(why) = &leg.skipped {
+            out += &format!("{:<10} skipped: {why}\n", leg.name);
+            continue;
+        }
+        for w in &leg.results {
+            let base = origin
+                .and_then(|o| o.results.iter().find(|b| b.workload == w.workload))
+                .and_then(WorkloadResult::metric_value);
+            let ratio = match (w.metric_value(), base) {
+                (Some(v), Some(b)) if b > 0.0 => Some(v / b),
+                _ => None,
+            };
+            let Some(r) = &w.report else {
+                out += &format!(
+                    "{:<10} {:<20} failed: {}\n",
+                    leg.name,
+                    w.workload,
+                    w.error.as_deref().unwrap_or("?")
+                );
+                continue;
+            };
+            out += &format!(
+                "{:<10} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
+                leg.name,
+                w.workload,
+                r.requests_per_s,
+                r.mb_per_s,
+                r.latency.p50_us / 1000.0,
+                r.latency.p99_us / 1000.0,
+                opt(ratio, 2),
+                opt(w.cpu_s_per_gb, 2),
+                opt(w.cpu_s_per_100k_requests, 2),
+                opt(w.connector_peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+                r.error_total
+            );
+        }
+    }
+    out += "ratio: leg / origin on requests/s (1k_*), MB/s (transfers) or WebSockets held (ws_idle).\n";
+    out += "cpu and RSS: the connector process only (utime+stime from /proc/PID/stat, VmHWM).\n";
+    out
+}
+
+/// An SVG with one latency curve per leg for `workload`.
+pub fn plot_legs(res: &Results, workload: &str) -> String {
+    let curves: Vec<(String, Vec<super::stats::PercentilePoint>)> = res
+        .legs
+        .iter()
+        .filter_map(|leg| {
+            let r = leg
+                .results
+                .iter()
+                .find(|w| w.workload == workload)?
+                .report
+                .as_ref()?;
+            Some((leg.name.clone(), r.percentiles.clone()))
+        })
+        .collect();
+    let series: Vec<Series<'_>> = curves
+        .iter()
+        .map(|(label, points)| Series { label, points })
+        .collect();
+    render_svg(&format!("{workload}: latency by percentile"), &series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::e2e::workloads;
+    use crate::bench::stats::{LiveCounters, ReportMeta, Stats};
+
+    fn report(requests: u64, bytes: u64, secs: u64) -> Report {
+        let live = LiveCounters::default();
+        let mut s = Stats::new();
+        for _ in 0..requests {
+            s.record(
+                Duration::from_micros(100),
+                bytes / requests.max(1),
+                0,
+                &live,
+            );
+        }
+        s.connections = 1;
+        s.report(ReportMeta::default(), Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn costs_and_ratios_are_derived_from_measurements() {
+        let suite = workloads(true, None);
+        let w = &suite[1];
+        let origin = WorkloadResult::new(
+            w,
+            Ok(report(200_000, 0, 2)),
+            None,
+            None,
+            Duration::from_secs(2),
+        );
+        let leg = WorkloadResult::new(
+            w,
+            Ok(report(100_000, 2_000_000_000, 2)),
+            Some(Duration::from_secs(3)),
+            Some(20480),
+            Duration::from_secs(2),
+        );
+        assert_eq!(leg.cpu_s_per_100k_requests, Some(3.0));
+        assert_eq!(leg.cpu_s_per_gb, Some(1.5));
+        assert_eq!(origin.cpu_s_per_gb, None);
+        let res = Results {
+            machine: Machine {
+                cores: 2,
+                cpu: "test cpu".into(),
+                kernel: "6.1".into(),
+                memory_kib: None,
+            },
+            quick: true,
+            legs: vec![
+                LegResult {
+                    results: vec![origin],
+                    ..LegResult::new("origin", "direct")
+                },
+                LegResult {
+                    results: vec![leg],
+                    ..LegResult::new("ringflare", "ringflare")
+                },
+                LegResult {
+                    skipped: Some("no such binary".into()),
+                    ..LegResult::new("other1", "/x")
+                },
+            ],
+        };
+        let table = render_table(&res);
+        let row = table.lines().find(|l| l.starts_with("ringflare")).unwrap();
+        assert!(row.contains(" 0.50 "), "{row}");
+        assert!(row.contains("20.0"), "{row}");
+        assert!(table.contains("other1     skipped: no such binary"));
+        let svg = plot_legs(&res, w.name);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        let json = serde_json::to_value(&res).unwrap();
+        assert_eq!(json["legs"][1]["results"][0]["metric"], "requests_per_s");
+    }
+}
