@@ -122,6 +122,8 @@ fn notifies_systemd_and_writes_the_pidfile_once_connected() {
             "1".into(),
             "--pidfile".into(),
             pidfile.display().to_string(),
+            "--edge-bind-address".into(),
+            "127.0.0.2".into(),
         ];
         let connector = Connector::spawn_env(
             &[edge.addr()],
@@ -132,7 +134,19 @@ fn notifies_systemd_and_writes_the_pidfile_once_connected() {
             &["--url", "http://127.0.0.1:9"],
             &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
         );
-        let _conn = edge.accept().await;
+        let conn = edge.accept().await;
+        // originLocalIp is the bound local address, in 16-byte form (spec §5.3).
+        let local = conn
+            .seen
+            .borrow()
+            .params
+            .as_ref()
+            .unwrap()
+            .options
+            .origin_local_ip
+            .clone();
+        let want: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(local, ringflare::proto::ConnectionOptions::ip_bytes(want));
         let mut buf = [0u8; 64];
         let mut got = None;
         assert!(

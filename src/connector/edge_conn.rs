@@ -199,6 +199,20 @@ async fn select_stop<F: Future>(fut: F, stop: &crate::runtime::StopSignal) -> Op
     .await
 }
 
+/// TCP connect, from `--edge-bind-address` when given.
+async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = bind else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if ip.is_ipv4() {
+        compio::net::TcpSocket::new_v4().await?
+    } else {
+        compio::net::TcpSocket::new_v6().await?
+    };
+    socket.bind(SocketAddr::new(ip, 0)).await?;
+    socket.connect(addr).await
+}
+
 /// Set once, by the first connection that registers; waited on by the others.
 #[derive(Clone)]
 pub struct FirstRegistered {
@@ -246,11 +260,14 @@ async fn serve_once(
     registered: &Rc<Cell<bool>>,
     first: &FirstRegistered,
 ) -> Result<(), ConnError> {
-    let tcp = match compio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(ConnError::Dial(format!("dial tcp {addr}: {e}"))),
-        Err(_) => return Err(ConnError::Dial(format!("dial tcp {addr}: i/o timeout"))),
-    };
+    let tcp =
+        match compio::time::timeout(DIAL_TIMEOUT, connect(addr, core.shared.options.edge_bind))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnError::Dial(format!("dial tcp {addr}: {e}"))),
+            Err(_) => return Err(ConnError::Dial(format!("dial tcp {addr}: i/o timeout"))),
+        };
     let _ = apply_tuning(&tcp, TcpTuning::default());
     let local_ip = tcp
         .local_addr()

@@ -37,9 +37,16 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> 
         .name("ringflare-metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(e) = handle(stream, &shared) {
-                    log::debug!(error = e.to_string().as_str(); "metrics request failed");
-                }
+                // One short-lived thread per scrape: a client that stalls cannot hold up
+                // the next one (each is bounded by the 10 s I/O timeouts).
+                let shared = shared.clone();
+                let _ = std::thread::Builder::new()
+                    .name("ringflare-scrape".into())
+                    .spawn(move || {
+                        if let Err(e) = handle(stream, &shared) {
+                            log::debug!(error = e.to_string().as_str(); "metrics request failed");
+                        }
+                    });
             }
         })?;
     Ok(())

@@ -4,8 +4,13 @@
 //! hot reloader and the thread-per-core workers, and handles signals. Each worker owns the HA
 //! connections `i` with `i % workers == worker` ([`edge_conn`]), every stream of those
 //! connections ([`stream`]) and its own origin pool ([`origin`]); the only things shared with
-//! the control thread are in [`state`]. This module never parses wire formats (that is
-//! `proto`) and never decides ingress semantics (that is `ingress`).
+//! the control thread are in [`state`]. Also here: the metrics server ([`metrics`]), remote
+//! configuration pushes ([`remote_config`]) and `ringflare demo` ([`demo`]). This module never
+//! parses wire formats (that is `proto`) and never decides ingress semantics (that is
+//! `ingress`).
+//!
+//! Workers: one per core up to the number of HA connections (a worker without a connection
+//! would have nothing to do: every stream lives on its connection's core).
 
 pub mod backoff;
 pub mod core;

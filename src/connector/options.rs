@@ -43,6 +43,8 @@ pub struct ConnectorOptions {
     pub credentials: Credentials,
     pub edge: EdgeSource,
     pub ip_version: IpVersion,
+    /// `--edge-bind-address`: the local IP outgoing edge connections bind to.
+    pub edge_bind: Option<std::net::IpAddr>,
     /// `--cacert`: replaces Cloudflare's roots for the edge certificate.
     pub cacert: Option<PathBuf>,
     /// `--ha-connections`, before the cap by the number of addresses.
@@ -112,7 +114,12 @@ impl ConnectorOptions {
             .and_then(|p| std::fs::read_to_string(p).ok());
         Ok(ConnectorOptions {
             edge: edge_source(s, &credentials)?,
-            ip_version: ip_version(s)?,
+            ip_version: match edge_bind(s)? {
+                Some(ip) if ip.is_ipv4() => IpVersion::V4,
+                Some(_) => IpVersion::V6,
+                None => ip_version(s)?,
+            },
+            edge_bind: edge_bind(s)?,
             cacert: s.opt_string("cacert").map(|p| expand_home(&p)),
             ha_connections: positive(s, "ha-connections")?,
             retries: u32::try_from(s.int("retries").map_err(err)?.max(0)).unwrap_or(5),
@@ -158,6 +165,17 @@ fn ip_version(s: &Settings) -> Result<IpVersion, OptionsError> {
         other => Err(OptionsError(format!(
             "invalid value {other:?} for --edge-ip-version: expected 4, 6 or auto"
         ))),
+    }
+}
+
+fn edge_bind(s: &Settings) -> Result<Option<std::net::IpAddr>, OptionsError> {
+    match s.opt_string("edge-bind-address").filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            OptionsError(format!(
+                "invalid value {v:?} for --edge-bind-address: expected an IP address"
+            ))
+        }),
     }
 }
 

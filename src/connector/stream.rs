@@ -65,7 +65,14 @@ pub async fn serve(
         }
     };
     match status {
-        Ok(code) => counters.response(code),
+        Ok(code) => {
+            counters.response(code);
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("");
+            log::debug!(connIndex = conn_index; "{code} {reason}");
+        }
         Err(reason) => {
             counters.request_errors.fetch_add(1, Relaxed);
             log::error!(
