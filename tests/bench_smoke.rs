@@ -176,6 +176,11 @@ fn websocket_echo_idle_and_tcp_modes() {
     assert_eq!(u(&v, "/connections_opened"), 200);
     assert_eq!(u(&v, "/status/1xx"), 200);
     assert_eq!(
+        u(&v, "/requests"),
+        200,
+        "requests counts WebSockets held to the end"
+    );
+    assert_eq!(
         u(&v, "/error_total"),
         0,
         "every idle websocket still echoes at the end"
@@ -314,7 +319,11 @@ fn e2e_quick_smoke() {
             }
         }
         let idle = results.iter().find(|r| r["workload"] == "ws_idle").unwrap();
-        assert_eq!(u(idle, "/report/connections_opened"), 200);
+        assert_eq!(
+            u(idle, "/report/requests"),
+            200,
+            "every idle WebSocket held"
+        );
     }
     // Origin and the edge + ringflare connector leg both ran (1k_c512 through the edge is
     // also the regression test for the cross-core wake deadlock).

@@ -127,7 +127,7 @@ impl WorkloadResult {
         Some(match self.metric {
             Metric::RequestsPerS => r.requests_per_s,
             Metric::MbPerS => r.mb_per_s,
-            Metric::Held => r.connections_opened.saturating_sub(r.error_total) as f64,
+            Metric::Held => r.requests as f64,
         })
     }
 }
