@@ -107,3 +107,45 @@ fn registers_and_proxies_http_with_keepalive_and_header_rules() {
         assert!(log.contains("location=test01 protocol=http2"), "{log}");
     });
 }
+
+#[test]
+fn notifies_systemd_and_writes_the_pidfile_once_connected() {
+    use std::os::unix::net::UnixDatagram;
+    block_on(DriverKind::Poll, async {
+        let edge = TestEdge::new().await;
+        let sock_path = edge.dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let pidfile = edge.dir.path().join("ringflare.pid");
+        let flags: Vec<String> = vec![
+            "--ha-connections".into(),
+            "1".into(),
+            "--pidfile".into(),
+            pidfile.display().to_string(),
+        ];
+        let connector = Connector::spawn_env(
+            &[edge.addr()],
+            &edge.ca,
+            &token(),
+            None,
+            &flags,
+            &["--url", "http://127.0.0.1:9"],
+            &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+        );
+        let _conn = edge.accept().await;
+        let mut buf = [0u8; 64];
+        let mut got = None;
+        assert!(
+            eventually(TIMEOUT, || {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    got = Some(buf[..n].to_vec());
+                }
+                got.is_some()
+            })
+            .await
+        );
+        assert_eq!(got.unwrap(), b"READY=1");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        assert_eq!(pid.trim(), connector.child.id().to_string());
+    });
+}

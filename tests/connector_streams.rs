@@ -114,6 +114,25 @@ fn websocket_tcp_service_and_private_tcp_stream_echo() {
             }
         }
         assert_eq!(echoed, payload);
+        // A ping from the eyeball is answered with a pong carrying the same payload.
+        let mut ping = BytesMut::new();
+        ping.put_u8(0x89);
+        ping.put_u8(0x80 | 4);
+        ping.put_slice(&[0, 0, 0, 0]);
+        ping.put_slice(b"png!");
+        ringflare::connector::h2stream::send_all(&mut send, ping.freeze())
+            .await
+            .unwrap();
+        let pong = loop {
+            if let Some(f) = ringflare::connector::ws::decode(&mut got).unwrap() {
+                break f;
+            }
+            let chunk = body.data().await.unwrap().unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        };
+        assert_eq!(pong.opcode, ringflare::connector::ws::OP_PONG);
+        assert_eq!(&pong.payload[..], b"png!");
         drop(send);
 
         // Private-network TCP stream: raw bytes both ways.

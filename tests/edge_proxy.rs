@@ -477,3 +477,69 @@ fn expect_100_continue_is_answered_by_the_edge() {
     assert!(text.contains(":method: POST"), "{text}");
     assert!(!text.contains("expect"), "{text}");
 }
+
+#[test]
+fn response_timeout_starts_after_the_request_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let mut opts = edge_options(dir.path(), vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
+    opts.response_timeout = std::time::Duration::from_millis(300);
+    let edge = ringflare::edge::Edge::start(opts).unwrap();
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p0"));
+    peer.expect_registered();
+    let mut c = Client::connect(edge.eyeball_addr());
+    // A slow upload (longer than the response timeout) is not a timeout.
+    let body = pattern(50_000, 5);
+    let head = format!(
+        "POST /hash HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.stream.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(10_000) {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        c.stream.write_all(piece).unwrap();
+    }
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        String::from_utf8(r.body).unwrap(),
+        format!("{} {:016x}", body.len(), fnv(&body))
+    );
+    // An origin slower than the timeout after the request was sent: 524.
+    let r = c.get("a", "/slow?ms=2000");
+    assert_eq!(r.status, 524);
+}
+
+#[test]
+fn malformed_connector_responses_never_reach_the_eyeball() {
+    let (_dir, edge, _t, _peer) = registered_edge(IoDriver::Poll);
+    let mut c = Client::connect(edge.eyeball_addr());
+    // Undecodable serialized headers: 502 page.
+    let r = c.get("a", "/bad-serialized");
+    assert_eq!(r.status, 502);
+    // A header value that would split the response: 502 page, nothing injected.
+    let mut c = Client::connect(edge.eyeball_addr());
+    let r = c.get("a", "/crlf-header");
+    assert_eq!(r.status, 502);
+    assert!(r.header("set-cookie").is_none());
+    // Reset mid-body: the eyeball connection closes before the announced length.
+    let mut c = Client::connect(edge.eyeball_addr());
+    c.stream
+        .write_all(b"GET /truncate HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let (status, _) = c.read_head();
+    assert_eq!(status, 200);
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        use std::io::Read;
+        match c.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 100_000, "{got}");
+    // The edge and the connection are fine afterwards.
+    let mut c = Client::connect(edge.eyeball_addr());
+    assert_eq!(c.get("a", "/").status, 200);
+}

@@ -148,3 +148,39 @@ fn silent_tcp_and_non_tls_bytes_are_closed() {
     peer.expect_registered();
     std::thread::sleep(Duration::from_millis(1));
 }
+
+#[test]
+fn shutdown_closes_connections_and_listeners() {
+    let t = TestTunnel::new();
+    let (_dir, edge) = edge_with(&t);
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p"));
+    peer.expect_registered();
+    let (tunnel, eyeball) = (edge.tunnel_addrs()[0], edge.eyeball_addr());
+    let mut idle_eyeball = Client::connect(eyeball);
+    edge.shutdown();
+    assert_eq!(peer.next_event(), PeerEvent::Closed);
+    assert!(idle_eyeball.is_closed());
+    assert!(TcpStream::connect(tunnel).is_err());
+    assert!(TcpStream::connect(eyeball).is_err());
+}
+
+/// A second edge on a port the first already listens on must fail to start instead of joining
+/// the first one's SO_REUSEPORT group and silently taking half of its connections.
+#[test]
+fn second_edge_on_a_taken_port_is_refused() {
+    let t = TestTunnel::new();
+    let (_dir, first) = edge_with(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = edge_options(dir.path(), vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
+    opts.tunnel_listen = vec![first.tunnel_addrs()[0]];
+    let err = match ringflare::edge::Edge::start(opts) {
+        Ok(second) => {
+            second.shutdown();
+            panic!("a second edge joined a tunnel port that was already in use");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("bind"), "{err}");
+    assert!(err.contains(&first.tunnel_addrs()[0].to_string()), "{err}");
+    first.shutdown();
+}

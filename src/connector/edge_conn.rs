@@ -71,15 +71,42 @@ enum ControlEvent {
 /// Sent to the supervisor when a connection cannot ever succeed.
 pub type FatalTx = std::sync::mpsc::Sender<String>;
 
-/// Runs HA connection `index` to `addr` until shutdown. Connection 0 reports a permanent
-/// registration failure at startup on `fatal` (cloudflared exits then).
+/// The edge addresses all connections share, and how many connections take from them.
+#[derive(Clone)]
+pub struct EdgeAddrs {
+    pub all: std::sync::Arc<[SocketAddr]>,
+    pub ha: usize,
+}
+
+impl EdgeAddrs {
+    /// Connection `index`'s address after `rotation` rotations: connections start on distinct
+    /// addresses and move to ones no other connection starts on (spec §1.4).
+    pub fn pick(&self, index: u8, rotation: usize) -> Option<SocketAddr> {
+        let len = self.all.len();
+        let spare = len.saturating_sub(self.ha);
+        let i = usize::from(index);
+        let slot = if rotation == 0 || spare == 0 {
+            i
+        } else {
+            self.ha + (i + rotation - 1) % spare
+        };
+        self.all.get(slot % len.max(1)).copied()
+    }
+}
+
+/// Runs HA connection `index` until shutdown. Connection 0 reports a permanent registration
+/// failure at startup on `fatal` (cloudflared exits then).
 pub async fn run(
     core: Rc<Core>,
     index: u8,
-    addr: SocketAddr,
+    addrs: EdgeAddrs,
     first_registered: FirstRegistered,
     fatal: FatalTx,
 ) {
+    let mut rotation = 0usize;
+    let Some(mut addr) = addrs.pick(index, rotation) else {
+        return;
+    };
     let mut backoff = Backoff::new(BACKOFF_BASE, core.shared.options.retries);
     if index > 0 {
         // cloudflared starts connections 1.. only after connection 0 registered, 1 s apart.
@@ -130,6 +157,15 @@ pub async fn run(
             }
             other => {
                 log::error!(connIndex = index, error = other.to_string().as_str(); "Connection terminated")
+            }
+        }
+        // Dial failures and duplicate connections move to another address (spec §1.4).
+        let dup = matches!(&err, ConnError::Register { cause, .. } if cause == "EDUPCONN");
+        if (dup || matches!(err, ConnError::Dial(_))) && addrs.all.len() > addrs.ha {
+            rotation += 1;
+            if let Some(next) = addrs.pick(index, rotation) {
+                log::debug!(connIndex = index, ip = next.ip().to_string().as_str(); "switching to another edge address");
+                addr = next;
             }
         }
         let (wait, cap) = backoff.next(random_unit());
@@ -510,14 +546,14 @@ async fn control_stream(
     let (client, driver) =
         RegistrationClient::connect(H2Reader::new(req.into_body()), H2Writer::new(send));
     let driver_events = events.clone();
-    compio::runtime::spawn(async move {
+    // Kept (not detached) so the control stream can be ended after unregistering.
+    let driver_task = compio::runtime::spawn(async move {
         let reason = match driver.await {
             Ok(()) => "control stream closed by the edge".to_owned(),
             Err(e) => format!("control stream: {e}"),
         };
         let _ = driver_events.unbounded_send(ControlEvent::Closed(reason));
-    })
-    .detach();
+    });
     let o = &core.shared.options;
     let reply = compio::time::timeout(o.rpc_timeout, client.register_connection(&params)).await;
     let details = match reply {
@@ -563,6 +599,10 @@ async fn control_stream(
         }
         Err(_) => log::warn!(connIndex = index; "unregisterConnection timed out"),
     }
+    // As cloudflared: the control-stream handler returns, which ends the stream; an edge
+    // takes that as the cue to close the connection once its in-flight requests are done.
+    drop(client);
+    drop(driver_task);
     let _ = events.unbounded_send(ControlEvent::Unregistered);
 }
 
@@ -591,4 +631,28 @@ pub fn local_config_json(table: &crate::ingress::IngressTable) -> Vec<u8> {
         .collect();
     let doc = serde_json::json!({ "ingress": rules, "warp-routing": {} });
     serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_rotate_through_spares_only() {
+        let all: Vec<SocketAddr> = (1..=6)
+            .map(|i| SocketAddr::from(([127, 0, 0, i], 7844)))
+            .collect();
+        let addrs = EdgeAddrs {
+            all: all.clone().into(),
+            ha: 4,
+        };
+        assert_eq!(addrs.pick(1, 0), Some(all[1]));
+        assert_eq!(addrs.pick(1, 1), Some(all[5]));
+        assert_eq!(addrs.pick(1, 2), Some(all[4]));
+        let exact = EdgeAddrs {
+            all: all[..2].to_vec().into(),
+            ha: 2,
+        };
+        assert_eq!(exact.pick(1, 3), Some(all[1]), "no spare: keep the address");
+    }
 }

@@ -88,7 +88,9 @@ impl AsyncRead for H2Reader {
     }
 }
 
-/// An h2 response body as `futures-io` `AsyncWrite`; each write waits for window.
+/// An h2 response body as `futures-io` `AsyncWrite`; each write waits for window. Dropping it
+/// ends the stream as Go's server does when a handler returns with the peer's side still open:
+/// END_STREAM, then RST_STREAM(NO_ERROR).
 pub struct H2Writer {
     send: SendStream<Bytes>,
 }
@@ -136,5 +138,13 @@ impl AsyncWrite for H2Writer {
     fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         let _ = self.send.send_data(Bytes::new(), true);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for H2Writer {
+    fn drop(&mut self) {
+        // Both calls fail harmlessly when the stream is already closed or reset.
+        let _ = self.send.send_data(Bytes::new(), true);
+        self.send.send_reset(h2::Reason::NO_ERROR);
     }
 }

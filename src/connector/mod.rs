@@ -19,6 +19,7 @@ pub mod options;
 pub mod origin;
 pub mod pipe;
 pub mod proxy;
+pub mod remote_config;
 pub mod response;
 pub mod state;
 pub mod stream;
@@ -218,23 +219,24 @@ fn start(run: TunnelRun) -> Result<i32, String> {
             origin_tls: Default::default(),
             stop: ctx.stop.clone(),
         });
-        let mine: Vec<(u8, std::net::SocketAddr)> = addrs
-            .iter()
-            .take(ha)
-            .enumerate()
-            .filter(|(i, _)| i % threads == ctx.index)
-            .map(|(i, a)| (u8::try_from(i).unwrap_or(u8::MAX), *a))
+        let mine: Vec<u8> = (0..ha)
+            .filter(|i| i % threads == ctx.index)
+            .map(|i| u8::try_from(i).unwrap_or(u8::MAX))
             .collect();
+        let edge_addrs = edge_conn::EdgeAddrs {
+            all: addrs.clone().into(),
+            ha,
+        };
         let first = factory_first.clone();
         let fatal = fatal_tx.clone();
         async move {
             let tasks: Vec<_> = mine
                 .into_iter()
-                .map(|(i, addr)| {
+                .map(|i| {
                     compio::runtime::spawn(edge_conn::run(
                         core.clone(),
                         i,
-                        addr,
+                        edge_addrs.clone(),
                         first.clone(),
                         fatal.clone(),
                     ))

@@ -73,6 +73,8 @@ pub struct Shared {
     pub conns: Box<[Mutex<ConnStatus>]>,
     pub register_success: AtomicU64,
     pub register_fail: AtomicU64,
+    /// Version of the last applied remote configuration; -1 until one arrives.
+    pub config_version: std::sync::Mutex<i32>,
     pub started: Instant,
 }
 
@@ -94,6 +96,7 @@ impl Shared {
                 .collect(),
             register_success: AtomicU64::new(0),
             register_fail: AtomicU64::new(0),
+            config_version: std::sync::Mutex::new(-1),
             started: Instant::now(),
         }
     }

@@ -16,7 +16,9 @@ use super::pipe::pipe_raw;
 use super::proxy::{Outcome, proxy_http, respond_error};
 use super::response::origin_head;
 use crate::ingress::{Matched, OriginRequest, Rule, Service};
-use crate::proto::http2::{ConfigPushResponse, RequestKind, classify, websocket_accept};
+use crate::proto::http2::{
+    ConfigPushRequest, ConfigPushResponse, RequestKind, classify, websocket_accept,
+};
 
 /// Decrements the concurrent-requests gauge however the stream ends.
 struct InFlight<'a>(&'a Core);
@@ -49,10 +51,17 @@ pub async fn serve(
             respond.send_reset(h2::Reason::REFUSED_STREAM);
             return;
         }
-        RequestKind::ConfigurationUpdate => config_update(req, &mut respond).await,
+        RequestKind::ConfigurationUpdate => config_update(core, req, &mut respond).await,
         RequestKind::TcpStream => tcp_stream(core, req, &mut respond).await,
         RequestKind::Http | RequestKind::Websocket => {
-            route(core, req, &mut respond, kind == RequestKind::Websocket).await
+            route(
+                core,
+                req,
+                &mut respond,
+                kind == RequestKind::Websocket,
+                conn_index,
+            )
+            .await
         }
     };
     match status {
@@ -75,6 +84,7 @@ async fn route(
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
     websocket: bool,
+    conn_index: u8,
 ) -> Result<u16, String> {
     let host = req
         .uri()
@@ -89,10 +99,11 @@ async fn route(
         .unwrap_or_default();
     // The table is held for this request only: a reload during it does not affect it.
     let table = core.shared.ingress.load();
-    let rule = match table.find(&host, req.uri().path()) {
-        Matched::Rule(i) => table.rule(i),
+    let (rule, index) = match table.find(&host, req.uri().path()) {
+        Matched::Rule(i) => (table.rule(i), i.0),
         Matched::Internal(_) => return Err("management requests are not supported".into()),
     };
+    log_request(&req, &host, conn_index, index, rule);
     if rule.access.as_ref().is_some_and(|a| a.required) {
         // Without a JWT cloudflared answers 403; validating one needs the team's JWKS over
         // the network, which this build does not fetch, so a present token is a 502.
@@ -137,6 +148,35 @@ async fn route(
             Err("stream services need a websocket request (use cloudflared access)".into())
         }
     }
+}
+
+/// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The
+/// level check comes first, so a disabled debug level costs nothing per request.
+fn log_request(req: &Request<RecvStream>, host: &str, conn_index: u8, index: usize, rule: &Rule) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let cf_ray = req
+        .headers()
+        .get("cf-ray")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let length = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-1");
+    log::debug!(
+        connIndex = conn_index,
+        cfRay = cf_ray,
+        host = host,
+        path = req.uri().path(),
+        ingressRule = index,
+        originService = rule.service.to_string().as_str(),
+        content_length = length;
+        "{} http://localhost:8080{path_query} HTTP/2.0", req.method()
+    );
 }
 
 /// `Cf-Access-Jump-Destination` with scheme and path stripped.
@@ -281,29 +321,29 @@ async fn tcp_stream(
     result
 }
 
-/// A configuration push over http2 (spec §3.8). Remote management is not applied by this
-/// build: the reply says the push failed (`err` non-null) and keeps the local rules.
+/// A configuration push over http2 (spec §3.8, §5.6): a newer version replaces the ingress
+/// rules; an older one is acknowledged with the current version; a bad one keeps the rules.
 async fn config_update(
+    core: &Core,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<u16, String> {
     let mut body = req.into_body();
-    let mut len = 0usize;
+    let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| e.to_string())?;
-        len += chunk.len();
         super::h2stream::release(&mut body, chunk.len());
-        if len > 16 << 20 {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > 16 << 20 {
             return Err("configuration push too large".into());
         }
     }
-    log::warn!(
-        "Remote configuration pushes are not applied by this build; keeping local ingress rules"
-    );
-    let reply = ConfigPushResponse {
-        last_applied_version: -1,
-        err: Some("remote configuration is not supported".into()),
+    let push: ConfigPushRequest = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        // cloudflared answers a body it cannot decode with its 502.
+        Err(e) => return Err(format!("invalid configuration push: {e}")),
     };
+    let reply = apply_push(core, &push);
     let json = serde_json::to_string(&reply).map_err(|e| e.to_string())?;
     let mut resp = http::Response::new(());
     *resp.status_mut() = http::StatusCode::OK;
@@ -313,4 +353,39 @@ async fn config_update(
     send.send_data(Bytes::from(json), true)
         .map_err(|e| e.to_string())?;
     Ok(200)
+}
+
+fn apply_push(core: &Core, push: &ConfigPushRequest) -> ConfigPushResponse {
+    let shared = &core.shared;
+    // Held while parsing so two cores applying pushes at once cannot go backwards.
+    let Ok(mut current) = shared.config_version.lock() else {
+        return ConfigPushResponse {
+            last_applied_version: -1,
+            err: Some("configuration state unavailable".into()),
+        };
+    };
+    if push.version <= *current {
+        return ConfigPushResponse {
+            last_applied_version: *current,
+            err: None,
+        };
+    }
+    match super::remote_config::parse_remote(push.config.get().as_bytes()) {
+        Ok(table) => {
+            shared.ingress.publish(table);
+            *current = push.version;
+            log::info!(version = push.version, config = push.config.get(); "Updated to new configuration");
+            ConfigPushResponse {
+                last_applied_version: push.version,
+                err: None,
+            }
+        }
+        Err(e) => {
+            log::error!(version = push.version, error = e.as_str(); "Failed to apply remote configuration");
+            ConfigPushResponse {
+                last_applied_version: *current,
+                err: Some(e),
+            }
+        }
+    }
 }

@@ -3,8 +3,7 @@
 //! payload goes to a TCP origin (spec §3.6, cloudflared's `access` path); `hello_world`'s `/ws`
 //! echoes frames back. Frames are decoded from bytes the caller feeds and unmasked in place.
 //!
-//! Limits: a frame larger than [`MAX_FRAME`] ends the stream; on the TCP bridge, pings from the
-//! client are not answered (the payload direction never blocks on them).
+//! Limits: a frame larger than [`MAX_FRAME`] ends the stream.
 
 use std::pin::pin;
 
@@ -14,7 +13,7 @@ use h2::{RecvStream, SendStream};
 
 use super::h2stream::{release, send_all};
 use super::origin::OriginStream;
-use super::origin::http::fill;
+use super::origin::http::READ_CHUNK;
 use super::pipe::first_of;
 
 /// Largest frame payload accepted from the eyeball.
@@ -120,16 +119,23 @@ pub async fn send_frame(
     Ok(())
 }
 
-/// Bridges websocket frames on the h2 stream with a TCP origin until either side ends.
+/// Bridges websocket frames on the h2 stream with a TCP origin until either side ends. Pings
+/// from the eyeball are answered (cloudflared's access client drops a connection whose pings
+/// go unanswered); the answering goes through the origin->edge task, which owns the send half.
 pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin: OriginStream) {
     let (mut rd, mut wr) = origin.split();
+    let (ctrl_tx, mut ctrl_rx) = futures_channel::mpsc::unbounded::<(u8, Bytes)>();
     {
         let down = pin!(async {
-            let mut buf = BytesMut::with_capacity(super::origin::http::READ_CHUNK);
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
             loop {
-                match fill(&mut rd, &mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
+                match next_down(&mut rd, &mut buf, &mut ctrl_rx).await {
+                    Down::Control(op, payload) => {
+                        if send_frame(send, op, payload).await.is_err() {
+                            return;
+                        }
+                    }
+                    Down::Data => {
                         if send_frame(send, OP_BINARY, buf.split().freeze())
                             .await
                             .is_err()
@@ -137,6 +143,7 @@ pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin:
                             return;
                         }
                     }
+                    Down::End => return,
                 }
             }
         });
@@ -149,6 +156,9 @@ pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin:
                 loop {
                     match decode(&mut buf) {
                         Ok(Some(f)) if f.opcode == OP_CLOSE => return,
+                        Ok(Some(f)) if f.opcode == OP_PING => {
+                            let _ = ctrl_tx.unbounded_send((OP_PONG, f.payload));
+                        }
                         Ok(Some(f)) if matches!(f.opcode, OP_CONT | OP_TEXT | OP_BINARY) => {
                             if wr.write_all(&f.payload).await.is_err() || wr.flush().await.is_err()
                             {
@@ -170,6 +180,50 @@ pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin:
     let _ = wr.close().await;
     let _ = send_frame(send, OP_CLOSE, Bytes::from_static(&[0x03, 0xe8])).await;
     let _ = send.send_data(Bytes::new(), true);
+}
+
+/// What the origin->edge direction does next.
+enum Down {
+    /// A control frame (pong) to send.
+    Control(u8, Bytes),
+    /// New origin bytes are in the buffer.
+    Data,
+    /// The origin closed or failed.
+    End,
+}
+
+/// Waits for a queued control frame or origin bytes, whichever comes first. The read happens
+/// inside one poll, so a pending read never leaves the buffer half-resized.
+async fn next_down(
+    rd: &mut futures_util::io::ReadHalf<OriginStream>,
+    buf: &mut BytesMut,
+    ctrl: &mut futures_channel::mpsc::UnboundedReceiver<(u8, Bytes)>,
+) -> Down {
+    use futures_util::StreamExt;
+    use futures_util::io::AsyncRead;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(Some((op, payload))) = ctrl.poll_next_unpin(cx) {
+            return std::task::Poll::Ready(Down::Control(op, payload));
+        }
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let res = std::pin::Pin::new(&mut *rd).poll_read(cx, &mut buf[start..]);
+        match res {
+            std::task::Poll::Ready(Ok(n)) if n > 0 => {
+                buf.truncate(start + n);
+                std::task::Poll::Ready(Down::Data)
+            }
+            std::task::Poll::Ready(_) => {
+                buf.truncate(start);
+                std::task::Poll::Ready(Down::End)
+            }
+            std::task::Poll::Pending => {
+                buf.truncate(start);
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// Echoes every data frame back and answers pings (hello_world's `/ws`).

@@ -33,7 +33,7 @@ use crate::proto::headers::{
     deserialize_headers_into,
 };
 use crate::proto::http2::ResponseMeta;
-use crate::runtime::StopSignal;
+use crate::runtime::{StopSignal, relay};
 
 /// Read size from the eyeball socket.
 const READ_CHUNK: usize = 64 * 1024;
@@ -43,6 +43,8 @@ const SOCKET_BUF: usize = 128 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// After the response is complete, how long the rest of an unread request body may take.
 const BODY_AFTER_RESPONSE: Duration = Duration::from_secs(10);
+/// Connections tried when opening a stream fails before anything was sent.
+const OPEN_ATTEMPTS: usize = 3;
 /// After one direction of a websocket ends, how long the other may continue.
 const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -76,7 +78,8 @@ pub(crate) async fn accept_loop(
         let stop = stop.clone();
         let guard = tasks.enter_guard();
         let tls = tls.clone();
-        compio::runtime::spawn(async move {
+        // Homed: this task waits on tunnel connections owned by other cores (runtime::relay).
+        compio::runtime::spawn(relay::homed(async move {
             let _guard = guard;
             match tls {
                 None => {
@@ -99,7 +102,7 @@ pub(crate) async fn accept_loop(
                     super::until_stopped(&stop, work).await;
                 }
             }
-        })
+        }))
         .detach();
     }
 }
@@ -231,33 +234,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
             return false;
         };
         let host = route_host(&authority);
-        let guard = match self.shared.route(&host) {
-            Ok(g) => g,
-            Err(RouteError::UnknownHost) => {
-                log::debug!(host:% = host; "No tunnel for host");
-                return self
-                    .write_page(
-                        &pages::UNKNOWN_HOST,
-                        &host,
-                        &ray,
-                        keep_alive && !has_body,
-                        head.version,
-                    )
-                    .await;
-            }
-            Err(RouteError::NoConnector(tunnel)) => {
-                log::debug!(host:% = host, tunnelID:% = tunnel; "No connector registered for tunnel");
-                return self
-                    .write_page(
-                        &pages::NO_CONNECTOR,
-                        &host,
-                        &ray,
-                        keep_alive && !has_body,
-                        head.version,
-                    )
-                    .await;
-            }
-        };
         let websocket = head.is_websocket_upgrade();
         let Some(request) = self.build_request(&head, &authority, &ray, websocket) else {
             let _ = self
@@ -266,20 +242,65 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
             return false;
         };
         let end_of_stream = !has_body && !websocket;
-        let opened = match guard.conn.send.clone().ready().await {
-            Ok(mut send) => send.send_request(request, end_of_stream),
-            Err(e) => Err(e),
-        };
-        let (response, body_tx) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
-                    "Opening a stream on the tunnel connection failed");
-                return self
-                    .write_page(&pages::TUNNEL_FAILED, &host, &ray, false, head.version)
-                    .await;
+        // A connection that just died may still be listed for a moment: it fails `ready()`
+        // before anything was sent, so another connection is tried.
+        let mut attempts = 0;
+        let (guard, response, body_tx) = loop {
+            attempts += 1;
+            let guard = match self.shared.route(&host) {
+                Ok(g) => g,
+                Err(RouteError::UnknownHost) => {
+                    log::debug!(host:% = host; "No tunnel for host");
+                    return self
+                        .write_page(
+                            &pages::UNKNOWN_HOST,
+                            &host,
+                            &ray,
+                            keep_alive && !has_body,
+                            head.version,
+                        )
+                        .await;
+                }
+                Err(RouteError::NoConnector(tunnel)) => {
+                    log::debug!(host:% = host, tunnelID:% = tunnel;
+                        "No connector registered for tunnel");
+                    return self
+                        .write_page(
+                            &pages::NO_CONNECTOR,
+                            &host,
+                            &ray,
+                            keep_alive && !has_body,
+                            head.version,
+                        )
+                        .await;
+                }
+            };
+            let mut send = match guard.conn.send.clone().ready().await {
+                Ok(send) => send,
+                Err(e) => {
+                    log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
+                        "Tunnel connection not usable, trying another");
+                    if attempts >= OPEN_ATTEMPTS {
+                        return self
+                            .write_page(&pages::TUNNEL_FAILED, &host, &ray, false, head.version)
+                            .await;
+                    }
+                    continue;
+                }
+            };
+            match send.send_request(request, end_of_stream) {
+                Ok((response, body_tx)) => break (guard, response, body_tx),
+                Err(e) => {
+                    log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
+                        "Opening a stream on the tunnel connection failed");
+                    return self
+                        .write_page(&pages::TUNNEL_FAILED, &host, &ray, false, head.version)
+                        .await;
+                }
             }
         };
+        // Counts this stream on its connection until the exchange ends (drain waits on it).
+        let _guard = guard;
         let ctx = Exchange {
             method: head.method.clone(),
             version: head.version,
@@ -314,21 +335,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
                 pump_body(rd, buf, BodyDecoder::new(framing), body_tx).await
             }
         });
-        let respond = pin!(async {
-            match compio::time::timeout(timeout, response).await {
-                Err(_) => Err(&pages::TIMEOUT),
-                Ok(Err(e)) => {
-                    log::debug!(error:% = e; "Tunnel stream failed before the response");
-                    Err(&pages::TUNNEL_FAILED)
-                }
-                Ok(Ok(resp)) => Ok(resp),
-            }
-        });
+        // Cloudflare's 524 clock starts once the request is sent: while the body is still
+        // streaming up, the response may take as long as it needs.
+        let mut response = response;
+        let respond = pin!(&mut response);
         // The response may arrive while the body is still streaming (echo), or before the
         // body was read at all (an early error): handle whichever finishes first.
         let (pumped, response) = match select(pump, respond).await {
-            Either::Left((pumped, respond)) => (Some(pumped), respond.await),
-            Either::Right((response, pump)) => match response {
+            Either::Left((pumped, _)) => {
+                let response = match compio::time::timeout(timeout, response).await {
+                    Err(_) => Err(&pages::TIMEOUT),
+                    Ok(r) => r.map_err(response_error),
+                };
+                (Some(pumped), response)
+            }
+            Either::Right((response, pump)) => match response.map_err(response_error) {
                 Ok(resp) => {
                     let (pumped, keep) = join_response(pump, wr, resp, &ctx).await;
                     return keep && pumped.is_ok();
@@ -527,6 +548,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
     }
 }
 
+/// The page for a stream that failed before its response headers.
+fn response_error(e: h2::Error) -> &'static ErrorPage {
+    log::debug!(error:% = e; "Tunnel stream failed before the response");
+    &pages::TUNNEL_FAILED
+}
+
 /// Abandons a request stream whose body will never come.
 fn body_tx_reset(mut tx: h2::SendStream<Bytes>) {
     tx.send_reset(h2::Reason::CANCEL);
@@ -591,7 +618,10 @@ async fn pump_body<R: AsyncRead + Unpin>(
                     return Ok(());
                 }
                 None => {
-                    if read_more(rd, buf).await? == 0 {
+                    let read = compio::time::timeout(IDLE_TIMEOUT, read_more(rd, buf))
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
+                    if read? == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "eyeball closed during the request body",
@@ -728,14 +758,39 @@ async fn write_response<W: AsyncWrite + Unpin>(
         });
     }
     add_edge_headers(&mut head.headers, &ctx.ray, keep_alive, ctx.version);
-    if !write_head(wr, &head).await {
+    let mut encoded = BytesMut::with_capacity(512);
+    if let Err(e) = head.encode(&mut encoded) {
+        // A value with CR/LF/NUL (possible inside base64-serialized headers) would split
+        // the response: refuse it as a bad gateway instead.
+        log::warn!(host:% = ctx.host, error:% = e; "Connector sent an unencodable response header");
+        return write_page(
+            wr,
+            &pages::BAD_GATEWAY,
+            &ctx.host,
+            &ctx.ray,
+            false,
+            ctx.version,
+        )
+        .await;
+    }
+    if wr.write_all(&encoded).await.is_err() {
         return false;
     }
     if no_body {
-        return keep_alive;
+        return wr.flush().await.is_ok() && keep_alive;
     }
     let mut sent: u64 = 0;
-    let mut next = body.data().await;
+    // The head goes out with the first frame when that is already here, else at once (an
+    // event stream's head must not wait for its first event).
+    let mut next = match body.data().now_or_never() {
+        Some(n) => n,
+        None => {
+            if wr.flush().await.is_err() {
+                return false;
+            }
+            body.data().await
+        }
+    };
     while let Some(chunk) = next {
         let chunk = match chunk {
             Ok(c) => c,

@@ -374,10 +374,11 @@ fn eyeball_acceptor(opts: &EdgeOptions) -> Result<TlsAcceptor, EdgeError> {
 
 /// Resolves port 0 by binding a non-listening `SO_REUSEPORT` socket; returns the address
 /// every worker binds.
+///
+/// A fixed port is first probed with a plain bind: `SO_REUSEPORT` would otherwise let this edge
+/// join a port another process (a second edge, say) already listens on and silently split the
+/// connections between the two.
 fn reserve(addr: SocketAddr, keep: &mut Vec<socket2::Socket>) -> Result<SocketAddr, EdgeError> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
     let err = |op: &'static str| {
         move |source| {
             EdgeError::Bind(SocketError {
@@ -387,6 +388,20 @@ fn reserve(addr: SocketAddr, keep: &mut Vec<socket2::Socket>) -> Result<SocketAd
             })
         }
     };
+    if addr.port() != 0 {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(err("socket"))?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(true).map_err(err("IPV6_V6ONLY"))?;
+        }
+        probe.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
+        probe.bind(&addr.into()).map_err(err("bind"))?;
+        return Ok(addr);
+    }
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,

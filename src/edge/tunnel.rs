@@ -39,7 +39,7 @@ use crate::proto::{
     ConnectionDetails, ConnectionError, ConnectionResponse, RegisterConnectionParams,
     RegistrationServer, RpcError, serve_registration,
 };
-use crate::runtime::{StopSignal, TcpTuning, apply_tuning, h2io};
+use crate::runtime::{StopSignal, TcpTuning, apply_tuning, h2io, relay};
 
 /// How long a closing connection waits for the connector to end the control stream (so
 /// the last RPC reply is delivered) before the socket is dropped.
@@ -117,13 +117,13 @@ pub(crate) async fn accept_loop(
         let acceptor = acceptor.clone();
         let stop = stop.clone();
         let guard = tasks.enter_guard();
-        compio::runtime::spawn(async move {
+        compio::runtime::spawn(relay::homed(async move {
             let _guard = guard;
             let finished = super::until_stopped(&stop, conn.serve(tcp, acceptor)).await;
             if !finished {
                 log::debug!(peer:% = peer; "Closed tunnel connection: edge shutting down");
             }
-        })
+        }))
         .detach();
     }
 }
@@ -196,8 +196,9 @@ impl Connection {
             .await
             .map_err(|_| ConnError::H2Timeout(limit))?
             .map_err(ConnError::H2)?;
-        // The h2 connection task owns the socket; dropping it closes the connection.
-        let mut driver = Once::new(compio::runtime::spawn(h2conn));
+        // The h2 connection task owns the socket; dropping it closes the connection. Eyeball
+        // tasks on other cores wake it through the relay (runtime::relay explains why).
+        let mut driver = Once::new(compio::runtime::spawn(relay::homed(h2conn)));
 
         let result = self.control(send, &mut driver).await;
         // Close: every handle is gone now, so h2 sends GOAWAY and finishes; bound the wait.

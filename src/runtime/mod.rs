@@ -7,6 +7,7 @@
 mod driver;
 pub mod h2io;
 mod net;
+pub mod relay;
 mod workers;
 
 pub use driver::{

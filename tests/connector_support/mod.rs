@@ -290,6 +290,19 @@ impl Connector {
         tunnel_flags: &[String],
         run_flags: &[&str],
     ) -> Connector {
+        Connector::spawn_env(edges, ca, token, config, tunnel_flags, run_flags, &[])
+    }
+
+    /// Like [`Connector::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        edges: &[SocketAddr],
+        ca: &Path,
+        token: &str,
+        config: Option<&Path>,
+        tunnel_flags: &[String],
+        run_flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Connector {
         // Logs live outside the edge's temp dir so a failing test can still print them.
         let logs = std::env::temp_dir().join("ringflare-test-logs");
         let _ = std::fs::create_dir_all(&logs);
@@ -310,6 +323,7 @@ impl Connector {
             .args(["--token", token])
             .args(run_flags)
             .env_remove("TUNNEL_TOKEN")
+            .envs(env.iter().copied())
             .env("HOME", &logs)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

@@ -586,6 +586,38 @@ async fn handle(
                 .map_err(|_| h2::Reason::CANCEL)?;
             send.send_data(Bytes::new(), true)
         }
+        "/zeros" => {
+            // Bulk download without per-byte work at the origin: one shared 1 MiB chunk.
+            let n = query(&req, "n").unwrap_or(0) as usize;
+            let len = n.to_string();
+            let mut send =
+                respond.send_response(response(200, &[("Content-Length", &len)]), false)?;
+            let chunk = Bytes::from(vec![0u8; 1 << 20]);
+            let mut left = n;
+            while left > 0 {
+                let take = left.min(chunk.len());
+                send_all(&mut send, chunk.slice(..take))
+                    .await
+                    .map_err(|_| h2::Reason::CANCEL)?;
+                left -= take;
+            }
+            send.send_data(Bytes::new(), true)
+        }
+        "/discard" => {
+            // Bulk upload: count the bytes, answer with the count.
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk?;
+                n += chunk.len();
+                body.flow_control().release_capacity(chunk.len())?;
+            }
+            let text = n.to_string();
+            let len = text.len().to_string();
+            let mut send =
+                respond.send_response(response(200, &[("Content-Length", &len)]), false)?;
+            send.send_data(Bytes::from(text), true)
+        }
         "/chunked" => {
             let mut send = respond.send_response(
                 response(200, &[("Content-Type", "text/plain"), ("X-Peer", name)]),
@@ -631,6 +663,37 @@ async fn handle(
                 false,
             )?;
             send.send_data(Bytes::from_static(b"slow"), true)
+        }
+        "/bad-serialized" => {
+            let resp = http::Response::builder()
+                .status(200)
+                .header(RESPONSE_HEADERS, "not base64!:x;y")
+                .header(RESPONSE_META, META_ORIGIN)
+                .body(())
+                .unwrap();
+            respond.send_response(resp, true)?;
+            Ok(())
+        }
+        "/crlf-header" => {
+            let mut send = respond.send_response(
+                response(
+                    200,
+                    &[
+                        ("X-Evil", "a\r\nSet-Cookie: injected=1"),
+                        ("Content-Length", "2"),
+                    ],
+                ),
+                false,
+            )?;
+            send.send_data(Bytes::from_static(b"ok"), true)
+        }
+        "/truncate" => {
+            let mut send =
+                respond.send_response(response(200, &[("Content-Length", "100000")]), false)?;
+            send.send_data(Bytes::from(vec![b'x'; 1000]), false)?;
+            compio::time::sleep(Duration::from_millis(50)).await;
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            Ok(())
         }
         "/origin-down" => {
             let resp = http::Response::builder()
@@ -721,6 +784,17 @@ impl Response {
     }
 }
 
+/// `read`, retried on EINTR: a socket read with a timeout is not restarted after a signal
+/// (signal(7)), and other tests in the same binary may signal the process.
+fn read_retrying(stream: &mut StdTcp, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A keep-alive eyeball connection with a read buffer.
 pub struct Client {
     pub stream: StdTcp,
@@ -747,7 +821,7 @@ impl Client {
 
     fn fill(&mut self) -> usize {
         let mut tmp = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut tmp).unwrap_or(0);
+        let n = read_retrying(&mut self.stream, &mut tmp).unwrap_or(0);
         self.buf.extend_from_slice(&tmp[..n]);
         n
     }
@@ -776,6 +850,22 @@ impl Client {
                 self.fill() > 0,
                 "connection closed before the response head"
             );
+        }
+    }
+
+    /// Reads and discards exactly `n` body bytes.
+    pub fn discard_body(&mut self, n: usize) {
+        let mut left = n;
+        let have = self.buf.len().min(left);
+        self.buf.drain(..have);
+        left -= have;
+        let mut tmp = vec![0u8; 256 * 1024];
+        while left > 0 {
+            let got = read_retrying(&mut self.stream, &mut tmp).unwrap();
+            assert!(got > 0, "connection closed mid-body");
+            let used = got.min(left);
+            self.buf.extend_from_slice(&tmp[used..got]);
+            left -= used;
         }
     }
 
