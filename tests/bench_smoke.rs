@@ -176,6 +176,11 @@ fn websocket_echo_idle_and_tcp_modes() {
     assert_eq!(u(&v, "/connections_opened"), 200);
     assert_eq!(u(&v, "/status/1xx"), 200);
     assert_eq!(
+        u(&v, "/requests"),
+        200,
+        "requests counts WebSockets held to the end"
+    );
+    assert_eq!(
         u(&v, "/error_total"),
         0,
         "every idle websocket still echoes at the end"
@@ -265,8 +270,9 @@ fn plot_and_usage_errors() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--rate"));
 }
 
-/// The CI smoke of the end-to-end benchmark: every leg that can run must move real traffic
-/// with no errors, and the JSON must hold one result per workload per leg.
+/// The CI smoke of the end-to-end benchmark: the origin leg and the built-in edge + ringflare
+/// connector leg must move real traffic with no errors, and the JSON must hold one result per
+/// workload per leg with the connector's CPU time and peak RSS.
 #[test]
 fn e2e_quick_smoke() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,7 +319,18 @@ fn e2e_quick_smoke() {
             }
         }
         let idle = results.iter().find(|r| r["workload"] == "ws_idle").unwrap();
-        assert_eq!(u(idle, "/report/connections_opened"), 200);
+        assert_eq!(
+            u(idle, "/report/requests"),
+            200,
+            "every idle WebSocket held"
+        );
     }
-    assert!(ran >= 1);
+    // Origin and the edge + ringflare connector leg both ran (1k_c512 through the edge is
+    // also the regression test for the cross-core wake deadlock).
+    assert_eq!(legs[1]["name"], "ringflare");
+    assert!(legs[1]["skipped"].is_null(), "{}", legs[1]["skipped"]);
+    assert_eq!(ran, 2);
+    for r in legs[1]["results"].as_array().unwrap() {
+        assert!(r["note"].is_null(), "the tunnel had to be restarted: {r}");
+    }
 }

@@ -369,29 +369,33 @@ fn run_workloads(
     suite: &[Workload],
     args: &E2eArgs,
 ) -> Vec<WorkloadResult> {
-    let mut out = Vec::new();
-    for w in suite {
-        eprintln!("e2e: {leg} / {} ...", w.name);
-        if let Some(p) = measured {
-            p.reset_peak_rss();
-        }
-        let cpu0 = measured.and_then(Proc::cpu);
-        let started = Instant::now();
-        let result = run_one(base, w, args);
-        let wall = started.elapsed();
-        let cpu = match (cpu0, measured.and_then(Proc::cpu)) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        out.push(WorkloadResult::new(
-            w,
-            result,
-            cpu,
-            measured.and_then(Proc::peak_rss_kib),
-            wall,
-        ));
+    suite
+        .iter()
+        .map(|w| run_measured(leg, base, measured, w, args))
+        .collect()
+}
+
+/// One workload, with the measured process's CPU time and peak RSS around it.
+fn run_measured(
+    leg: &str,
+    base: SocketAddr,
+    measured: Option<&Proc>,
+    w: &Workload,
+    args: &E2eArgs,
+) -> WorkloadResult {
+    eprintln!("e2e: {leg} / {} ...", w.name);
+    if let Some(p) = measured {
+        p.reset_peak_rss();
     }
-    out
+    let cpu0 = measured.and_then(Proc::cpu);
+    let started = Instant::now();
+    let result = run_one(base, w, args);
+    let wall = started.elapsed();
+    let cpu = match (cpu0, measured.and_then(Proc::cpu)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    WorkloadResult::new(w, result, cpu, measured.and_then(Proc::peak_rss_kib), wall)
 }
 
 fn run_one(base: SocketAddr, w: &Workload, args: &E2eArgs) -> Result<super::Report, String> {
@@ -458,17 +462,36 @@ fn tunnel_leg(
         leg.skipped = Some(format!("creating {}: {e}", leg_dir.display()));
         return leg;
     }
-    match start_tunnel(&leg_dir, bin, origin) {
-        Ok(mut t) => {
-            leg.results = run_workloads(&name, t.eyeball, Some(&t.connector), suite, args);
+    let mut tunnel = start_tunnel(&leg_dir, bin, origin);
+    for w in suite {
+        let t = match &mut tunnel {
+            Ok(t) => t,
+            Err(e) => {
+                let e = e.lines().next().unwrap_or_default().to_owned();
+                eprintln!("e2e: leg {name} skipped: {e}");
+                if leg.results.is_empty() {
+                    leg.skipped = Some(e);
+                }
+                break;
+            }
+        };
+        let mut result = run_measured(&name, t.eyeball, Some(&t.connector), w, args);
+        // A wedged edge or connector would fail every later workload: say so, start afresh.
+        if probe(t.eyeball) != Ok(200) {
+            result.note = Some("the tunnel stopped answering after this workload; edge and connector were restarted".into());
+            eprintln!(
+                "e2e: {name}: tunnel stopped answering after {}; restarting it",
+                w.name
+            );
             t.connector.stop(Duration::from_secs(5));
             t.edge.stop(Duration::from_secs(5));
+            tunnel = start_tunnel(&leg_dir, bin, origin);
         }
-        Err(e) => {
-            let e = e.lines().next().unwrap_or_default().to_owned();
-            eprintln!("e2e: leg {name} skipped: {e}");
-            leg.skipped = Some(e);
-        }
+        leg.results.push(result);
+    }
+    if let Ok(t) = &mut tunnel {
+        t.connector.stop(Duration::from_secs(5));
+        t.edge.stop(Duration::from_secs(5));
     }
     leg
 }

@@ -81,6 +81,8 @@ pub struct WorkloadResult {
     pub cpu_s_per_100k_requests: Option<f64>,
     /// Connector peak RSS during the workload (VmHWM), KiB.
     pub connector_peak_rss_kib: Option<u64>,
+    /// Anything the harness had to do (e.g. restart a wedged tunnel).
+    pub note: Option<String>,
 }
 
 impl WorkloadResult {
@@ -115,6 +117,7 @@ impl WorkloadResult {
             wall_s: wall.as_secs_f64(),
             connector_cpu_s: cpu_s,
             connector_peak_rss_kib: peak_rss_kib,
+            note: None,
         }
     }
 
@@ -124,7 +127,7 @@ impl WorkloadResult {
         Some(match self.metric {
             Metric::RequestsPerS => r.requests_per_s,
             Metric::MbPerS => r.mb_per_s,
-            Metric::Held => r.connections_opened.saturating_sub(r.error_total) as f64,
+            Metric::Held => r.requests as f64,
         })
     }
 }
@@ -198,6 +201,9 @@ pub fn render_table(res: &Results) -> String {
                 opt(w.connector_peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
                 r.error_total
             );
+            if let Some(note) = &w.note {
+                out += &format!("{:<10} {:<20} note: {note}\n", "", "");
+            }
         }
     }
     out += "ratio: leg / origin on requests/s (1k_*), MB/s (transfers) or WebSockets held (ws_idle).\n";

@@ -22,7 +22,8 @@ pub enum Mode {
     Http,
     /// WebSocket echo round trips of `--message-size` bytes.
     Ws,
-    /// WebSockets opened and held idle for the duration, then checked with one echo each.
+    /// WebSockets opened and held idle for the duration, then checked with one echo each;
+    /// `requests` counts those that passed.
     WsIdle,
     /// Raw TCP echo of `--message-size` bytes per round trip (large sizes = bulk transfer).
     Tcp,

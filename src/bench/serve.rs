@@ -89,8 +89,20 @@ pub fn start(cfg: &ServeConfig) -> Result<Origin, String> {
         io_driver: cfg.io_driver,
         no_pinning: !cfg.pin,
     };
-    let workers = Workers::spawn(config, move |ctx: WorkerCtx| worker(ctx, http, tcp))
-        .map_err(|e| format!("starting origin workers: {e}"))?;
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let workers = Workers::spawn(config, move |ctx: WorkerCtx| {
+        worker(ctx, http, tcp, bound_tx.clone())
+    })
+    .map_err(|e| format!("starting origin workers: {e}"))?;
+    // Workers bind inside their runtimes; report "listening" only once every one has, or a
+    // client racing the announcement would hit the non-listening reservation and be refused.
+    for _ in 0..workers.len() {
+        match bound_rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("origin workers did not bind their listeners in time".into()),
+        }
+    }
     Ok(Origin {
         http,
         tcp,
@@ -99,20 +111,29 @@ pub fn start(cfg: &ServeConfig) -> Result<Origin, String> {
     })
 }
 
-async fn worker(ctx: WorkerCtx, http: SocketAddr, tcp: Option<SocketAddr>) {
+async fn worker(
+    ctx: WorkerCtx,
+    http: SocketAddr,
+    tcp: Option<SocketAddr>,
+    bound: std::sync::mpsc::Sender<Result<(), String>>,
+) {
     let listener = match bind_reuseport(http) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("bench serve worker {}: {e}", ctx.index);
+            let _ = bound.send(Err(format!("bench serve worker {}: {e}", ctx.index)));
             return;
         }
     };
     if let Some(addr) = tcp {
         match bind_reuseport(addr) {
             Ok(l) => compio::runtime::spawn(accept_loop(l, tcp_echo)).detach(),
-            Err(e) => eprintln!("bench serve worker {}: {e}", ctx.index),
+            Err(e) => {
+                let _ = bound.send(Err(format!("bench serve worker {}: {e}", ctx.index)));
+                return;
+            }
         }
     }
+    let _ = bound.send(Ok(()));
     let stop = ctx.stop.clone();
     futures_util::future::select(
         Box::pin(accept_loop(listener, http_connection)),

@@ -197,6 +197,8 @@ async fn open(w: &Worker, sent: &mut u64) -> Option<(TcpStream, BytesMut)> {
 }
 
 /// Idle WebSocket: upgrade, hold until the deadline, then prove liveness with one echo.
+/// Counts one request per WebSocket that passed (so `requests` = WebSockets held), with
+/// the handshake time as its latency; every failure is an error by kind.
 pub(super) async fn ws_idle_connection(w: &Worker, job: ConnJob) {
     compio::time::sleep(IDLE_STAGGER * (job.index as u32)).await;
     let Some(deadline) = w.deadline else { return };
@@ -206,11 +208,8 @@ pub(super) async fn ws_idle_connection(w: &Worker, job: ConnJob) {
         let Some((stream, _)) = open(w, &mut attempts).await else {
             continue;
         };
-        {
-            let mut stats = w.stats.borrow_mut();
-            stats.record(started.elapsed(), 0, 0, w.live());
-            stats.record_status(101, w.live());
-        }
+        let handshake = started.elapsed();
+        w.stats.borrow_mut().record_status(101, w.live());
         let mut reader = &stream;
         let hold = compio::time::timeout_at(deadline, reader.read(BytesMut::with_capacity(1024)));
         match hold.await {
@@ -228,7 +227,9 @@ pub(super) async fn ws_idle_connection(w: &Worker, job: ConnJob) {
         }
         let check = ws_round_trip(&stream, message_frame(w.plan.message_size), BytesMut::new());
         match compio::time::timeout(IDLE_CHECK_TIMEOUT, check).await {
-            Ok((Ok(_), _)) => {}
+            // One "request" per WebSocket held to the end and still echoing; its latency
+            // is the upgrade handshake's.
+            Ok((Ok(_), _)) => w.stats.borrow_mut().record(handshake, 0, 0, w.live()),
             Ok((Err(kind), _)) => w.error(kind),
             Err(_) => w.error(ErrorKind::Timeout),
         }

@@ -186,12 +186,23 @@ fn explain_setup_failure(e: &io::Error) -> String {
     }
 }
 
+/// Capacity of each runtime's queue of wake-ups arriving from other threads.
+///
+/// compio's default is 64, and a waker on another thread *spins* while that queue is full.
+/// h2 wakes stream tasks while holding its connection lock, so when the edge opens streams
+/// on a connection driven by another core, more than 64 pending wakes deadlocked both
+/// cores (the waker spinning with the lock held, the target core blocked on that lock and
+/// never draining its queue): `ringflare bench` at 128+ concurrent requests froze the edge.
+/// 64 Ki entries (8 bytes each) cover every stream a core can have in flight.
+const CROSS_THREAD_WAKE_QUEUE: usize = 64 * 1024;
+
 /// Builds a compio runtime on exactly `driver` (no silent fallback: the report must stay true).
 pub fn build_runtime(driver: DriverKind) -> Result<Runtime, DriverError> {
     let mut proactor = ProactorBuilder::new();
     proactor.driver_type(driver.compio_type());
     let runtime = RuntimeBuilder::new()
         .with_proactor(proactor)
+        .sync_queue_size(CROSS_THREAD_WAKE_QUEUE)
         .build()
         .map_err(|source| DriverError::Build { driver, source })?;
     if runtime.driver_type() != driver.compio_type() {
