@@ -171,7 +171,7 @@ fn gib_echo(eyeball: SocketAddr, total: u64) {
     let mut buf = vec![0u8; 1 << 20];
     let mut head_buf = Vec::new();
     let body_start = loop {
-        let n = stream.read(&mut buf).unwrap();
+        let n = read_retrying(&mut stream, &mut buf);
         assert!(n > 0, "edge closed before the response head");
         head_buf.extend_from_slice(&buf[..n]);
         if let Some(pos) = head_buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -184,7 +184,7 @@ fn gib_echo(eyeball: SocketAddr, total: u64) {
     let mut got = (head_buf.len() - body_start) as u64;
     sum.update(&head_buf[body_start..]);
     while got < total {
-        let n = stream.read(&mut buf).unwrap();
+        let n = read_retrying(&mut stream, &mut buf);
         assert!(n > 0, "connection closed after {got} of {total} bytes");
         sum.update(&buf[..n]);
         got += n as u64;
@@ -328,4 +328,15 @@ fn demo_command_serves_hello_world_and_stops_on_ctrl_c() {
         Some(0),
         "demo did not stop cleanly on SIGINT"
     );
+}
+
+/// `Read::read`, retried when a signal interrupts it: reads on sockets with a timeout are not
+/// restarted by the kernel, and other tests in this binary signal the process.
+fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> usize {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.unwrap(),
+        }
+    }
 }

@@ -566,6 +566,7 @@ pub fn streaming_echo_origin() -> SocketAddr {
                     while left > 0 {
                         let want = buf.len().min(left as usize);
                         let n = match reader.read(&mut buf[..want]) {
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
