@@ -8,7 +8,7 @@
 # Cargo.toml (cargo install capnpc --version 0.27.0).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-out="$here/../src/proto/generated"
+out="$here/../generated"
 mkdir -p "$out"
 cd "$here"
 capnp compile --no-standard-import -orust:"$out" tunnelrpc.capnp quic_metadata_protocol.capnp
