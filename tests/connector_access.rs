@@ -66,33 +66,22 @@ struct Jwks {
     fetches: Arc<AtomicUsize>,
 }
 
-fn jwks_server(initial: String) -> Jwks {
+fn jwks_server(initial: String, tls: Option<Arc<rustls::ServerConfig>>) -> Jwks {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let body = Arc::new(Mutex::new(initial));
     let fetches = Arc::new(AtomicUsize::new(0));
     let (b, f) = (body.clone(), fetches.clone());
     std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
+        for s in listener.incoming().flatten() {
+            match &tls {
+                None => serve_jwks(s, &b, &f),
+                Some(cfg) => {
+                    let Ok(conn) = rustls::ServerConnection::new(cfg.clone()) else {
+                        continue;
+                    };
+                    serve_jwks(rustls::StreamOwned::new(conn, s), &b, &f);
                 }
-            }
-            let req = String::from_utf8_lossy(&req);
-            if req.starts_with("GET /live/cdn-cgi/access/certs HTTP/1.1\r\n") {
-                f.fetch_add(1, SeqCst);
-                let doc = b.lock().unwrap().clone();
-                let (one, two) = doc.split_at(doc.len() / 2);
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{one}\r\n{:x}\r\n{two}\r\n0\r\n\r\n",
-                    one.len(),
-                    two.len()
-                );
             }
         }
     });
@@ -100,6 +89,30 @@ fn jwks_server(initial: String) -> Jwks {
         port,
         body,
         fetches,
+    }
+}
+
+fn serve_jwks<S: Read + Write>(mut s: S, body: &Mutex<String>, fetches: &AtomicUsize) {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let req = String::from_utf8_lossy(&req);
+    if req.starts_with("GET /live/cdn-cgi/access/certs HTTP/1.1\r\n") {
+        fetches.fetch_add(1, SeqCst);
+        let doc = body.lock().unwrap().clone();
+        let (one, two) = doc.split_at(doc.len() / 2);
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{one}\r\n{:x}\r\n{two}\r\n0\r\n\r\n",
+            one.len(),
+            two.len()
+        );
+        let _ = s.flush();
     }
 }
 
@@ -113,7 +126,7 @@ fn with_token(host: &str, jwt: &str) -> http::Request<()> {
 #[test]
 fn access_rules_validate_jwts_against_the_team_jwks() {
     let origin = echo_origin();
-    let jwks = jwks_server(format!(r#"{{"keys":[{}]}}"#, jwk(KEY_A, "a")));
+    let jwks = jwks_server(format!(r#"{{"keys":[{}]}}"#, jwk(KEY_A, "a")), None);
     block_on(DriverKind::Poll, async {
         let edge = TestEdge::new().await;
         let config = edge.dir.path().join("config.yml");
@@ -223,5 +236,56 @@ fn access_rules_validate_jwts_against_the_team_jwks() {
                 && log.contains("/down/cdn-cgi/access/certs"),
             "{log}"
         );
+    });
+}
+
+/// The JWKS over HTTPS, trusted through the test-only extra CA: the real rustls path.
+#[test]
+fn jwks_is_fetched_over_https_with_the_extra_ca() {
+    let origin = echo_origin();
+    block_on(DriverKind::Poll, async {
+        let edge = TestEdge::new().await;
+        let (chain, key) =
+            ringflare::tls::issue_leaf_certificate(edge.dir.path(), &["127.0.0.1".into()]).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let jwks = jwks_server(
+            format!(r#"{{"keys":[{}]}}"#, jwk(KEY_A, "a")),
+            Some(Arc::new(cfg)),
+        );
+        let config = edge.dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "ingress:\n  - service: http://{}\n    originRequest:\n      access:\n        required: true\n        teamName: live\n        audTag: [aud-good]\n",
+                origin.addr
+            ),
+        )
+        .unwrap();
+        let template = format!("https://127.0.0.1:{}/{{team}}", jwks.port);
+        let ca = edge.ca.to_str().unwrap().to_owned();
+        let connector = Connector::spawn_env(
+            &[edge.addr()],
+            &edge.ca,
+            &connector_support::token(),
+            Some(&config),
+            &["--ha-connections".into(), "1".into()],
+            &[],
+            &[
+                ("RINGFLARE_ACCESS_CERTS_URL_TEMPLATE", &template),
+                ("RINGFLARE_ACCESS_CA_POOL", &ca),
+            ],
+        );
+        let mut conn = edge.accept().await;
+        let good = token(KEY_A, "a", ISS, "aud-good", in_a_minute());
+        let r = conn.request(with_token("any.test", &good), None).await;
+        assert_eq!(r.status, 200, "{}", connector.log_text());
+        assert_eq!(jwks.fetches.load(SeqCst), 1);
     });
 }
