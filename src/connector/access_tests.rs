@@ -229,3 +229,20 @@ fn missing_or_empty_header_is_denied_without_any_fetch() {
     let e = futures::executor::block_on(check(&access, Some(hs.as_bytes()))).unwrap_err();
     assert!(e.contains("unsupported algorithm"), "{e}");
 }
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_tokens_and_jwks_never_panic(
+        raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        h in "[A-Za-z0-9_-]{0,40}",
+        p in "[A-Za-z0-9_-]{0,80}",
+        s in "[A-Za-z0-9_-]{0,40}",
+    ) {
+        let _ = parse(&raw);
+        let _ = KeySet::parse(&raw);
+        if let Ok(t) = parse(format!("{h}.{p}.{s}").as_bytes()) {
+            let _ = check_claims(&t.claims, ISS, now_secs());
+        }
+        let _ = parse_url(&String::from_utf8_lossy(&raw));
+    }
+}
