@@ -12,6 +12,7 @@
 //! Workers: one per core up to the number of HA connections (a worker without a connection
 //! would have nothing to do: every stream lives on its connection's core).
 
+pub mod access;
 pub mod backoff;
 pub mod core;
 pub mod demo;

@@ -111,13 +111,15 @@ async fn route(
         Matched::Internal(_) => return Err("management requests are not supported".into()),
     };
     log_request(&req, &host, conn_index, index, rule);
-    if rule.access.as_ref().is_some_and(|a| a.required) {
-        // Without a JWT cloudflared answers 403; validating one needs the team's JWKS over
-        // the network, which this build does not fetch, so a present token is a 502.
-        if req.headers().get("cf-access-jwt-assertion").is_none() {
+    if let Some(access) = rule.access.as_ref().filter(|a| a.required) {
+        let token = req
+            .headers()
+            .get(super::access::HEADER)
+            .map(|v| v.as_bytes());
+        if let super::access::Decision::Deny(reason) = super::access::check(access, token).await? {
+            log::error!(connIndex = conn_index; "request filtered by middleware handler (AccessJWTValidator) due to: {reason}");
             return status_only(respond, 403);
         }
-        return Err("Access JWT validation is not available in this build".into());
     }
     match &rule.service {
         Service::Status(code) => status_only(respond, *code),
