@@ -560,8 +560,10 @@ async fn control_stream(
             return;
         }
     };
-    let (client, driver) =
-        RegistrationClient::connect(H2Reader::new(req.into_body()), H2Writer::new(send));
+    let (client, driver) = RegistrationClient::connect(
+        H2Reader::new(req.into_body()),
+        H2Writer::resetting_on_drop(send),
+    );
     let driver_events = events.clone();
     // Kept (not detached) so the control stream can be ended after unregistering.
     let driver_task = compio::runtime::spawn(async move {

@@ -20,7 +20,6 @@ use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use h2::RecvStream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
-use super::h2stream::send_all;
 use super::pages::{self, ErrorPage};
 use super::registry::{RouteError, Shared};
 use super::tunnel::TaskCount;
@@ -33,6 +32,7 @@ use crate::proto::headers::{
     deserialize_headers_into,
 };
 use crate::proto::http2::ResponseMeta;
+use crate::runtime::h2stream::send_all;
 use crate::runtime::{StopSignal, relay};
 
 /// Read size from the eyeball socket.
@@ -504,7 +504,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
         let Eyeball { rd, wr, buf, .. } = self;
         let upstream = pin!(async move {
             if !buf.is_empty() {
-                send_all(&mut up, buf.split().freeze()).await?;
+                send_all(&mut up, buf.split().freeze())
+                    .await
+                    .map_err(io::Error::other)?;
             }
             loop {
                 let n = read_more(rd, buf).await?;
@@ -512,7 +514,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
                     let _ = up.send_data(Bytes::new(), true);
                     return Ok::<(), io::Error>(());
                 }
-                send_all(&mut up, buf.split().freeze()).await?;
+                send_all(&mut up, buf.split().freeze())
+                    .await
+                    .map_err(io::Error::other)?;
             }
         });
         let downstream = pin!(async move {
@@ -602,7 +606,9 @@ async fn pump_body<R: AsyncRead + Unpin>(
     let result = async {
         loop {
             match decoder.decode(buf).map_err(io::Error::other)? {
-                Some(BodyEvent::Data(data)) => send_all(&mut tx, data).await?,
+                Some(BodyEvent::Data(data)) => {
+                    send_all(&mut tx, data).await.map_err(io::Error::other)?
+                }
                 Some(BodyEvent::End { trailers }) => {
                     if trailers.is_empty() {
                         tx.send_data(Bytes::new(), true).map_err(io::Error::other)?;

@@ -21,7 +21,6 @@
 mod cli;
 mod config;
 mod eyeball;
-pub mod h2stream;
 mod pages;
 mod registry;
 mod tunnel;

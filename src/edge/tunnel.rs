@@ -32,13 +32,13 @@ use futures_util::{FutureExt, StreamExt};
 
 use uuid::Uuid;
 
-use super::h2stream::{H2Reader, H2Writer};
 use super::registry::{ConnHandle, Registration, Shared};
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, UPGRADE_CONTROL_STREAM};
 use crate::proto::{
     ConnectionDetails, ConnectionError, ConnectionResponse, RegisterConnectionParams,
     RegistrationServer, RpcError, serve_registration,
 };
+use crate::runtime::h2stream::{H2Reader, H2Writer};
 use crate::runtime::{StopSignal, TcpTuning, apply_tuning, h2io, relay};
 
 /// How long a closing connection waits for the connector to end the control stream (so

@@ -6,6 +6,7 @@
 
 mod driver;
 pub mod h2io;
+pub mod h2stream;
 mod net;
 pub mod relay;
 mod workers;

@@ -22,7 +22,6 @@ use futures_channel::{mpsc as fmpsc, oneshot};
 use futures_util::{AsyncWriteExt, StreamExt};
 use h2::{RecvStream, server::SendResponse};
 use ringflare::config::Secret;
-use ringflare::edge::h2stream::{H2Reader, H2Writer, send_all};
 use ringflare::edge::{Edge, EdgeOptions, EdgeTunnel};
 use ringflare::proto::headers::{
     PROXY_CONNECTION_UPGRADE, RESPONSE_HEADERS, RESPONSE_META, serialize_headers,
@@ -32,6 +31,7 @@ use ringflare::proto::{
     ClientInfo, ConnectionOptions, ConnectionResponse, RegisterConnectionParams,
     RegistrationClient, TunnelAuth, TunnelSecret,
 };
+use ringflare::runtime::h2stream::{H2Reader, H2Writer, send_all};
 use ringflare::runtime::{DriverKind, IoDriver, build_runtime, h2io};
 use ringflare::tls::{EdgeRoots, H2_SERVER_NAME, connector_client_config};
 use uuid::Uuid;
