@@ -366,7 +366,9 @@ async fn handshake(
     ws: &mut WsIn,
     dialer: Dialer<'_>,
 ) -> Result<OriginStream, String> {
-    let no_auth = next(recv, send, ws, parse_greeting).await?;
+    let no_auth = next(recv, send, ws, parse_greeting)
+        .await
+        .map_err(|e| e.to_string())?;
     if !no_auth {
         let _ = send_frame(
             send,
@@ -386,10 +388,11 @@ async fn handshake(
     let request = match next(recv, send, ws, parse_request).await {
         Ok(r) => r,
         Err(e) => {
-            if e.starts_with("Unrecognized address type") {
+            // RFC 1928's answer; cloudflared closes without one.
+            if matches!(e, Failure::Socks(SocksError::AddressType(_))) {
                 let _ = reply(send, REP_ADDRESS_TYPE_NOT_SUPPORTED, None).await;
             }
-            return Err(e);
+            return Err(e.to_string());
         }
     };
     if request.command != CMD_CONNECT {
@@ -489,25 +492,37 @@ fn wrap(tcp: TcpStream, o: &OriginRequest) -> (OriginStream, Option<SocketAddr>)
     )
 }
 
+/// Why a handshake message could not be read.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Socks(SocksError),
+    /// The websocket or h2 stream failed or ended.
+    #[error("{0}")]
+    Stream(String),
+}
+
 /// Decodes websocket frames until `parse` finds a complete message in the payload; answers
-/// pings meanwhile. Errors are log texts.
+/// pings meanwhile.
 async fn next<T>(
     recv: &mut RecvStream,
     send: &mut SendStream<Bytes>,
     ws: &mut WsIn,
     parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, SocksError>,
-) -> Result<T, String> {
+) -> Result<T, Failure> {
     loop {
-        if let Some((msg, used)) = parse(&ws.payload).map_err(|e| e.to_string())? {
+        if let Some((msg, used)) = parse(&ws.payload).map_err(Failure::Socks)? {
             let _ = ws.payload.split_to(used);
             return Ok(msg);
         }
         // Frames already buffered first, then more bytes from the edge.
-        match decode(&mut ws.raw).map_err(|e| e.to_string())? {
-            Some(f) if f.opcode == OP_CLOSE => return Err("websocket closed by the client".into()),
+        match decode(&mut ws.raw).map_err(|e| Failure::Stream(e.to_string()))? {
+            Some(f) if f.opcode == OP_CLOSE => {
+                return Err(Failure::Stream("websocket closed by the client".into()));
+            }
             Some(f) if f.opcode == OP_PING => send_frame(send, OP_PONG, f.payload)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Failure::Stream(e.to_string()))?,
             Some(f) if matches!(f.opcode, OP_CONT | OP_TEXT | OP_BINARY) => {
                 ws.payload.extend_from_slice(&f.payload)
             }
@@ -518,8 +533,8 @@ async fn next<T>(
                     ws.raw.extend_from_slice(&chunk);
                     release(recv, n);
                 }
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("EOF".into()),
+                Some(Err(e)) => return Err(Failure::Stream(e.to_string())),
+                None => return Err(Failure::Stream("EOF".into())),
             },
         }
     }
