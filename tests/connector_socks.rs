@@ -285,6 +285,12 @@ fn socks5_over_websocket_with_ip_rules() {
         assert_eq!(code, 2, "{dest}");
         ws.expect_end();
     }
+    // An IPv6 destination no rule covers: default deny.
+    let mut ws = Ws::open(eyeball, "socks.test");
+    ws.greet();
+    let loopback6 = [&[4u8][..], &std::net::Ipv6Addr::LOCALHOST.octets()].concat();
+    assert_eq!(ws.request(1, &loopback6, guarded_addr.port()).0, 2);
+    ws.expect_end();
     assert_eq!(
         guarded.accept().map(|_| ()).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock,
