@@ -27,6 +27,7 @@ pub mod pipe;
 pub mod proxy;
 pub mod remote_config;
 pub mod response;
+pub mod socks;
 pub mod state;
 pub mod stream;
 pub mod ws;

@@ -152,8 +152,10 @@ async fn route(
                 .ok_or("Did not receive final destination from client. The --destination flag is likely not set on the client side")?;
             stream_service(req, respond, rule, &dest).await
         }
-        Service::SocksProxy { .. } => Err("socks-proxy is not available in this build".into()),
-        Service::Stream(_) | Service::Bastion => {
+        Service::SocksProxy { rules } if websocket => {
+            super::socks::serve_proxy(req, respond, rule, rules).await
+        }
+        Service::Stream(_) | Service::Bastion | Service::SocksProxy { .. } => {
             Err("stream services need a websocket request (use cloudflared access)".into())
         }
     }
@@ -249,6 +251,9 @@ async fn stream_service(
     rule: &Rule,
     dest: &str,
 ) -> Result<u16, String> {
+    if rule.options.proxy_type == "socks" {
+        return super::socks::serve_fixed(req, respond, rule, dest).await;
+    }
     let origin = dial_tcp(dest, &rule.options).await?;
     let mut headers = Vec::new();
     if let Some(key) = req

@@ -123,6 +123,17 @@ pub async fn send_frame(
 /// from the eyeball are answered (cloudflared's access client drops a connection whose pings
 /// go unanswered); the answering goes through the origin->edge task, which owns the send half.
 pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin: OriginStream) {
+    bridge_from(recv, send, origin, BytesMut::new()).await;
+}
+
+/// [`bridge`] with `pending`: edge bytes already received but not yet decoded as frames (a
+/// SOCKS handshake read past its last message).
+pub async fn bridge_from(
+    recv: &mut RecvStream,
+    send: &mut SendStream<Bytes>,
+    origin: OriginStream,
+    pending: BytesMut,
+) {
     let (mut rd, mut wr) = origin.split();
     let (ctrl_tx, mut ctrl_rx) = futures_channel::mpsc::unbounded::<(u8, Bytes)>();
     {
@@ -148,8 +159,17 @@ pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin:
             }
         });
         let up = pin!(async {
-            let mut buf = BytesMut::new();
-            while let Some(Ok(chunk)) = recv.data().await {
+            let mut buf = pending;
+            let mut first = Some(Bytes::new());
+            loop {
+                // The pending bytes are decoded before the first read.
+                let chunk = match first.take() {
+                    Some(empty) => empty,
+                    None => match recv.data().await {
+                        Some(Ok(chunk)) => chunk,
+                        _ => return,
+                    },
+                };
                 let n = chunk.len();
                 buf.extend_from_slice(&chunk);
                 release(recv, n);
