@@ -12,7 +12,7 @@ use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use h2::{RecvStream, SendStream};
 
 use super::h2stream::{release, send_all};
-use super::origin::http::fill;
+use super::origin::http::{ReadSize, fill_sized};
 
 /// Pipes until either direction ends, then ends the h2 stream. `leftover` holds origin bytes
 /// already read (e.g. after a 101 response head).
@@ -31,8 +31,11 @@ pub async fn pipe_raw<R, W>(
             if !leftover.is_empty() {
                 send_all(send, leftover.split().freeze()).await.ok()?;
             }
+            // Let go of the head buffer's allocation: this stream may now sit idle for hours.
+            leftover = BytesMut::new();
+            let mut size = ReadSize::new();
             loop {
-                match fill(&mut rd, &mut leftover).await {
+                match fill_sized(&mut rd, &mut leftover, &mut size).await {
                     Ok(0) | Err(_) => return Some(()),
                     Ok(_) => send_all(send, leftover.split().freeze()).await.ok()?,
                 }

@@ -13,7 +13,7 @@ use h2::{RecvStream, SendStream};
 
 use super::h2stream::{release, send_all};
 use super::origin::OriginStream;
-use super::origin::http::READ_CHUNK;
+use super::origin::http::ReadSize;
 use super::pipe::first_of;
 
 /// Largest frame payload accepted from the eyeball.
@@ -138,9 +138,10 @@ pub async fn bridge_from(
     let (ctrl_tx, mut ctrl_rx) = futures_channel::mpsc::unbounded::<(u8, Bytes)>();
     {
         let down = pin!(async {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let mut buf = BytesMut::new();
+            let mut size = ReadSize::new();
             loop {
-                match next_down(&mut rd, &mut buf, &mut ctrl_rx).await {
+                match next_down(&mut rd, &mut buf, &mut size, &mut ctrl_rx).await {
                     Down::Control(op, payload) => {
                         if send_frame(send, op, payload).await.is_err() {
                             return;
@@ -217,6 +218,7 @@ enum Down {
 async fn next_down(
     rd: &mut futures_util::io::ReadHalf<OriginStream>,
     buf: &mut BytesMut,
+    size: &mut ReadSize,
     ctrl: &mut futures_channel::mpsc::UnboundedReceiver<(u8, Bytes)>,
 ) -> Down {
     use futures_util::StreamExt;
@@ -226,10 +228,11 @@ async fn next_down(
             return std::task::Poll::Ready(Down::Control(op, payload));
         }
         let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
+        buf.resize(start + size.get(), 0);
         let res = std::pin::Pin::new(&mut *rd).poll_read(cx, &mut buf[start..]);
         match res {
             std::task::Poll::Ready(Ok(n)) if n > 0 => {
+                size.update(n);
                 buf.truncate(start + n);
                 std::task::Poll::Ready(Down::Data)
             }

@@ -108,8 +108,62 @@ pub fn encode_head(method: &Method, target: &str, headers: &[(String, Bytes)], o
 ///
 /// Copy: the stream's owned I/O buffer is copied into `buf` here, once.
 pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    fill_n(r, buf, READ_CHUNK).await
+}
+
+/// Smallest read of a [`ReadSize`].
+const MIN_READ: usize = 4 * 1024;
+
+/// The read size of a stream that may sit idle for hours (a WebSocket, a TCP pipe): it starts
+/// at 4 KiB and doubles each time a read fills it, up to [`READ_CHUNK`]. A pending read holds a
+/// zeroed buffer of that size, so 10,000 idle WebSockets hold 4 KiB each instead of 64 KiB,
+/// while a bulk transfer reaches full-size reads after four reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSize(usize);
+
+impl ReadSize {
+    /// Starts small.
+    pub const fn new() -> ReadSize {
+        ReadSize(MIN_READ)
+    }
+
+    /// The size of the next read.
+    pub fn get(self) -> usize {
+        self.0
+    }
+
+    /// Grows after a read of `n` bytes that filled the buffer.
+    pub fn update(&mut self, n: usize) {
+        if n >= self.0 {
+            self.0 = (self.0 * 2).min(READ_CHUNK);
+        }
+    }
+}
+
+impl Default for ReadSize {
+    fn default() -> ReadSize {
+        ReadSize::new()
+    }
+}
+
+/// [`fill`] with a [`ReadSize`].
+pub async fn fill_sized<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    size: &mut ReadSize,
+) -> io::Result<usize> {
+    let n = fill_n(r, buf, size.get()).await?;
+    size.update(n);
+    Ok(n)
+}
+
+async fn fill_n<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+) -> io::Result<usize> {
     let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
+    buf.resize(start + len, 0);
     match r.read(&mut buf[start..]).await {
         Ok(n) => {
             buf.truncate(start + n);
@@ -231,6 +285,36 @@ pub fn canonical_key(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_size_starts_small_and_grows_only_on_full_reads() {
+        let mut size = ReadSize::new();
+        assert_eq!(size.get(), 4096);
+        size.update(100);
+        assert_eq!(size.get(), 4096, "a short read keeps the size");
+        for _ in 0..10 {
+            let full = size.get();
+            size.update(full);
+        }
+        assert_eq!(
+            size.get(),
+            READ_CHUNK,
+            "full reads grow it to READ_CHUNK and no further"
+        );
+    }
+
+    #[test]
+    fn fill_sized_reads_at_most_the_current_size() {
+        let data = vec![7u8; 20_000];
+        let mut reader = futures_util::io::Cursor::new(data);
+        let mut buf = BytesMut::new();
+        let mut size = ReadSize::new();
+        let n = futures::executor::block_on(fill_sized(&mut reader, &mut buf, &mut size)).unwrap();
+        assert_eq!(n, 4096);
+        assert_eq!(size.get(), 8192);
+        let n = futures::executor::block_on(fill_sized(&mut reader, &mut buf, &mut size)).unwrap();
+        assert_eq!((n, buf.len()), (8192, 4096 + 8192));
+    }
 
     #[test]
     fn head_parsing_framing_and_keepalive() {
