@@ -1,6 +1,6 @@
 //! The connector's lifecycle against an in-test edge: graceful SIGTERM with a request in
 //! flight, reconnecting with backoff after the edge goes away, misbehaving edges (garbage
-//! instead of HTTP/2, a reset control stream, a second control stream), registration refusals
+//! instead of HTTP/2, a second control stream, a reset control stream), registration refusals
 //! (fatal vs retried), hot reload under load, and the metrics server's endpoints.
 
 mod connector_support;
@@ -146,7 +146,7 @@ fn misbehaving_edge_ends_the_connection_and_the_connector_reconnects() {
             futures_util::AsyncWriteExt::write_all(&mut raw, b"GARBAGE GARBAGE GARBAGE\r\n\r\n")
                 .await;
         let _ = futures_util::AsyncWriteExt::flush(&mut raw).await;
-        // 2. Then a proper connection whose control stream the edge resets.
+        // 2. Then a proper connection on which the edge opens a second control stream.
         let mut conn = edge.accept().await;
         let mut client = conn.client.clone().ready().await.unwrap();
         let second = http::Request::get("https://h2.cftunnel.com/")
@@ -164,13 +164,35 @@ fn misbehaving_edge_ends_the_connection_and_the_connector_reconnects() {
         assert_eq!(conn.request(odd, None).await.status, 200);
         drop(raw);
         conn.kill();
-        // 3. A fresh connection still registers and serves.
+        // 3. A connection whose control stream the edge resets before any RPC.
+        let tls = edge.accept_raw().await;
+        let (client, h2conn) = h2::client::handshake(ringflare::runtime::h2io::tls(tls))
+            .await
+            .unwrap();
+        let driver = compio::runtime::spawn(async move {
+            let _ = h2conn.await;
+        });
+        let mut client = client.ready().await.unwrap();
+        let control = http::Request::get("https://h2.cftunnel.com/")
+            .header("cf-cloudflared-proxy-connection-upgrade", "control-stream")
+            .body(())
+            .unwrap();
+        let (resp, mut control_send) = client.send_request(control, false).unwrap();
+        let _ = resp.await;
+        control_send.send_reset(h2::Reason::CANCEL);
+        // 4. A fresh connection still registers and serves: the connector gave up the reset
+        // connection and dialled again.
         let mut third = edge.accept().await;
         assert_eq!(third.request(get("a.test", "/"), None).await.status, 200);
         assert!(connector.child.try_wait().unwrap().is_none(), "no crash");
         let log = connector.log_text();
         assert!(log.contains("Connection terminated connIndex=0"), "{log}");
         assert!(log.contains("second control stream"), "{log}");
+        assert!(
+            log.contains("Connection terminated connIndex=0 error=\"control stream failed"),
+            "the reset control stream ends its connection with a log line: {log}"
+        );
+        drop(driver);
         assert!(!log.contains("panicked"), "{log}");
         connector.signal("KILL");
     });
