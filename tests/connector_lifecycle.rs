@@ -117,7 +117,9 @@ fn reconnects_with_backoff_after_the_edge_restarts() {
             attempts >= 1,
             "numPreviousAttempts should count the failed tries"
         );
-        let log = connector.log_text();
+        let log = connector.log_when(Duration::from_secs(10), |log| {
+            log.matches("Registered tunnel connection").count() >= 2
+        });
         assert!(
             log.contains("Retrying connection in up to 2s connIndex=0"),
             "{log}"

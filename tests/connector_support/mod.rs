@@ -338,6 +338,20 @@ impl Connector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `done` holds for it, or as it is after `limit`: the connector writes a
+    /// line after the event the test observed (e.g. the registration reply reaches the edge
+    /// before the connector logs it).
+    pub fn log_when(&self, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let log = self.log_text();
+            if done(&log) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
