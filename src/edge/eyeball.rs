@@ -486,15 +486,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
         let Some(mut head) = response_head(&parts.headers, StatusCode::SWITCHING_PROTOCOLS, true)
         else {
             up.send_reset(h2::Reason::PROTOCOL_ERROR);
-            return write_page(
-                &mut self.wr,
-                &pages::BAD_GATEWAY,
-                &ctx.host,
-                &ctx.ray,
-                false,
-                ctx.version,
-            )
-            .await;
+            return bad_gateway(&mut self.wr, &ctx, false).await;
         };
         ensure(&mut head.headers, header::CONNECTION, "Upgrade");
         ensure(&mut head.headers, header::UPGRADE, "websocket");
@@ -707,28 +699,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
 ) -> bool {
     if is_connector_error(resp.headers()) {
         log::debug!(host:% = ctx.host, status = resp.status().as_u16(); "Connector reported an origin error");
-        return write_page(
-            wr,
-            &pages::BAD_GATEWAY,
-            &ctx.host,
-            &ctx.ray,
-            ctx.keep_alive,
-            ctx.version,
-        )
-        .await;
+        return bad_gateway(wr, ctx, ctx.keep_alive).await;
     }
     let (parts, mut body) = resp.into_parts();
     let Some(mut head) = response_head(&parts.headers, parts.status, false) else {
         log::warn!(host:% = ctx.host; "Connector sent undecodable response headers");
-        return write_page(
-            wr,
-            &pages::BAD_GATEWAY,
-            &ctx.host,
-            &ctx.ray,
-            false,
-            ctx.version,
-        )
-        .await;
+        return bad_gateway(wr, ctx, false).await;
     };
     let status = parts.status.as_u16();
     let no_body = ctx.method == Method::HEAD || status < 200 || status == 204 || status == 304;
@@ -742,15 +718,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
                 (Some(n), None) => content_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 _ => {
-                    return write_page(
-                        wr,
-                        &pages::BAD_GATEWAY,
-                        &ctx.host,
-                        &ctx.ray,
-                        false,
-                        ctx.version,
-                    )
-                    .await;
+                    return bad_gateway(wr, ctx, false).await;
                 }
             }
         }
@@ -769,15 +737,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         // A value with CR/LF/NUL (possible inside base64-serialized headers) would split
         // the response: refuse it as a bad gateway instead.
         log::warn!(host:% = ctx.host, error:% = e; "Connector sent an unencodable response header");
-        return write_page(
-            wr,
-            &pages::BAD_GATEWAY,
-            &ctx.host,
-            &ctx.ray,
-            false,
-            ctx.version,
-        )
-        .await;
+        return bad_gateway(wr, ctx, false).await;
     }
     if wr.write_all(&encoded).await.is_err() {
         return false;
@@ -894,6 +854,19 @@ fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, vers
         }),
         (true, Version::Http11) => {}
     }
+}
+
+/// Writes the 502 page for an exchange whose connector answered unusably.
+async fn bad_gateway<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Exchange, keep_alive: bool) -> bool {
+    write_page(
+        wr,
+        &pages::BAD_GATEWAY,
+        &ctx.host,
+        &ctx.ray,
+        keep_alive,
+        ctx.version,
+    )
+    .await
 }
 
 /// Writes an error page; returns `keep_alive` when it was written.
