@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use connector_support::*;
 use ringflare::runtime::DriverKind;
+use ringflare::runtime::h2stream::{H2Reader, H2Writer};
 
 fn config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
     let path = dir.join("config.yml");
@@ -167,21 +168,8 @@ fn misbehaving_edge_ends_the_connection_and_the_connector_reconnects() {
         drop(raw);
         conn.kill();
         // 3. A connection whose control stream the edge resets before any RPC.
-        let tls = edge.accept_raw().await;
-        let (client, h2conn) = h2::client::handshake(ringflare::runtime::h2io::tls(tls))
-            .await
-            .unwrap();
-        let driver = compio::runtime::spawn(async move {
-            let _ = h2conn.await;
-        });
-        let mut client = client.ready().await.unwrap();
-        let control = http::Request::get("https://h2.cftunnel.com/")
-            .header("cf-cloudflared-proxy-connection-upgrade", "control-stream")
-            .body(())
-            .unwrap();
-        let (resp, mut control_send) = client.send_request(control, false).unwrap();
-        let _ = resp.await;
-        control_send.send_reset(h2::Reason::CANCEL);
+        let mut reset = edge.open_control().await;
+        reset.control.send_reset(h2::Reason::CANCEL);
         // 4. A fresh connection still registers and serves: the connector gave up the reset
         // connection and dialled again.
         let mut third = edge.accept().await;
@@ -194,7 +182,7 @@ fn misbehaving_edge_ends_the_connection_and_the_connector_reconnects() {
             log.contains("Connection terminated connIndex=0 error=\"control stream failed"),
             "the reset control stream ends its connection with a log line: {log}"
         );
-        drop(driver);
+        drop(reset);
         assert!(!log.contains("panicked"), "{log}");
         connector.signal("KILL");
     });
@@ -206,29 +194,11 @@ fn permanent_registration_error_on_first_connection_is_fatal() {
         let edge = TestEdge::new().await;
         *edge.refuse.borrow_mut() = Some(("tunnel is deleted".into(), false));
         let mut connector = Connector::start(&edge, None, &[], &["--url", "http://127.0.0.1:9"]);
-        let conn_task = async {
-            let (tcp, _) = edge.listener.accept().await.unwrap();
-            let tls = edge.acceptor.accept(tcp).await.unwrap();
-            let (client, h2conn) = h2::client::handshake(ringflare::runtime::h2io::tls(tls))
-                .await
-                .unwrap();
-            (client, h2conn)
-        };
-        let (client, h2conn) = conn_task.await;
-        let driver = compio::runtime::spawn(async move {
-            let _ = h2conn.await;
-        });
-        let mut client = client.ready().await.unwrap();
-        let req = http::Request::get("https://h2.cftunnel.com/")
-            .header("cf-cloudflared-proxy-connection-upgrade", "control-stream")
-            .body(())
-            .unwrap();
-        let (resp, control) = client.send_request(req, false).unwrap();
-        let resp = resp.await.unwrap();
+        let open = edge.open_control().await;
         let rpc = ringflare::proto::serve_registration(
             Refuser,
-            ringflare::connector::h2stream::H2Reader::new(resp.into_body()),
-            ringflare::connector::h2stream::H2Writer::new(control),
+            H2Reader::new(open.response.into_body()),
+            H2Writer::new(open.control),
         );
         let _rpc = compio::runtime::spawn(async move {
             let _ = rpc.await;
@@ -240,7 +210,7 @@ fn permanent_registration_error_on_first_connection_is_fatal() {
             "{log}"
         );
         assert!(log.contains("tunnel is deleted"), "{log}");
-        drop(driver);
+        drop(open.task);
     });
 }
 

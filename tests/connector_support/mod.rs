@@ -84,6 +84,17 @@ pub struct TestEdge {
     pub dir: tempfile::TempDir,
 }
 
+/// A connector connection with its control stream open and nothing said on it yet.
+pub struct OpenControl {
+    /// The task driving the HTTP/2 connection; dropping it closes the TCP connection.
+    pub task: compio::runtime::JoinHandle<()>,
+    pub client: SendRequest<Bytes>,
+    /// The connector's response on the control stream (its body carries the RPC bytes).
+    pub response: http::Response<h2::RecvStream>,
+    /// The control stream's send half.
+    pub control: h2::SendStream<Bytes>,
+}
+
 /// One registered connector connection, seen from the edge.
 pub struct EdgeConn {
     /// The task driving the HTTP/2 connection; dropping it closes the TCP connection.
@@ -113,8 +124,9 @@ impl TestEdge {
         self.listener.local_addr().unwrap()
     }
 
-    /// Accepts a connector, opens the control stream and waits for registration.
-    pub async fn accept(&self) -> EdgeConn {
+    /// Accepts a connector's TLS + HTTP/2 connection and opens the control stream, leaving
+    /// what happens on it to the caller (registration, a refusal, a reset).
+    pub async fn open_control(&self) -> OpenControl {
         let (tcp, _) = self.listener.accept().await.unwrap();
         let tls = self.acceptor.accept(tcp).await.unwrap();
         let (client, conn) = h2::client::handshake(h2io::tls(tls)).await.unwrap();
@@ -127,7 +139,23 @@ impl TestEdge {
             .body(())
             .unwrap();
         let (resp, control) = client.send_request(req, false).unwrap();
-        let resp = resp.await.unwrap();
+        let response = resp.await.unwrap();
+        OpenControl {
+            task,
+            client,
+            response,
+            control,
+        }
+    }
+
+    /// Accepts a connector, opens the control stream and waits for registration.
+    pub async fn accept(&self) -> EdgeConn {
+        let OpenControl {
+            task,
+            client,
+            response: resp,
+            control,
+        } = self.open_control().await;
         let seen = Rc::new(RefCell::new(Seen::default()));
         let reader = H2Reader::new(resp.into_body());
         // The writer side of the control stream goes to the RPC system.

@@ -465,6 +465,20 @@ fn query(req: &http::Request<RecvStream>, key: &str) -> Option<u64> {
 }
 
 /// Deterministic test bytes.
+/// Sends every DATA frame of `body` back on `send`, then ends the stream.
+async fn echo_body(
+    mut body: h2::RecvStream,
+    mut send: h2::SendStream<Bytes>,
+) -> Result<(), h2::Error> {
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let len = chunk.len();
+        send_all(&mut send, chunk).await?;
+        body.flow_control().release_capacity(len)?;
+    }
+    send.send_data(Bytes::new(), true)
+}
+
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seed as u32) as u8)
@@ -508,7 +522,7 @@ async fn handle(
             .unwrap_or_default()
             .to_owned();
         let accept = websocket_accept(&key);
-        let mut send = respond.send_response(
+        let send = respond.send_response(
             response(
                 200,
                 &[
@@ -519,20 +533,11 @@ async fn handle(
             ),
             false,
         )?;
-        let mut body = req.into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let len = chunk.len();
-            send_all(&mut send, chunk)
-                .await
-                .map_err(|_| h2::Reason::CANCEL)?;
-            body.flow_control().release_capacity(len)?;
-        }
-        return send.send_data(Bytes::new(), true);
+        return echo_body(req.into_body(), send).await;
     }
     match path.as_str() {
         "/echo" => {
-            let mut send = respond.send_response(
+            let send = respond.send_response(
                 response(
                     200,
                     &[
@@ -542,16 +547,7 @@ async fn handle(
                 ),
                 false,
             )?;
-            let mut body = req.into_body();
-            while let Some(chunk) = body.data().await {
-                let chunk = chunk?;
-                let len = chunk.len();
-                send_all(&mut send, chunk)
-                    .await
-                    .map_err(|_| h2::Reason::CANCEL)?;
-                body.flow_control().release_capacity(len)?;
-            }
-            send.send_data(Bytes::new(), true)
+            echo_body(req.into_body(), send).await
         }
         "/hash" => {
             let mut body = req.into_body();
@@ -581,9 +577,7 @@ async fn handle(
                 ),
                 false,
             )?;
-            send_all(&mut send, data)
-                .await
-                .map_err(|_| h2::Reason::CANCEL)?;
+            send_all(&mut send, data).await?;
             send.send_data(Bytes::new(), true)
         }
         "/zeros" => {
@@ -596,9 +590,7 @@ async fn handle(
             let mut left = n;
             while left > 0 {
                 let take = left.min(chunk.len());
-                send_all(&mut send, chunk.slice(..take))
-                    .await
-                    .map_err(|_| h2::Reason::CANCEL)?;
+                send_all(&mut send, chunk.slice(..take)).await?;
                 left -= take;
             }
             send.send_data(Bytes::new(), true)
