@@ -98,7 +98,7 @@ fn websocket_tcp_service_and_private_tcp_stream_echo() {
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned()
         )));
         let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        ringflare::connector::h2stream::send_all(&mut send, masked_frame(&payload))
+        ringflare::runtime::h2stream::send_all(&mut send, masked_frame(&payload))
             .await
             .unwrap();
         let mut body = resp.into_body();
@@ -120,7 +120,7 @@ fn websocket_tcp_service_and_private_tcp_stream_echo() {
         ping.put_u8(0x80 | 4);
         ping.put_slice(&[0, 0, 0, 0]);
         ping.put_slice(b"png!");
-        ringflare::connector::h2stream::send_all(&mut send, ping.freeze())
+        ringflare::runtime::h2stream::send_all(&mut send, ping.freeze())
             .await
             .unwrap();
         let pong = loop {
@@ -148,7 +148,7 @@ fn websocket_tcp_service_and_private_tcp_stream_echo() {
             resp.headers()["cf-cloudflared-response-meta"],
             r#"{"src":"origin"}"#
         );
-        ringflare::connector::h2stream::send_all(&mut send, Bytes::from_static(b"ping over tcp"))
+        ringflare::runtime::h2stream::send_all(&mut send, Bytes::from_static(b"ping over tcp"))
             .await
             .unwrap();
         let mut body = resp.into_body();
@@ -170,7 +170,7 @@ fn websocket_tcp_service_and_private_tcp_stream_echo() {
         let (resp, mut send) = client.send_request(req, false).unwrap();
         let resp = resp.await.unwrap();
         assert_eq!(resp.status(), 200);
-        ringflare::connector::h2stream::send_all(&mut send, masked_frame(b"hello ws"))
+        ringflare::runtime::h2stream::send_all(&mut send, masked_frame(b"hello ws"))
             .await
             .unwrap();
         let mut body = resp.into_body();

@@ -23,12 +23,12 @@ use uuid::Uuid;
 
 use super::backoff::{Backoff, go_duration, random_unit};
 use super::core::Core;
-use super::h2stream::{H2Reader, H2Writer};
 use crate::proto::http2::{RequestKind, classify};
 use crate::proto::{
     ClientInfo, ConnectionDetails, ConnectionOptions, ConnectionResponse, RegisterConnectionParams,
     RegistrationClient, TunnelAuth, TunnelSecret,
 };
+use crate::runtime::h2stream::{H2Reader, H2Writer};
 use crate::runtime::{TcpTuning, apply_tuning, h2io};
 use crate::tls::H2_SERVER_NAME;
 

@@ -9,11 +9,11 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::Request;
 
-use super::h2stream::send_all;
 use super::response::origin_head;
 use crate::config::duration::parse_go_duration;
 use crate::logging::rfc3339_utc;
 use crate::proto::http2::websocket_accept;
+use crate::runtime::h2stream::send_all;
 
 /// Process start, for `/uptime` (set on first use).
 pub fn start_time() -> SystemTime {

@@ -18,7 +18,6 @@ pub mod core;
 pub mod demo;
 pub mod discovery;
 pub mod edge_conn;
-pub mod h2stream;
 pub mod hello;
 pub mod metrics;
 pub mod options;

@@ -28,7 +28,6 @@ use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
 use super::core::Core;
-use super::h2stream::{release, send_all};
 use super::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
     response_framing,
@@ -38,6 +37,7 @@ use super::response::{error_head, origin_head};
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
+use crate::runtime::h2stream::{release, send_all};
 
 /// Why a proxied request failed.
 #[derive(Debug, thiserror::Error)]

@@ -24,12 +24,12 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::Request;
 
-use super::h2stream::release;
 use super::origin::OriginStream;
 use super::response::origin_head;
 use super::ws::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame};
 use crate::ingress::{IpRule, OriginRequest, Rule};
 use crate::proto::http2::websocket_accept;
+use crate::runtime::h2stream::release;
 use crate::runtime::{TcpTuning, apply_tuning};
 
 pub const VERSION: u8 = 5;

@@ -346,7 +346,7 @@ async fn config_update(
     let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(|e| e.to_string())?;
-        super::h2stream::release(&mut body, chunk.len());
+        crate::runtime::h2stream::release(&mut body, chunk.len());
         bytes.extend_from_slice(&chunk);
         if bytes.len() > 16 << 20 {
             return Err("configuration push too large".into());

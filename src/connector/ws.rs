@@ -11,10 +11,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use h2::{RecvStream, SendStream};
 
-use super::h2stream::{release, send_all};
 use super::origin::OriginStream;
 use super::origin::http::ReadSize;
 use super::pipe::first_of;
+use crate::runtime::h2stream::{release, send_all};
 
 /// Largest frame payload accepted from the eyeball.
 pub const MAX_FRAME: u64 = 16 << 20;

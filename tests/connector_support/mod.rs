@@ -17,13 +17,13 @@ use compio::tls::TlsAcceptor;
 use h2::client::SendRequest;
 use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::config::secret::Secret;
-use ringflare::connector::h2stream::{H2Reader, H2Writer, send_all};
 use ringflare::proto::headers::{RESPONSE_HEADERS, RESPONSE_META, deserialize_headers};
 use ringflare::proto::{
     ConnectionDetails, ConnectionResponse, RegisterConnectionParams, RegistrationServer, RpcError,
     serve_registration,
 };
 use ringflare::runtime::h2io;
+use ringflare::runtime::h2stream::{H2Reader, H2Writer, send_all};
 use ringflare::tls::{EdgeCa, edge_server_config};
 use uuid::Uuid;
 
