@@ -326,7 +326,7 @@ async fn exchange(
         }
         Some(Ok(clean)) => {
             let reusable = if clean && keep_alive && upload_ok {
-                rd.reunite(wr).ok().map(|s| Box::new(s) as OriginStream)
+                rd.reunite(wr).ok()
             } else {
                 None
             };
