@@ -84,6 +84,17 @@ pub fn tunnel(argv: &[String], env: HashMap<String, String>) -> Command {
         Ok(c) => c,
         Err(e) => return Command::Done(Outcome::failure(String::new(), e.to_string())),
     };
+    // A file without any YAML document: cloudflared logs it and goes on as if it had none.
+    let config = config.filter(|c| {
+        if c.empty {
+            eprintln!(
+                "{} ERR Configuration file {} was empty",
+                crate::logging::rfc3339_utc(std::time::SystemTime::now()),
+                c.source.display()
+            );
+        }
+        !c.empty
+    });
     let settings = match &config {
         Some(c) => settings.with_file(&c.raw.settings, &c.source.display().to_string()),
         None => settings,
