@@ -99,6 +99,9 @@ pub fn tunnel(argv: &[String], env: HashMap<String, String>) -> Command {
         Some(c) => settings.with_file(&c.raw.settings, &c.source.display().to_string()),
         None => settings,
     };
+    if let Err(e) = settings.check_file_types() {
+        return Command::Done(Outcome::failure(String::new(), e));
+    }
     let command: Vec<&str> = inv.command.iter().map(String::as_str).collect();
     match command.as_slice() {
         ["ingress", "validate"] => Command::Done(ingress_cmd::validate(&settings, config.as_ref())),

@@ -74,7 +74,12 @@ impl FromNode for u64 {
 impl<T: FromNode + GoTypeName> FromNode for Vec<T> {
     fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
         let items = d.seq(node, &format!("[]{}", T::GO_TYPE))?;
-        Some(items.iter().filter_map(|item| T::from_node(item, d)).collect())
+        Some(
+            items
+                .iter()
+                .filter_map(|item| T::from_node(item, d))
+                .collect(),
+        )
     }
 }
 
@@ -247,7 +252,13 @@ impl FromNode for RawConfig {
                 "originRequest" => out.origin_request = RawOriginRequest::from_node(value, d),
                 _ => {
                     let value = super::yaml::to_json(value);
-                    out.settings.insert(name, Setting { value, line: key.line });
+                    out.settings.insert(
+                        name,
+                        Setting {
+                            value,
+                            line: key.line,
+                        },
+                    );
                 }
             }
         }

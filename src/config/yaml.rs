@@ -51,8 +51,12 @@ impl Resolved {
     }
 }
 
-/// Nodes an alias may expand into before the file is refused (yaml.v3 refuses excessive aliasing).
-const MAX_NODES: usize = 10_000_000;
+/// Nodes aliases may expand into before the file is refused (yaml.v3 refuses excessive
+/// aliasing); a real config uses a handful.
+const MAX_ALIAS_NODES: usize = 1_000_000;
+
+/// Nesting yaml.v3 (libyaml) allows; it also keeps the recursive walks here within the stack.
+const MAX_DEPTH: usize = 10_000;
 
 /// Parses the first document. `Ok(None)` when the text holds no document at all (yaml.v3's EOF:
 /// cloudflared then says the file was empty). Errors are yaml.v3-style `yaml: line N: ...`.
@@ -62,9 +66,8 @@ pub fn first_document(text: &str) -> Result<Option<Node>, String> {
     }
     let mut builder = Builder::default();
     for next in Parser::new_from_str(text) {
-        let (event, span) = next.map_err(|e| {
-            format!("yaml: line {}: {}", e.marker().line().max(1), e.info())
-        })?;
+        let (event, span) =
+            next.map_err(|e| format!("yaml: line {}: {}", e.marker().line().max(1), e.info()))?;
         let line = span.start.line().max(1) as u64;
         if builder.feed(event, line)? {
             return Ok(builder.root.take());
@@ -116,7 +119,7 @@ struct Builder {
     stack: Vec<(Node, Option<Node>, usize)>,
     anchors: Vec<(usize, Node)>,
     root: Option<Node>,
-    nodes: usize,
+    alias_nodes: usize,
 }
 
 impl Builder {
@@ -136,8 +139,8 @@ impl Builder {
                 };
                 self.finish(node, anchor)?;
             }
-            Event::SequenceStart(_, anchor, _) => self.open(Kind::Seq(Vec::new()), line, anchor),
-            Event::MappingStart(_, anchor, _) => self.open(Kind::Map(Vec::new()), line, anchor),
+            Event::SequenceStart(_, anchor, _) => self.open(Kind::Seq(Vec::new()), line, anchor)?,
+            Event::MappingStart(_, anchor, _) => self.open(Kind::Map(Vec::new()), line, anchor)?,
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, _, anchor)) = self.stack.pop() {
                     self.finish(node, anchor)?;
@@ -151,8 +154,8 @@ impl Builder {
                     .find(|(a, _)| *a == id)
                     .map(|(_, n)| n.clone())
                     .ok_or_else(|| "yaml: unknown anchor referenced".to_owned())?;
-                self.nodes += count(&node);
-                if self.nodes > MAX_NODES {
+                self.alias_nodes += count(&node);
+                if self.alias_nodes > MAX_ALIAS_NODES {
                     return Err("yaml: document contains excessive aliasing".into());
                 }
                 self.finish(node, 0)?;
@@ -162,12 +165,17 @@ impl Builder {
         Ok(false)
     }
 
-    fn open(&mut self, kind: Kind, line: u64, anchor: usize) {
+    fn open(&mut self, kind: Kind, line: u64, anchor: usize) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!(
+                "yaml: line {line}: exceeded max depth of {MAX_DEPTH}"
+            ));
+        }
         self.stack.push((Node { line, kind }, None, anchor));
+        Ok(())
     }
 
     fn finish(&mut self, node: Node, anchor: usize) -> Result<(), String> {
-        self.nodes += 1;
         if anchor != 0 {
             self.anchors.push((anchor, node.clone()));
         }
@@ -190,7 +198,12 @@ fn count(node: &Node) -> usize {
     match &node.kind {
         Kind::Scalar { .. } => 1,
         Kind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Kind::Map(pairs) => 1 + pairs.iter().map(|(k, v)| count(k) + count(v)).sum::<usize>(),
+        Kind::Map(pairs) => {
+            1 + pairs
+                .iter()
+                .map(|(k, v)| count(k) + count(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -525,5 +538,54 @@ pub fn to_json(node: &Node) -> serde_json::Value {
                 .unwrap_or_else(|| Value::String(value.clone())),
             Resolved::Str => Value::String(value.clone()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Resolved {
+        first_document(text).unwrap().unwrap().resolve()
+    }
+
+    #[test]
+    fn scalars_resolve_as_yaml_v3() {
+        assert_eq!(resolve("true"), Resolved::Bool(true));
+        assert_eq!(resolve("\"true\""), Resolved::Str);
+        assert_eq!(resolve("yes"), Resolved::Str);
+        assert_eq!(resolve("0x10"), Resolved::Int(16));
+        assert_eq!(resolve("0o17"), Resolved::Int(15));
+        assert_eq!(resolve("017"), Resolved::Int(15));
+        assert_eq!(resolve("1_000"), Resolved::Int(1000));
+        assert_eq!(resolve("1e3"), Resolved::Float(1000.0));
+        assert_eq!(resolve("8080.0"), Resolved::Float(8080.0));
+        assert_eq!(resolve("~"), Resolved::Null);
+        assert_eq!(resolve("!!str 5"), Resolved::Str);
+        assert_eq!(resolve("1.2.3"), Resolved::Str);
+    }
+
+    #[test]
+    fn only_the_first_document_counts() {
+        let doc = first_document("a: 1\n---\n[\n").unwrap().unwrap();
+        assert!(matches!(doc.kind, Kind::Map(ref pairs) if pairs.len() == 1));
+        assert_eq!(first_document("# only a comment\n").unwrap(), None);
+    }
+
+    #[test]
+    fn hostile_nesting_and_aliases_are_refused_not_overflowed() {
+        let deep = "[".repeat(20_000);
+        assert!(first_document(&deep).is_err());
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let prev = format!("*a{}", i - 1);
+            let items = vec![prev.as_str(); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{items}]\n"));
+        }
+        assert!(
+            first_document(&bomb)
+                .unwrap_err()
+                .contains("excessive aliasing")
+        );
     }
 }

@@ -20,10 +20,10 @@ impl PathRegex {
     /// Compiles `pattern` with Go semantics, or returns Go's error text.
     pub fn new(pattern: &str) -> Result<PathRegex, String> {
         let translated = syntax::translate(pattern)?;
-        // Go allows 1000 levels of nesting; what Go accepts but the `regex` crate cannot build
-        // within its size limit is reported with Go's text for a too large expression.
+        // What Go accepts but the `regex` crate cannot build within its limits (size, and
+        // nesting past its default of 250, which keeps compilation within a thread's stack) is
+        // reported with Go's text for a too large expression.
         let regex = RegexBuilder::new(&translated)
-            .nest_limit(1000)
             .build()
             .map_err(|_| format!("error parsing regexp: expression too large: `{pattern}`"))?;
         Ok(PathRegex {
@@ -69,6 +69,36 @@ mod tests {
         assert!(posix.is_match("/abc"));
         let bracket = PathRegex::new(r"^/[]a]+$").unwrap();
         assert!(bracket.is_match("/]a]"));
+    }
+
+    #[test]
+    fn go_only_syntax_is_read_as_go_reads_it() {
+        let quoted = PathRegex::new(r"^/\Qa.b*\E$").unwrap();
+        assert!(quoted.is_match("/a.b*") && !quoted.is_match("/axb"));
+        assert!(PathRegex::new(r"^/\101$").unwrap().is_match("/A"));
+        let brace = PathRegex::new(r"^/a{,3}x{$").unwrap();
+        assert!(brace.is_match("/a{,3}x{"));
+        let nested = PathRegex::new(r"(?P<n>a)(?P<n>b)").unwrap();
+        assert!(nested.is_match("/ab"));
+        assert_eq!(
+            PathRegex::new("x**").unwrap_err(),
+            "error parsing regexp: invalid nested repetition operator: `**`"
+        );
+        assert_eq!(
+            PathRegex::new("(a{500}){3}").unwrap_err(),
+            "error parsing regexp: invalid repeat count: `{3}`"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_stays_within_the_stack() {
+        let deep = format!("{}a{}", "(".repeat(999), ")".repeat(999));
+        assert!(PathRegex::new(&deep).is_err());
+        let deeper = format!("{}a{}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(
+            PathRegex::new(&deeper).unwrap_err(),
+            format!("error parsing regexp: expression nests too deeply: `{deeper}`")
+        );
     }
 
     #[test]

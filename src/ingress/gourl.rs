@@ -147,10 +147,7 @@ fn split_scheme(raw: &str) -> Result<(&str, &str), String> {
     Ok(("", raw))
 }
 
-fn parse_authority(
-    scheme: &str,
-    authority: &str,
-) -> Result<(Option<String>, String), String> {
+fn parse_authority(scheme: &str, authority: &str) -> Result<(Option<String>, String), String> {
     let (user, host) = match authority.rfind('@') {
         Some(i) => (Some(authority[..i].to_owned()), &authority[i + 1..]),
         None => (None, authority),
@@ -172,7 +169,11 @@ fn parse_host(scheme: &str, host: &str) -> Result<String, String> {
     if let Some(first) = host.find(':') {
         let last = host.rfind(':').unwrap_or(first);
         // Go 1.26 is strict about extra colons for http(s) only.
-        let i = if scheme == "http" || scheme == "https" { first } else { last };
+        let i = if scheme == "http" || scheme == "https" {
+            first
+        } else {
+            last
+        };
         check_port(&host[i..])?;
     }
     Ok(unescape(host, Mode::Host)?.into_owned())

@@ -25,6 +25,9 @@ const INVALID_PERL_OP: &str = "invalid or unsupported Perl syntax";
 /// Go's limit on a repeat count and on the product of nested counts.
 const MAX_REPEAT: u64 = 1000;
 
+/// Go's limit on the height of the parse tree, applied here to group nesting.
+const MAX_DEPTH: usize = 1000;
+
 /// One thing a quantifier can apply to, already written to the output.
 #[derive(Clone, Copy)]
 struct Atom {
@@ -79,7 +82,7 @@ impl<'a> Translator<'a> {
             match c {
                 '(' if t.as_bytes().get(1) == Some(&b'?') => t = self.perl_group(t)?,
                 '(' => {
-                    self.open_group("(");
+                    self.open_group("(")?;
                     t = &t[1..];
                 }
                 '|' => {
@@ -108,7 +111,11 @@ impl<'a> Translator<'a> {
                     Some((min, max, after)) => {
                         let spec = &t[..t.len() - after.len()];
                         let max_repeat = MAX_REPEAT as i64;
-                        if min < 0 || min > max_repeat || max > max_repeat || (max >= 0 && min > max) {
+                        if min < 0
+                            || min > max_repeat
+                            || max > max_repeat
+                            || (max >= 0 && min > max)
+                        {
                             return Err(error(INVALID_REPEAT_SIZE, spec));
                         }
                         let text = if max < 0 {
@@ -171,7 +178,10 @@ impl<'a> Translator<'a> {
         *t = &t[consumed..];
     }
 
-    fn open_group(&mut self, text: &str) {
+    fn open_group(&mut self, text: &str) -> Result<(), String> {
+        if self.frames.len() > MAX_DEPTH {
+            return Err(error("expression nests too deeply", self.whole));
+        }
         self.flush_flags();
         let start = self.out.len();
         self.out.push_str(text);
@@ -180,6 +190,7 @@ impl<'a> Translator<'a> {
             need: 0,
             last: None,
         });
+        Ok(())
     }
 
     fn close_group(&mut self) -> Result<(), String> {
@@ -266,7 +277,7 @@ impl<'a> Translator<'a> {
             if name.is_empty() || !name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()) {
                 return Err(error(INVALID_NAMED_CAPTURE, &s[..=end]));
             }
-            self.open_group("(");
+            self.open_group("(")?;
             return Ok(&s[end + 1..]);
         }
         // Each of i, m, s, U ends up set or cleared by its last mention.
@@ -295,7 +306,7 @@ impl<'a> Translator<'a> {
                         flags.push_str(&off);
                     }
                     if c == ':' {
-                        self.open_group(&format!("(?{flags}:"));
+                        self.open_group(&format!("(?{flags}:"))?;
                     } else if !flags.is_empty() {
                         self.pending_flags.push_str(&format!("(?{flags})"));
                     }
@@ -363,7 +374,12 @@ impl<'a> Translator<'a> {
             if t.len() > 2 && t.starts_with("[:") {
                 if let Some(i) = t[2..].find(":]") {
                     let name = &t[..i + 4];
-                    if !POSIX_CLASSES.contains(&name.trim_start_matches("[:").trim_start_matches('^').trim_end_matches(":]")) {
+                    if !POSIX_CLASSES.contains(
+                        &name
+                            .trim_start_matches("[:")
+                            .trim_start_matches('^')
+                            .trim_end_matches(":]"),
+                    ) {
                         return Err(error(INVALID_CHAR_RANGE, name));
                     }
                     body.push_str(name);
@@ -492,7 +508,11 @@ fn parse_escape(s: &str) -> Result<(char, &str), String> {
     };
     let mut t = &t[c.len_utf8()..];
     let invalid = |t: &str| Err(error(INVALID_ESCAPE, &s[..s.len() - t.len()]));
-    let octal = |t: &str| t.as_bytes().first().is_some_and(|b| (b'0'..=b'7').contains(b));
+    let octal = |t: &str| {
+        t.as_bytes()
+            .first()
+            .is_some_and(|b| (b'0'..=b'7').contains(b))
+    };
     match c {
         '1'..='7' if !octal(t) => invalid(t),
         '0'..='7' => {
@@ -534,7 +554,9 @@ fn hex_escape<'a>(s: &'a str, t: &'a str) -> Result<(char, &'a str), String> {
                     return fail(&t[i + 1..]);
                 }
                 let rest = &t[i + 1..];
-                return char::from_u32(value).map(|c| (c, rest)).map_or_else(|| fail(rest), Ok);
+                return char::from_u32(value)
+                    .map(|c| (c, rest))
+                    .map_or_else(|| fail(rest), Ok);
             }
             let Some(v) = c.to_digit(16) else {
                 return fail(&t[i + c.len_utf8()..]);
@@ -583,6 +605,10 @@ fn parse_int(s: &str) -> Option<(i64, &str)> {
     if digits == 0 || (digits >= 2 && s.starts_with('0')) {
         return None;
     }
-    let value = if digits > 9 { -1 } else { s[..digits].parse().unwrap_or(-1) };
+    let value = if digits > 9 {
+        -1
+    } else {
+        s[..digits].parse().unwrap_or(-1)
+    };
     Some((value, &s[digits..]))
 }
