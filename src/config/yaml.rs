@@ -276,23 +276,23 @@ fn resolve_plain(value: &str) -> Resolved {
     if let Some(n) = go_int(&plain) {
         return Resolved::Int(n);
     }
-    if is_yaml_float(&plain) {
-        if let Some(f) = go_float(&plain) {
-            return Resolved::Float(f);
-        }
+    if is_yaml_float(&plain)
+        && let Some(f) = go_float(&plain)
+    {
+        return Resolved::Float(f);
     }
     let (neg, digits) = match plain.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, plain.as_str()),
     };
     for (prefix, radix) in [("0b", 2), ("0o", 8)] {
-        if let Some(d) = digits.strip_prefix(prefix) {
-            if let Ok(n) = u64::from_str_radix(d, radix) {
-                let n = i128::from(n);
-                if !d.starts_with(['+', '-']) && (!neg || n <= 1 << 63) {
-                    return Resolved::Int(if neg { -n } else { n });
-                }
-            }
+        if let Some(d) = digits.strip_prefix(prefix)
+            && let Ok(n) = u64::from_str_radix(d, radix)
+            && !d.starts_with(['+', '-'])
+            && (!neg || i128::from(n) <= 1 << 63)
+        {
+            let n = i128::from(n);
+            return Resolved::Int(if neg { -n } else { n });
         }
     }
     Resolved::Str
@@ -579,7 +579,7 @@ mod tests {
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
             let prev = format!("*a{}", i - 1);
-            let items = vec![prev.as_str(); 10].join(", ");
+            let items = [prev.as_str(); 10].join(", ");
             bomb.push_str(&format!("a{i}: &a{i} [{items}]\n"));
         }
         assert!(

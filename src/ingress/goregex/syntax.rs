@@ -371,21 +371,18 @@ impl<'a> Translator<'a> {
         let mut first = true;
         while first || !t.starts_with(']') {
             first = false;
-            if t.len() > 2 && t.starts_with("[:") {
-                if let Some(i) = t[2..].find(":]") {
-                    let name = &t[..i + 4];
-                    if !POSIX_CLASSES.contains(
-                        &name
-                            .trim_start_matches("[:")
-                            .trim_start_matches('^')
-                            .trim_end_matches(":]"),
-                    ) {
-                        return Err(error(INVALID_CHAR_RANGE, name));
-                    }
-                    body.push_str(name);
-                    t = &t[i + 4..];
-                    continue;
+            if t.len() > 2
+                && t.starts_with("[:")
+                && let Some(i) = t[2..].find(":]")
+            {
+                let name = &t[..i + 4];
+                let bare = name.trim_start_matches("[:").trim_start_matches('^');
+                if !POSIX_CLASSES.contains(&bare.trim_end_matches(":]")) {
+                    return Err(error(INVALID_CHAR_RANGE, name));
                 }
+                body.push_str(name);
+                t = &t[i + 4..];
+                continue;
             }
             if let Some((class, after)) = unicode_class(t)? {
                 body.push_str(&class);
@@ -547,8 +544,7 @@ fn hex_escape<'a>(s: &'a str, t: &'a str) -> Result<(char, &'a str), String> {
     };
     if c == '{' {
         let mut value: u32 = 0;
-        let mut digits = 0;
-        for (i, c) in chars {
+        for (digits, (i, c)) in chars.enumerate() {
             if c == '}' {
                 if digits == 0 {
                     return fail(&t[i + 1..]);
@@ -565,7 +561,6 @@ fn hex_escape<'a>(s: &'a str, t: &'a str) -> Result<(char, &'a str), String> {
             if value > 0x10FFFF {
                 return fail(&t[i + c.len_utf8()..]);
             }
-            digits += 1;
         }
         return fail("");
     }
