@@ -84,10 +84,24 @@ pub fn tunnel(argv: &[String], env: HashMap<String, String>) -> Command {
         Ok(c) => c,
         Err(e) => return Command::Done(Outcome::failure(String::new(), e.to_string())),
     };
+    // A file without any YAML document: cloudflared logs it and goes on as if it had none.
+    let config = config.filter(|c| {
+        if c.empty {
+            eprintln!(
+                "{} ERR Configuration file {} was empty",
+                crate::logging::rfc3339_utc(std::time::SystemTime::now()),
+                c.source.display()
+            );
+        }
+        !c.empty
+    });
     let settings = match &config {
         Some(c) => settings.with_file(&c.raw.settings, &c.source.display().to_string()),
         None => settings,
     };
+    if let Err(e) = settings.check_file_types() {
+        return Command::Done(Outcome::failure(String::new(), e));
+    }
     let command: Vec<&str> = inv.command.iter().map(String::as_str).collect();
     match command.as_slice() {
         ["ingress", "validate"] => Command::Done(ingress_cmd::validate(&settings, config.as_ref())),
