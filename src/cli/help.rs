@@ -4,7 +4,7 @@ use super::flags::{FLAGS, Scope};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The cloudflared release whose behaviour ringflare follows.
-pub const COMPAT_VERSION: &str = "2025.5.0";
+pub const COMPAT_VERSION: &str = "2026.8.2";
 
 pub fn version_line() -> String {
     format!("ringflare version {VERSION} (compatible with cloudflared {COMPAT_VERSION})")

@@ -56,6 +56,9 @@ const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// Runs `tunnel run` to completion and returns the process outcome.
 pub fn run(run: TunnelRun) -> Outcome {
     init_logging(&run);
+    for warning in &run.warnings {
+        log::warn!("{warning}");
+    }
     match start(run) {
         Ok(code) => Outcome {
             stdout: String::new(),
