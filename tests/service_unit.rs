@@ -90,14 +90,22 @@ fn installed_unit_exec_start_runs_against_the_edge() {
         .env("RINGFLARE_SERVICE_ROOT", &root)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let unit = std::fs::read_to_string(root.join("etc/systemd/system/cloudflared.service")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/cloudflared.service")).unwrap();
     let token_file = root.join("etc/cloudflared/token");
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(unit.contains("\nType=notify\n"), "{unit}");
-    assert!(unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"), "{unit}");
+    assert!(
+        unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{unit}"
+    );
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
@@ -173,8 +181,11 @@ fn install_without_token_needs_tunnel_and_credentials_in_the_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    std::fs::write(&cfg, "tunnel: 6ff42ae2-765d-4adf-8112-31c55c1551ef\ncredentials-file: /x.json\n")
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        "tunnel: 6ff42ae2-765d-4adf-8112-31c55c1551ef\ncredentials-file: /x.json\n",
+    )
+    .unwrap();
     let root = dir.path().join("root");
     let out = Command::new(BIN)
         .args(["--config"])
@@ -185,8 +196,13 @@ fn install_without_token_needs_tunnel_and_credentials_in_the_config() {
         .env("RINGFLARE_SERVICE_ROOT", &root)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let unit = std::fs::read_to_string(root.join("etc/systemd/system/cloudflared.service")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/cloudflared.service")).unwrap();
     assert!(unit.contains(" --no-autoupdate --config /etc/cloudflared/config.yml tunnel run\n"));
     assert_eq!(
         std::fs::read_to_string(root.join("etc/cloudflared/config.yml")).unwrap(),

@@ -162,6 +162,10 @@ fn tunnel_after(argv: &[String], app: Invocation, env: HashMap<String, String>) 
             format!("Incorrect Usage: unknown command '{other}'"),
             "tunnel ingress",
         )),
+        ["run"] if run_usage_error(&settings, &inv.args).is_some() => {
+            let message = run_usage_error(&settings, &inv.args).unwrap_or_default();
+            Command::Done(Outcome::usage(message, "tunnel run"))
+        }
         _ => match flag_notices(&settings) {
             Ok(warnings) => Command::TunnelRun(Box::new(TunnelRun {
                 settings,
@@ -172,6 +176,40 @@ fn tunnel_after(argv: &[String], app: Invocation, env: HashMap<String, String>) 
             Err(refused) => Command::Done(Outcome::failure(String::new(), refused)),
         },
     }
+}
+
+/// The usage errors cloudflared's `tunnel run` reports before it starts (exit 255): too many
+/// arguments, an unreadable token file, an invalid token, no tunnel named anywhere.
+fn run_usage_error(settings: &Settings, args: &[String]) -> Option<String> {
+    if args.len() > 1 {
+        return Some(
+            "\"cloudflared tunnel run\" accepts only one argument, the ID or name of the tunnel to run."
+                .into(),
+        );
+    }
+    let mut token = settings.opt_string("token").unwrap_or_default();
+    if token.is_empty()
+        && let Some(path) = settings.opt_string("token-file").filter(|p| !p.is_empty())
+    {
+        match std::fs::read_to_string(expand_home(&path)) {
+            Ok(text) => token = text.trim().to_owned(),
+            Err(e) => {
+                return Some(format!(
+                    "Failed to read token file: open {path}: {}",
+                    crate::control::loader::go_io_reason(&e)
+                ));
+            }
+        }
+    }
+    if !token.is_empty() {
+        return crate::config::credentials::parse_token(&token)
+            .err()
+            .map(|_| "Provided Tunnel token is not valid.".to_owned());
+    }
+    let named = !args.is_empty() || settings.opt_string("tunnel").is_some_and(|t| !t.is_empty());
+    (!named).then(|| {
+        "\"cloudflared tunnel run\" requires the ID or name of the tunnel to run as the last command line argument or in the configuration file.".to_owned()
+    })
 }
 
 /// Checks the set flags against what ringflare supports: the warnings to log once logging is

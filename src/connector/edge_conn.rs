@@ -501,7 +501,6 @@ fn register_params(
         "serialized_headers",
         "support_datagram_v2",
         "support_quic_eof",
-        "management_logs",
     ]
     .iter()
     .map(|s| (*s).to_owned())
