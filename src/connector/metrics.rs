@@ -173,18 +173,20 @@ pub fn render(shared: &Shared) -> String {
         "Count of responses by HTTP status code",
         &codes,
     );
+    // cloudflared keys locations by connection index and keeps a location after the
+    // connection drops (a gauge that stays 1 until the index reconnects elsewhere).
     let locations: Vec<(String, u64)> = statuses
         .iter()
-        .filter(|s| s.registered)
-        .filter_map(|s| {
-            let id = s.connection_id?;
-            Some((
+        .enumerate()
+        .filter(|(_, s)| !s.location.is_empty())
+        .map(|(index, s)| {
+            (
                 format!(
-                    "{{connection_id=\"{id}\",edge_location=\"{}\"}}",
+                    "{{connection_id=\"{index}\",edge_location=\"{}\"}}",
                     escape(&s.location)
                 ),
                 1,
-            ))
+            )
         })
         .collect();
     metric(
@@ -204,16 +206,21 @@ pub fn render(shared: &Shared) -> String {
             shared.register_success.load(Relaxed),
         )],
     );
-    metric(
-        &mut out,
-        &format!("{p}tunnel_register_fail"),
-        "counter",
-        "Count of tunnel registration errors by type",
-        &[(
-            "{error=\"server_error\",rpcName=\"registerConnection\"}".into(),
-            shared.register_fail.load(Relaxed),
-        )],
-    );
+    // A labelled counter has no series (and cloudflared prints no family) until the first
+    // failure.
+    let fails = shared.register_fail.load(Relaxed);
+    if fails > 0 {
+        metric(
+            &mut out,
+            &format!("{p}tunnel_register_fail"),
+            "counter",
+            "Count of tunnel registration errors by type",
+            &[(
+                "{error=\"server_error\",rpcName=\"registerConnection\"}".into(),
+                fails,
+            )],
+        );
+    }
     let tcp_active: i64 = shared
         .cores
         .iter()
@@ -233,6 +240,17 @@ pub fn render(shared: &Shared) -> String {
         "Total count of TCP sessions that have been proxied to any origin",
         &plain(shared.sum(|c| c.tcp_total.load(Relaxed))),
     );
+    let version = *shared
+        .config_version
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(
+        out,
+        "# HELP cloudflared_orchestration_config_version Configuration Version\n\
+         # TYPE cloudflared_orchestration_config_version gauge\n\
+         cloudflared_orchestration_config_version {version}"
+    );
+    super::procstat::render(&mut out);
     let _ = writeln!(
         out,
         "# HELP ringflare_uptime_seconds Seconds since the connector started"

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod options;
 pub mod origin;
 pub mod pipe;
+pub mod procstat;
 pub mod proxy;
 pub mod remote_config;
 pub mod response;
@@ -155,7 +156,8 @@ fn start(run: TunnelRun) -> Result<i32, String> {
     })?;
     let ha = options.ha_connections.min(addrs.len());
     if ha < options.ha_connections {
-        log::warn!(
+        // cloudflared logs this notice at INF.
+        log::info!(
             "You requested {} HA connections but I can give you at most {ha}.",
             options.ha_connections
         );

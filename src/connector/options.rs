@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(o.grace_period, Duration::from_secs(30));
         assert_eq!(o.rpc_timeout, Duration::from_secs(5));
         assert_eq!(o.metrics, None, "localhost:0 means the default port search");
-        assert_eq!(o.ip_version, IpVersion::V4);
+        assert_eq!(o.ip_version, IpVersion::Auto, "2026.8.2 defaults to auto");
         assert_eq!(
             o.edge,
             EdgeSource::Srv {
