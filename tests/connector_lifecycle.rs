@@ -332,6 +332,19 @@ fn hundred_reloads_under_load_fail_no_request_and_metrics_report() {
         );
         let (_, body) = http_get(&metrics, "/healthcheck");
         assert_eq!(body, "OK\n");
+        // cloudflared's diagnostic endpoints (what `cloudflared tunnel diag` collects).
+        let (line, body) = http_get(&metrics, "/diag/tunnel");
+        assert!(line.contains("200"), "{line}");
+        assert!(body.starts_with("{\"tunnelID\":\""), "{body}");
+        assert!(
+            body.contains("\"connections\":[{\"isConnected\":true,\"edgeAddress\":\"127.0.0.1\"}]"),
+            "{body}"
+        );
+        let (line, body) = http_get(&metrics, "/diag/configuration");
+        assert!(line.contains("200"), "{line}");
+        assert!(body.contains("\"ha-connections\":\"1\""), "{body}");
+        assert!(body.contains("\"uid\":\""), "{body}");
+        assert!(!body.contains("token"), "no secrets: {body}");
         assert!(connector.log_text().contains("Updated ingress rules"));
     });
 }

@@ -97,6 +97,8 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
             (status, "application/json", body)
         }
         "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
+        "/diag/tunnel" => ("200 OK", "application/json", diag_tunnel(shared)),
+        "/diag/configuration" => ("200 OK", "application/json", diag_configuration(shared)),
         "/quicktunnel" => ("200 OK", "application/json", "{\"hostname\":\"\"}\n".into()),
         _ => (
             "404 Not Found",
@@ -104,6 +106,53 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
             "404 page not found\n".into(),
         ),
     }
+}
+
+/// cloudflared's `/diag/tunnel`: tunnel and connector IDs and each connection's state, with Go's
+/// `omitempty` (a false `isConnected`, index 0 and protocol http2 (= 0) are left out).
+fn diag_tunnel(shared: &Shared) -> String {
+    let conns: Vec<String> = shared
+        .conn_statuses()
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let mut fields = Vec::new();
+            if s.registered {
+                fields.push("\"isConnected\":true".to_owned());
+            }
+            let ip = s
+                .edge_addr
+                .parse::<SocketAddr>()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            if !ip.is_empty() {
+                fields.push(format!("\"edgeAddress\":\"{ip}\""));
+            }
+            if index > 0 {
+                fields.push(format!("\"index\":{index}"));
+            }
+            format!("{{{}}}", fields.join(","))
+        })
+        .collect();
+    format!(
+        "{{\"tunnelID\":\"{}\",\"connectorID\":\"{}\",\"connections\":[{}]}}\n",
+        shared.options.credentials.tunnel_id,
+        shared.connector_id,
+        conns.join(",")
+    )
+}
+
+/// cloudflared's `/diag/configuration`: the set non-secret flags and the process's uid.
+fn diag_configuration(shared: &Shared) -> String {
+    let mut map: serde_json::Map<String, serde_json::Value> = shared
+        .options
+        .diag_flags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    let uid = rustix::process::getuid().as_raw();
+    map.insert("uid".into(), uid.to_string().into());
+    format!("{}\n", serde_json::Value::Object(map))
 }
 
 /// Prometheus text for everything the connector counts.

@@ -72,6 +72,8 @@ pub struct ConnectorOptions {
     pub config_text: Option<String>,
     /// The `Settings: map[...]` line.
     pub settings_line: String,
+    /// The set, non-secret flags `/diag/configuration` reports (cloudflared's list).
+    pub diag_flags: std::collections::BTreeMap<String, String>,
     /// True when no rule came from the file or the CLI (cloudflared warns).
     pub default_503: bool,
     /// Whether a token was used (silences the no-rules warning).
@@ -138,6 +140,7 @@ impl ConnectorOptions {
             config_path,
             config_text,
             settings_line: s.settings_line(),
+            diag_flags: s.diag_flags(),
             default_503,
             from_token: s.opt_string("token").is_some() || s.opt_string("token-file").is_some(),
             credentials,
