@@ -80,6 +80,10 @@ pub fn parse_tunnel_args_after(
             inv.command.push(first);
             inv.args = parse_level(&rest[1..], Scope::Sub, "tunnel ready", &mut inv)?;
         }
+        "diag" => {
+            inv.command.push(first);
+            inv.args = rest[1..].to_vec();
+        }
         cmd if API_ONLY.contains(&cmd) => {
             inv.command.push(first);
             inv.args = rest[1..].to_vec();

@@ -144,6 +144,7 @@ fn tunnel_after(argv: &[String], app: Invocation, env: HashMap<String, String>) 
     let command: Vec<&str> = inv.command.iter().map(String::as_str).collect();
     match command.as_slice() {
         ["ready"] => return Command::Done(other_cmds::ready(&settings)),
+        ["diag"] => return Command::Done(other_cmds::diag()),
         [cmd] if API_ONLY.contains(cmd) => {
             return Command::Done(other_cmds::api_only(&format!("tunnel {cmd}")));
         }

@@ -123,6 +123,18 @@ pub fn api_only(command: &str) -> Outcome {
     )
 }
 
+/// `tunnel diag`: not built into ringflare yet; the endpoints it collects are served, so
+/// cloudflared's own `tunnel diag` works against a running ringflare.
+pub fn diag() -> Outcome {
+    Outcome::failure(
+        String::new(),
+        "ringflare has no built-in `tunnel diag` yet. Its metrics server serves what the report collects \
+         (/metrics, /diag/tunnel, /diag/configuration): run `cloudflared tunnel diag --metrics ADDR` \
+         against the running ringflare."
+            .into(),
+    )
+}
+
 /// `update`: ringflare never replaces its own binary.
 pub fn update() -> Outcome {
     Outcome::failure(
