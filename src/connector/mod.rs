@@ -25,6 +25,7 @@ pub mod origin;
 pub mod pipe;
 pub mod procstat;
 pub mod proxy;
+pub mod proxy_env;
 pub mod remote_config;
 pub mod response;
 pub mod socks;
