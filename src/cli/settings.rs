@@ -187,6 +187,25 @@ impl Settings {
         }
     }
 
+    /// The set flags cloudflared's `/diag/configuration` reports: only those on its list of
+    /// non-secret flags, log paths made absolute.
+    pub fn diag_flags(&self) -> BTreeMap<String, String> {
+        flags::DIAG_FLAGS
+            .iter()
+            .filter_map(|name| {
+                let value = self.opt_string(name).filter(|v| !v.is_empty())?;
+                let value = if matches!(*name, "logfile" | "log-directory") {
+                    std::path::absolute(&value)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(value)
+                } else {
+                    value
+                };
+                Some(((*name).to_owned(), value))
+            })
+            .collect()
+    }
+
     /// cloudflared's `Settings: map[...]` text: explicitly set flags, secrets masked.
     pub fn settings_line(&self) -> String {
         let mut entries: Vec<(&str, String)> = flags::FLAGS

@@ -109,11 +109,12 @@ pub async fn run(
     };
     let mut backoff = Backoff::new(BACKOFF_BASE, core.shared.options.retries);
     if index > 0 {
-        // cloudflared starts connections 1.. only after connection 0 registered, 1 s apart.
+        // cloudflared starts connection 1 as soon as connection 0 registered, then the next
+        // ones 1 s apart (supervisor: start, then sleep registrationInterval): 0/0/1/2 s.
         let stop = core.stop.clone();
         let wait = async {
             first_registered.wait().await;
-            compio::time::sleep(Duration::from_secs(u64::from(index))).await;
+            compio::time::sleep(Duration::from_secs(u64::from(index - 1))).await;
         };
         if select_stop(wait, &stop).await.is_none() {
             return;
@@ -501,7 +502,6 @@ fn register_params(
         "serialized_headers",
         "support_datagram_v2",
         "support_quic_eof",
-        "management_logs",
     ]
     .iter()
     .map(|s| (*s).to_owned())
