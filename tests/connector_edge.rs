@@ -263,6 +263,66 @@ fn edge_restart_reconnects_and_sigterm_finishes_in_flight() {
     edge.shutdown();
 }
 
+/// Issue 10 item 4: every reconnect used to leave the old connection's control-stream task
+/// behind, and at shutdown each stale task tried to unregister its dead connection (one
+/// warning each). After N edge restarts, SIGTERM must try exactly one unregistration.
+#[test]
+fn edge_restarts_leave_no_stale_control_stream_behind() {
+    const RESTARTS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let origin = echo_origin();
+    let mut edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap()]);
+    let addrs = edge.tunnel_addrs().to_vec();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("ingress:\n  - service: http://{}\n", origin.addr),
+    )
+    .unwrap();
+    let mut c = connector(&edge, &t, &cfg, &[]);
+    // Each round waits for the connector's own "Registered" line (not only the edge's view),
+    // so every connection it made was fully registered before the edge went away.
+    let registered = |c: &Connector, n: usize| {
+        c.log_when(WAIT, |log| {
+            log.matches("Registered tunnel connection").count() >= n
+        })
+        .matches("Registered tunnel connection")
+        .count()
+            >= n
+    };
+    assert!(registered(&c, 1), "{}", c.log_text());
+    for round in 1..=RESTARTS {
+        edge.shutdown();
+        edge = start_edge(dir.path(), &t, addrs.clone());
+        assert!(
+            registered(&c, round + 1),
+            "no reconnect after restart {round}: {}",
+            c.log_text()
+        );
+    }
+    assert_eq!(
+        Client::connect(edge.eyeball_addr())
+            .get("a.test", "/")
+            .status,
+        200
+    );
+    c.signal("TERM");
+    assert_eq!(c.wait(WAIT), Some(0), "{}", c.log_text());
+    let log = c.log_text();
+    assert_eq!(
+        log.matches("Registered tunnel connection").count(),
+        RESTARTS + 1,
+        "{log}"
+    );
+    let attempts = log.matches("Unregistered tunnel connection").count()
+        + log.matches("unregisterConnection failed").count()
+        + log.matches("unregisterConnection timed out").count();
+    assert_eq!(attempts, 1, "one unregistration per live connection: {log}");
+    assert!(log.contains("Unregistered tunnel connection"), "{log}");
+    edge.shutdown();
+}
+
 #[test]
 fn demo_command_serves_hello_world_and_stops_on_ctrl_c() {
     use std::io::BufRead;

@@ -302,6 +302,10 @@ async fn serve_once(
     let params = register_params(core, index, local_ip, attempt);
     let inflight = Rc::new(InflightCount::default());
     let mut control_seen = false;
+    // The control-stream task belongs to this connection: held here, it is cancelled when
+    // the connection ends (a detached one would outlive it and unregister a dead connection
+    // at shutdown).
+    let mut _control_task: Option<compio::runtime::JoinHandle<()>> = None;
     let mut stop = pin!(core.stop.stopped());
     let mut stopping = false;
     let mut unregistered = false;
@@ -369,7 +373,7 @@ async fn serve_once(
                         ev_tx.clone(),
                         index,
                     );
-                    compio::runtime::spawn(task).detach();
+                    _control_task = Some(compio::runtime::spawn(task));
                 } else {
                     let core = core.clone();
                     let guard = inflight.enter();
