@@ -425,6 +425,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
         // The response may arrive while the body is still streaming (echo), or before the
         // body was read at all (an early error): handle whichever finishes first.
         let (pumped, response) = match select(pump, respond).await {
+            Either::Left((pumped, _)) if bad_body_status(&pumped).is_some() => {
+                // No point waiting for the answer to a stream we reset.
+                (Some(pumped), Err(&pages::BAD_REQUEST))
+            }
             Either::Left((pumped, _)) => {
                 let response = match compio::time::timeout(timeout, response).await {
                     Err(_) => Err(&pages::TIMEOUT),
@@ -443,6 +447,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
                 }
             },
         };
+        // The visitor's body was malformed (bad chunk framing): that is the visitor's error
+        // (400), whatever the connector made of the reset stream.
+        if let Some(status) = pumped.as_ref().and_then(bad_body_status) {
+            log::debug!(host:% = ctx.host; "Bad request body from eyeball");
+            let page = ErrorPage {
+                status,
+                ..pages::BAD_REQUEST
+            };
+            return write_page(wr, &page, &ctx.host, &ctx.ray, false, ctx.version).await;
+        }
         match response {
             Ok(resp) => {
                 let body_ok = pumped.is_some_and(|p| p.is_ok());
@@ -719,6 +733,14 @@ async fn pump_body<R: AsyncRead + Unpin>(
     result
 }
 
+/// The status for a request body the visitor framed wrongly, when that is why `pumped` failed.
+fn bad_body_status(pumped: &io::Result<()>) -> Option<u16> {
+    let e = pumped.as_ref().err()?;
+    e.get_ref()?
+        .downcast_ref::<crate::http1::Http1Error>()
+        .map(crate::http1::Http1Error::status)
+}
+
 /// Whether the response is the connector's own error (`{"src":"cloudflared"}`).
 fn is_connector_error(headers: &HeaderMap) -> bool {
     headers
@@ -869,6 +891,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
             wr.write_all(&chunk).await
         };
         if written.is_err() {
+            // Dropping `body` resets the stream (CANCEL), so the connector stops too.
+            log::debug!(host:% = ctx.host, ray:% = ctx.ray, sent = sent; "Eyeball went away: response aborted");
             return false;
         }
         let _ = body.flow_control().release_capacity(len);
@@ -987,7 +1011,13 @@ async fn write_page<W: AsyncWrite + Unpin>(
 
 /// The request's authority: the Host header, or the authority of an absolute-form target.
 fn authority_of(head: &RequestHead) -> Option<String> {
-    if let Some(host) = head.values(&header::HOST).next() {
+    let mut hosts = head.values(&header::HOST);
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        // RFC 9112 §3.2: more than one Host field is a 400.
+        return None;
+    }
+    if let Some(host) = first {
         let host = std::str::from_utf8(host).ok()?.trim();
         if host.is_empty() {
             return None;
