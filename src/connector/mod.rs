@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod backoff;
+pub mod connection_state;
 pub mod core;
 pub mod demo;
 pub mod discovery;
