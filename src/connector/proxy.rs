@@ -54,6 +54,19 @@ pub enum ProxyError {
     Http2Origin(h2::Error),
 }
 
+impl From<ProxyError> for crate::connector::stream::StreamError {
+    fn from(e: ProxyError) -> Self {
+        use crate::connector::stream::{Cause, StreamError};
+        match e {
+            ProxyError::Dial(d) => d.into(),
+            ProxyError::Write(e) => StreamError::origin(Cause::OriginWrite(e)),
+            ProxyError::Response(r) => StreamError::origin(r),
+            ProxyError::Edge(e) => StreamError::edge(e),
+            ProxyError::Http2Origin(e) => StreamError::origin(Cause::Http2Origin(e)),
+        }
+    }
+}
+
 /// What happened to a request, for metrics and logs.
 pub enum Outcome {
     /// The origin's status was sent to the edge (the body may still have failed later).

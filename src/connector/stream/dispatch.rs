@@ -10,11 +10,12 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::Request;
 
-use super::core::Core;
-use super::origin::{Dial, Target, TlsParams};
-use super::pipe::pipe_raw;
-use super::proxy::{Outcome, proxy_http, respond_error};
-use super::response::origin_head;
+use super::error::{Answer, Cause, Side, StreamError};
+use crate::connector::core::Core;
+use crate::connector::origin::{Dial, Target, TlsParams};
+use crate::connector::pipe::pipe_raw;
+use crate::connector::proxy::{Outcome, proxy_http};
+use crate::connector::response::origin_head;
 use crate::ingress::{Matched, OriginRequest, Rule, Service};
 use crate::proto::http2::{
     ConfigPushRequest, ConfigPushResponse, RequestKind, classify, websocket_accept,
@@ -73,15 +74,7 @@ pub async fn serve(
                 .unwrap_or("");
             log::debug!(connIndex = conn_index; "{code} {reason}");
         }
-        Err(reason) => {
-            counters.request_errors.fetch_add(1, Relaxed);
-            log::error!(
-                connIndex = conn_index, error = reason.as_str();
-                "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared"
-            );
-            respond_error(&mut respond);
-            counters.response(502);
-        }
+        Err(err) => fail(core, &mut respond, &err, conn_index),
     }
 }
 
@@ -92,7 +85,7 @@ async fn route(
     respond: &mut SendResponse<Bytes>,
     websocket: bool,
     conn_index: u8,
-) -> Result<u16, String> {
+) -> Result<u16, StreamError> {
     let host = req
         .uri()
         .authority()
@@ -108,22 +101,30 @@ async fn route(
     let table = core.shared.ingress.load();
     let (rule, index) = match table.find(&host, req.uri().path()) {
         Matched::Rule(i) => (table.rule(i), i.0),
-        Matched::Internal(_) => return Err("management requests are not supported".into()),
+        Matched::Internal(_) => {
+            return Err(StreamError::refused(
+                "management requests are not supported",
+            ));
+        }
     };
     log_request(&req, &host, conn_index, index, rule);
     if let Some(access) = rule.access.as_ref().filter(|a| a.required) {
         let token = req
             .headers()
-            .get(super::access::HEADER)
+            .get(crate::connector::access::HEADER)
             .map(|v| v.as_bytes());
-        if let super::access::Decision::Deny(reason) = super::access::check(access, token).await? {
+        if let crate::connector::access::Decision::Deny(reason) =
+            crate::connector::access::check(access, token)
+                .await
+                .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
+        {
             log::error!(connIndex = conn_index; "request filtered by middleware handler (AccessJWTValidator) due to: {reason}");
             return status_only(respond, 403);
         }
     }
     match &rule.service {
         Service::Status(code) => status_only(respond, *code),
-        Service::HelloWorld => Ok(super::hello::serve(req, respond, websocket)
+        Service::HelloWorld => Ok(crate::connector::hello::serve(req, respond, websocket)
             .await
             .unwrap_or(200)),
         Service::Http(o) => {
@@ -149,14 +150,18 @@ async fn route(
                 .get("cf-access-jump-destination")
                 .and_then(|v| v.to_str().ok())
                 .map(jump_destination)
-                .ok_or("Did not receive final destination from client. The --destination flag is likely not set on the client side")?;
+                .ok_or_else(|| StreamError::refused("Did not receive final destination from client. The --destination flag is likely not set on the client side"))?;
             stream_service(req, respond, rule, &dest).await
         }
         Service::SocksProxy { rules } if websocket => {
-            super::socks::serve_proxy(req, respond, rule, rules).await
+            crate::connector::socks::serve_proxy(req, respond, rule, rules)
+                .await
+                .map_err(socks_error)
         }
         Service::Stream(_) | Service::Bastion | Service::SocksProxy { .. } => {
-            Err("stream services need a websocket request (use cloudflared access)".into())
+            Err(StreamError::refused(
+                "stream services need a websocket request (use cloudflared access)",
+            ))
         }
     }
 }
@@ -220,7 +225,7 @@ async fn http_origin(
     target: Target,
     tls: Option<TlsParams>,
     websocket: bool,
-) -> Result<u16, String> {
+) -> Result<u16, StreamError> {
     let o = &rule.options;
     let dial = Dial {
         target,
@@ -231,15 +236,15 @@ async fn http_origin(
     };
     match proxy_http(core, req, respond, &dial, o, websocket).await {
         Outcome::Responded(code) => Ok(code),
-        Outcome::Failed(e) => Err(e.to_string()),
+        Outcome::Failed(e) => Err(e.into()),
     }
 }
 
 /// A fixed status with an empty body and no headers (`http_status:NNN`, Access refusals).
-fn status_only(respond: &mut SendResponse<Bytes>, code: u16) -> Result<u16, String> {
+fn status_only(respond: &mut SendResponse<Bytes>, code: u16) -> Result<u16, StreamError> {
     respond
         .send_response(origin_head(code, &[]), true)
-        .map_err(|e| e.to_string())?;
+        .map_err(StreamError::edge)?;
     Ok(code)
 }
 
@@ -250,9 +255,11 @@ async fn stream_service(
     respond: &mut SendResponse<Bytes>,
     rule: &Rule,
     dest: &str,
-) -> Result<u16, String> {
+) -> Result<u16, StreamError> {
     if rule.options.proxy_type == "socks" {
-        return super::socks::serve_fixed(req, respond, rule, dest).await;
+        return crate::connector::socks::serve_fixed(req, respond, rule, dest)
+            .await
+            .map_err(socks_error);
     }
     let origin = dial_tcp(dest, &rule.options).await?;
     let mut headers = Vec::new();
@@ -270,15 +277,18 @@ async fn stream_service(
     }
     let mut send = respond
         .send_response(origin_head(101, &headers), false)
-        .map_err(|e| e.to_string())?;
+        .map_err(StreamError::edge)?;
     let mut recv = req.into_body();
-    super::ws::bridge(&mut recv, &mut send, origin).await;
+    crate::connector::ws::bridge(&mut recv, &mut send, origin).await;
     Ok(101)
 }
 
-async fn dial_tcp(dest: &str, o: &OriginRequest) -> Result<super::origin::OriginStream, String> {
-    let (host, port) =
-        split_host_port(dest).ok_or_else(|| format!("invalid destination {dest:?}"))?;
+async fn dial_tcp(
+    dest: &str,
+    o: &OriginRequest,
+) -> Result<crate::connector::origin::OriginStream, StreamError> {
+    let (host, port) = split_host_port(dest)
+        .ok_or_else(|| StreamError::refused(format!("invalid destination {dest:?}")))?;
     let dial = Dial {
         target: Target::Tcp { host, port },
         tls: None,
@@ -286,9 +296,9 @@ async fn dial_tcp(dest: &str, o: &OriginRequest) -> Result<super::origin::Origin
         tls_timeout: o.tls_timeout,
         tcp_keep_alive: o.tcp_keep_alive,
     };
-    super::origin::dial(&dial, &super::origin::OriginTls::default())
+    crate::connector::origin::dial(&dial, &crate::connector::origin::OriginTls::default())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(StreamError::from)
 }
 
 fn split_host_port(s: &str) -> Option<(String, u16)> {
@@ -302,14 +312,16 @@ async fn tcp_stream(
     core: &Core,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
-) -> Result<u16, String> {
+) -> Result<u16, StreamError> {
     let dest = req
         .uri()
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
     if dest.is_empty() {
-        return Err("cloudflared received a warp-routing request with an empty host value".into());
+        return Err(StreamError::refused(
+            "cloudflared received a warp-routing request with an empty host value",
+        ));
     }
     let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
     let o = OriginRequest {
@@ -324,7 +336,7 @@ async fn tcp_stream(
     let result = async {
         let mut send = respond
             .send_response(origin_head(101, &[]), false)
-            .map_err(|e| e.to_string())?;
+            .map_err(StreamError::edge)?;
         let mut recv = req.into_body();
         let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
         pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
@@ -341,31 +353,31 @@ async fn config_update(
     core: &Core,
     req: Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
-) -> Result<u16, String> {
+) -> Result<u16, StreamError> {
     let mut body = req.into_body();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
+        let chunk = chunk.map_err(StreamError::edge)?;
         crate::runtime::h2stream::release(&mut body, chunk.len());
         bytes.extend_from_slice(&chunk);
         if bytes.len() > 16 << 20 {
-            return Err("configuration push too large".into());
+            return Err(config_push("configuration push too large".into()));
         }
     }
     let push: ConfigPushRequest = match serde_json::from_slice(&bytes) {
         Ok(p) => p,
         // cloudflared answers a body it cannot decode with its 502.
-        Err(e) => return Err(format!("invalid configuration push: {e}")),
+        Err(e) => return Err(config_push(e.to_string())),
     };
     let reply = apply_push(core, &push);
-    let json = serde_json::to_string(&reply).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(&reply).map_err(|e| config_push(e.to_string()))?;
     let mut resp = http::Response::new(());
     *resp.status_mut() = http::StatusCode::OK;
     let mut send = respond
         .send_response(resp, false)
-        .map_err(|e| e.to_string())?;
+        .map_err(StreamError::edge)?;
     send.send_data(Bytes::from(json), true)
-        .map_err(|e| e.to_string())?;
+        .map_err(StreamError::edge)?;
     Ok(200)
 }
 
@@ -384,7 +396,7 @@ fn apply_push(core: &Core, push: &ConfigPushRequest) -> ConfigPushResponse {
             err: None,
         };
     }
-    match super::remote_config::parse_remote(push.config.get().as_bytes()) {
+    match crate::connector::remote_config::parse_remote(push.config.get().as_bytes()) {
         Ok(table) => {
             shared.ingress.publish(table);
             *current = push.version;
@@ -402,4 +414,25 @@ fn apply_push(core: &Core, push: &ConfigPushRequest) -> ConfigPushResponse {
             }
         }
     }
+}
+
+fn config_push(reason: String) -> StreamError {
+    StreamError::new(Side::Local, Cause::ConfigPush(reason))
+}
+
+/// The one place a failed stream becomes an answer, a log line and a count.
+fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_index: u8) {
+    let counters = core.counters();
+    counters.request_errors.fetch_add(1, Relaxed);
+    err.log(conn_index);
+    super::h2::H2Respond::fail_on(respond, err);
+    match err.answer(false) {
+        Answer::BadGateway => counters.response(502),
+        Answer::Forbidden => counters.response(403),
+        Answer::Reset => {}
+    }
+}
+
+fn socks_error(reason: String) -> StreamError {
+    StreamError::new(Side::Origin, Cause::Socks(reason))
 }
