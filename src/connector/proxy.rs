@@ -339,7 +339,7 @@ async fn exchange(
         }
         Some(Ok(clean)) => {
             let reusable = if clean && keep_alive && upload_ok {
-                rd.reunite(wr).ok()
+                super::origin::reunite(rd, wr)
             } else {
                 None
             };

@@ -17,7 +17,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use compio::io::compat::AsyncStream;
 use compio::net::{TcpStream, ToSocketAddrsAsync};
 use futures_util::io::AsyncWriteExt;
 use h2::server::SendResponse;
@@ -50,9 +49,6 @@ pub const REP_HOST_UNREACHABLE: u8 = 4;
 pub const REP_CONNECTION_REFUSED: u8 = 5;
 pub const REP_COMMAND_NOT_SUPPORTED: u8 = 7;
 pub const REP_ADDRESS_TYPE_NOT_SUPPORTED: u8 = 8;
-
-/// Buffer of the dialled socket's `AsyncStream`, per direction (as origin dials use).
-const STREAM_BUF: usize = 64 * 1024;
 
 /// Malformed or unsupported SOCKS input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -486,10 +482,7 @@ fn wrap(tcp: TcpStream, o: &OriginRequest) -> (OriginStream, Option<SocketAddr>)
         },
     );
     let local = tcp.local_addr().ok();
-    (
-        Box::new(Box::pin(AsyncStream::with_capacity(STREAM_BUF, tcp))),
-        local,
-    )
+    (OriginStream::tcp(tcp), local)
 }
 
 /// Why a handshake message could not be read.
