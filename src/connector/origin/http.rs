@@ -12,8 +12,13 @@ use crate::http1::{BodyDecoder, BodyFraming};
 
 /// Bytes asked for per origin read.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Largest response head accepted from an origin.
-const MAX_HEAD: usize = 1 << 20;
+/// Largest response head accepted from an origin, interim (1xx) heads included. Go's transport
+/// (cloudflared's) allows 10 MiB by default; the connector keeps 1 MiB, because the head is
+/// buffered whole per stream and the edge refuses header blocks far smaller than either.
+pub const MAX_HEAD: usize = 1 << 20;
+/// Most interim (1xx other than 101) responses accepted before the final one; Go counts only
+/// their bytes, so an origin could send 100-continue without end. More is a 502.
+pub const MAX_INTERIM: usize = 16;
 /// Most header fields accepted in a response head.
 const MAX_FIELDS: usize = 256;
 
@@ -81,6 +86,10 @@ pub enum ResponseError {
     Io(#[from] io::Error),
     #[error("malformed response from origin: {0}")]
     Malformed(String),
+    #[error("origin response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("origin sent more than {MAX_INTERIM} interim (1xx) responses")]
+    TooManyInterim,
 }
 
 /// Appends the request line and headers; the caller has already added framing headers.
@@ -184,15 +193,31 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     got_bytes: &mut bool,
 ) -> Result<ResponseHead, ResponseError> {
+    // Interim heads count against the same budget as the final one (as Go's transport counts
+    // them), and only MAX_INTERIM of them are accepted.
+    let mut consumed = 0usize;
+    let mut interim = 0usize;
     loop {
+        let before = buf.len();
         if let Some(head) = parse_head(buf)? {
+            consumed += before - buf.len();
             if (100..200).contains(&head.status) && head.status != 101 {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(ResponseError::TooManyInterim);
+                }
+                if consumed > MAX_HEAD {
+                    return Err(ResponseError::HeadTooLarge);
+                }
                 continue;
+            }
+            if consumed > MAX_HEAD {
+                return Err(ResponseError::HeadTooLarge);
             }
             return Ok(head);
         }
-        if buf.len() > MAX_HEAD {
-            return Err(ResponseError::Malformed("response head too large".into()));
+        if consumed + buf.len() > MAX_HEAD {
+            return Err(ResponseError::HeadTooLarge);
         }
         if fill(r, buf).await? == 0 {
             return Err(ResponseError::Eof);

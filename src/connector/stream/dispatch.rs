@@ -237,6 +237,7 @@ async fn http_origin(
     match proxy_http(core, req, respond, &dial, o, websocket).await {
         Outcome::Responded(code) => Ok(code),
         Outcome::Failed(e) => Err(e.into()),
+        Outcome::Aborted { status, error } => Err(StreamError::from(error).after_head(status)),
     }
 }
 
@@ -425,6 +426,11 @@ fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_
     let counters = core.counters();
     counters.request_errors.fetch_add(1, Relaxed);
     err.log(conn_index);
+    if let Some(status) = err.after_head {
+        // The head went out and the body writer already reset the stream.
+        counters.response(status);
+        return;
+    }
     super::h2::H2Respond::fail_on(respond, err);
     match err.answer(false) {
         Answer::BadGateway => counters.response(502),

@@ -34,8 +34,6 @@ pub enum Cause {
     Http2Origin(h2::Error),
     #[error("origin sent no response head within {0:?}")]
     HeadTimeout(Duration),
-    #[error("origin sent more than {0} interim (1xx) responses")]
-    TooManyInterim(usize),
     #[error("edge stream: {0}")]
     Edge(h2::Error),
     #[error("edge reset the stream")]
@@ -61,6 +59,9 @@ pub struct StreamError {
     /// True when nothing reached the origin that could have had an effect there (the request
     /// may be sent again, e.g. on a fresh connection after a stale pooled one).
     pub retry_safe: bool,
+    /// The status already sent to the edge when the failure came after the response head
+    /// (an aborted download): the stream is reset, never ended as if complete.
+    pub after_head: Option<u16>,
     pub cause: Cause,
 }
 
@@ -80,6 +81,7 @@ impl StreamError {
         StreamError {
             side,
             retry_safe: false,
+            after_head: None,
             cause,
         }
     }
@@ -110,9 +112,15 @@ impl StreamError {
         self
     }
 
+    /// Records that the response head (`status`) was already sent.
+    pub fn after_head(mut self, status: u16) -> StreamError {
+        self.after_head = Some(status);
+        self
+    }
+
     /// The answer when nothing was sent yet (`responded == false`) or after the head left.
     pub fn answer(&self, responded: bool) -> Answer {
-        if responded || self.side == Side::Edge {
+        if responded || self.after_head.is_some() || self.side == Side::Edge {
             return Answer::Reset;
         }
         match self.cause {
@@ -133,6 +141,19 @@ impl StreamError {
     /// The log line for this failure (cloudflared's wording for origin failures).
     pub fn log(&self, conn_index: u8) {
         let reason = self.cause.to_string();
+        if let Some(status) = self.after_head {
+            // Not "200 OK": the visitor got a head and an incomplete body.
+            let level = if self.side == Side::Edge {
+                log::Level::Debug
+            } else {
+                log::Level::Error
+            };
+            return log::log!(
+                level,
+                "Request aborted after the response head ({status}) was sent, the stream was reset: {reason} ({} side)",
+                self.metric_label()
+            );
+        }
         match self.side {
             Side::Origin => log::error!(
                 connIndex = conn_index, error = reason.as_str(), side = self.metric_label();
