@@ -14,6 +14,8 @@
 //! `http://` is accepted so tests can serve keys on loopback), and `RINGFLARE_ACCESS_CA_POOL`
 //! names an extra PEM CA for that server. The expected issuer is never overridden.
 
+#![forbid(unsafe_code)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -2,6 +2,8 @@
 //! that received the request, with no socket: `/` (an HTML page describing the request),
 //! `/uptime`, `/_health`, `/sse?freq=` (an event stream) and `/ws` (websocket echo).
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;

@@ -3,6 +3,8 @@
 //! ends both (cloudflared does no half-close here). Every write is flushed at once: these are
 //! interactive streams.
 
+#![forbid(unsafe_code)]
+
 use std::future::poll_fn;
 use std::pin::pin;
 use std::task::Poll;

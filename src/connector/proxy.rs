@@ -17,6 +17,8 @@
 //! copies are what io_uring's ownership rules cost without `unsafe`; TLS needs its own. The
 //! edge leg is always TLS on the http2 transport, so there is no plain-socket pair to splice.
 
+#![forbid(unsafe_code)]
+
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;

@@ -13,6 +13,8 @@
 //! websocket frames are bounded by [`super::ws::MAX_FRAME`]. Malformed input ends the stream
 //! with a debug line (cloudflared's `Socks stream handler error`), never a panic.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 

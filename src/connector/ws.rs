@@ -13,6 +13,8 @@
 //! whose window is released only after its payload went into the origin socket; downstream one
 //! origin read. A frame's header travels in the same DATA frame as its payload.
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::pin;

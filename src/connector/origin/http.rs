@@ -2,6 +2,8 @@
 //! parsing and response-body framing. Bytes in, values out; the caller owns the socket and the
 //! concurrency (request upload and response download run at the same time, see `proxy`).
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -8,6 +8,8 @@
 //! decoder splits into `Bytes` for h2 (no further copy until h2/TLS framing). Writes copy request
 //! bytes once into the stream's write buffer. With TLS, rustls' own buffers replace those copies.
 
+#![forbid(unsafe_code)]
+
 pub mod h2;
 pub mod http;
 mod tls;

@@ -4,6 +4,8 @@
 //! The trust pool is cloudflared's: the system roots, Cloudflare's origin CAs and the rule's
 //! `caPool` file. `noTLSVerify` accepts any certificate (still checking handshake signatures).
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
