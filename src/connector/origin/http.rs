@@ -163,9 +163,32 @@ pub async fn fill_sized<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     size: &mut ReadSize,
 ) -> io::Result<usize> {
-    let n = fill_n(r, buf, size.get()).await?;
-    size.update(n);
-    Ok(n)
+    // Polled by hand so that a read that has to wait gives its buffer back: an idle stream
+    // holds no read buffer (the compat stream below keeps its own).
+    std::future::poll_fn(|cx| {
+        let start = buf.len();
+        buf.resize(start + size.get(), 0);
+        let res = std::pin::Pin::new(&mut *r).poll_read(cx, &mut buf[start..]);
+        match res {
+            std::task::Poll::Ready(Ok(n)) => {
+                buf.truncate(start + n);
+                size.update(n);
+                std::task::Poll::Ready(Ok(n))
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                buf.truncate(start);
+                std::task::Poll::Ready(Err(e))
+            }
+            std::task::Poll::Pending => {
+                buf.truncate(start);
+                if start == 0 {
+                    *buf = BytesMut::new();
+                }
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 async fn fill_n<R: AsyncRead + Unpin>(

@@ -29,8 +29,12 @@ pub use tls::OriginTls;
 
 use crate::runtime::{TcpTuning, apply_tuning};
 
-/// Buffer of an origin socket's `AsyncStream`, per direction.
+/// Buffer of an HTTP origin socket's `AsyncStream`, per direction.
 const STREAM_BUF: usize = 64 * 1024;
+/// Buffer per direction of a stream service's origin socket (WebSocket-wrapped TCP, private
+/// TCP, SOCKS). The compat stream allocates both at once and keeps them for the stream's life,
+/// so this is most of what an idle stream costs: 2 x 4 KiB.
+pub const STREAM_SERVICE_BUF: usize = 4 * 1024;
 
 /// A connected origin stream: one concrete type, so a connection taken from the pool and
 /// returned to it is the same value, never wrapped again (a `Box<dyn>` per check-in once made
@@ -43,14 +47,9 @@ pub enum OriginStream {
 }
 
 impl OriginStream {
-    /// A plain TCP origin connection.
-    pub fn tcp(tcp: TcpStream) -> OriginStream {
-        OriginStream::Tcp(Box::pin(AsyncStream::with_capacity(STREAM_BUF, tcp)))
-    }
-
-    /// A plain unix-socket origin connection.
-    pub fn unix(sock: UnixStream) -> OriginStream {
-        OriginStream::Unix(Box::pin(AsyncStream::with_capacity(STREAM_BUF, sock)))
+    /// A plain TCP origin connection with `buf` bytes of buffer per direction.
+    pub fn tcp_with(tcp: TcpStream, buf: usize) -> OriginStream {
+        OriginStream::Tcp(Box::pin(AsyncStream::with_capacity(buf, tcp)))
     }
 }
 
@@ -183,6 +182,22 @@ pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> 
 
 /// Opens a new connection; the flag says whether TLS negotiated HTTP/2.
 pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool), DialError> {
+    dial_sized(d, tls, STREAM_BUF).await
+}
+
+/// Opens a connection for a stream service (WebSocket-wrapped TCP, private TCP): no TLS, and
+/// [`STREAM_SERVICE_BUF`] buffers, since such a stream may sit idle for hours.
+pub async fn dial_stream(d: &Dial) -> Result<OriginStream, DialError> {
+    dial_sized(d, &OriginTls::default(), STREAM_SERVICE_BUF)
+        .await
+        .map(|(s, _)| s)
+}
+
+async fn dial_sized(
+    d: &Dial,
+    tls: &OriginTls,
+    buf: usize,
+) -> Result<(OriginStream, bool), DialError> {
     match &d.target {
         Target::Tcp { host, port } => {
             let addr = join(host, *port);
@@ -202,7 +217,7 @@ pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool)
                 },
             );
             match &d.tls {
-                None => Ok((OriginStream::tcp(tcp), false)),
+                None => Ok((OriginStream::tcp_with(tcp, buf), false)),
                 Some(p) => {
                     let (s, h2) = tls.connect(tcp, p, d.tls_timeout, &addr).await?;
                     Ok((OriginStream::TlsTcp(Box::new(s)), h2))
@@ -222,7 +237,10 @@ pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool)
                 Err(_) => return Err(DialError::ConnectTimeout { addr: path.clone() }),
             };
             match &d.tls {
-                None => Ok((OriginStream::unix(sock), false)),
+                None => Ok((
+                    OriginStream::Unix(Box::pin(AsyncStream::with_capacity(buf, sock))),
+                    false,
+                )),
                 Some(p) => {
                     let (s, h2) = tls.connect(sock, p, d.tls_timeout, path).await?;
                     Ok((OriginStream::TlsUnix(Box::new(s)), h2))

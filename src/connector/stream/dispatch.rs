@@ -10,16 +10,15 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::Request;
 
+use super::config_push::config_update;
 use super::error::{Answer, Cause, Side, StreamError};
+use super::http::{Outcome, proxy_http};
+use super::status::status_only;
+use super::tcp::{jump_destination, socks_error, stream_service, tcp_stream};
 use crate::connector::core::Core;
 use crate::connector::origin::{Dial, Target, TlsParams};
-use crate::connector::pipe::pipe_raw;
-use crate::connector::proxy::{Outcome, proxy_http};
-use crate::connector::response::origin_head;
 use crate::ingress::{Matched, OriginRequest, Rule, Service};
-use crate::proto::http2::{
-    ConfigPushRequest, ConfigPushResponse, RequestKind, classify, websocket_accept,
-};
+use crate::proto::http2::{RequestKind, classify};
 
 /// Decrements the concurrent-requests gauge however the stream ends.
 struct InFlight<'a>(&'a Core);
@@ -111,12 +110,11 @@ async fn route(
     if let Some(access) = rule.access.as_ref().filter(|a| a.required) {
         let token = req
             .headers()
-            .get(crate::connector::access::HEADER)
+            .get(super::access::HEADER)
             .map(|v| v.as_bytes());
-        if let crate::connector::access::Decision::Deny(reason) =
-            crate::connector::access::check(access, token)
-                .await
-                .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
+        if let super::access::Decision::Deny(reason) = super::access::check(access, token)
+            .await
+            .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
         {
             log::error!(connIndex = conn_index; "request filtered by middleware handler (AccessJWTValidator) due to: {reason}");
             return status_only(respond, 403);
@@ -124,7 +122,7 @@ async fn route(
     }
     match &rule.service {
         Service::Status(code) => status_only(respond, *code),
-        Service::HelloWorld => Ok(crate::connector::hello::serve(req, respond, websocket)
+        Service::HelloWorld => Ok(super::hello::serve(req, respond, websocket)
             .await
             .unwrap_or(200)),
         Service::Http(o) => {
@@ -154,7 +152,7 @@ async fn route(
             stream_service(req, respond, rule, &dest).await
         }
         Service::SocksProxy { rules } if websocket => {
-            crate::connector::socks::serve_proxy(req, respond, rule, rules)
+            super::socks::serve_proxy(req, respond, rule, rules)
                 .await
                 .map_err(socks_error)
         }
@@ -193,12 +191,6 @@ fn log_request(req: &Request<RecvStream>, host: &str, conn_index: u8, index: usi
         content_length = length;
         "{} http://localhost:8080{path_query} HTTP/2.0", req.method()
     );
-}
-
-/// `Cf-Access-Jump-Destination` with scheme and path stripped.
-fn jump_destination(v: &str) -> String {
-    let v = v.split_once("://").map_or(v, |(_, rest)| rest);
-    v.split('/').next().unwrap_or(v).to_owned()
 }
 
 fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsParams {
@@ -241,186 +233,6 @@ async fn http_origin(
     }
 }
 
-/// A fixed status with an empty body and no headers (`http_status:NNN`, Access refusals).
-fn status_only(respond: &mut SendResponse<Bytes>, code: u16) -> Result<u16, StreamError> {
-    respond
-        .send_response(origin_head(code, &[]), true)
-        .map_err(StreamError::edge)?;
-    Ok(code)
-}
-
-/// TCP carried in websocket frames (`tcp://`, `ssh://`, ... and bastion): acknowledge with
-/// 101 (sent as 200), then bridge.
-async fn stream_service(
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
-    rule: &Rule,
-    dest: &str,
-) -> Result<u16, StreamError> {
-    if rule.options.proxy_type == "socks" {
-        return crate::connector::socks::serve_fixed(req, respond, rule, dest)
-            .await
-            .map_err(socks_error);
-    }
-    let origin = dial_tcp(dest, &rule.options).await?;
-    let mut headers = Vec::new();
-    if let Some(key) = req
-        .headers()
-        .get("sec-websocket-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        headers.push(("Connection".to_owned(), Bytes::from_static(b"Upgrade")));
-        headers.push((
-            "Sec-Websocket-Accept".to_owned(),
-            Bytes::from(websocket_accept(key)),
-        ));
-        headers.push(("Upgrade".to_owned(), Bytes::from_static(b"websocket")));
-    }
-    let mut send = respond
-        .send_response(origin_head(101, &headers), false)
-        .map_err(StreamError::edge)?;
-    let mut recv = req.into_body();
-    crate::connector::ws::bridge(&mut recv, &mut send, origin).await;
-    Ok(101)
-}
-
-async fn dial_tcp(
-    dest: &str,
-    o: &OriginRequest,
-) -> Result<crate::connector::origin::OriginStream, StreamError> {
-    let (host, port) = split_host_port(dest)
-        .ok_or_else(|| StreamError::refused(format!("invalid destination {dest:?}")))?;
-    let dial = Dial {
-        target: Target::Tcp { host, port },
-        tls: None,
-        connect_timeout: o.connect_timeout,
-        tls_timeout: o.tls_timeout,
-        tcp_keep_alive: o.tcp_keep_alive,
-    };
-    crate::connector::origin::dial(&dial, &crate::connector::origin::OriginTls::default())
-        .await
-        .map_err(StreamError::from)
-}
-
-fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host.to_owned(), port.parse().ok()?))
-}
-
-/// Private-network TCP (spec §3.7): dial `:authority`, acknowledge, pipe raw bytes.
-async fn tcp_stream(
-    core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<u16, StreamError> {
-    let dest = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
-    if dest.is_empty() {
-        return Err(StreamError::refused(
-            "cloudflared received a warp-routing request with an empty host value",
-        ));
-    }
-    let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
-    let o = OriginRequest {
-        connect_timeout: warp.connect_timeout,
-        tcp_keep_alive: warp.tcp_keep_alive,
-        ..OriginRequest::default()
-    };
-    let origin = dial_tcp(&dest, &o).await?;
-    let counters = core.counters();
-    counters.tcp_active.fetch_add(1, Relaxed);
-    counters.tcp_total.fetch_add(1, Relaxed);
-    let result = async {
-        let mut send = respond
-            .send_response(origin_head(101, &[]), false)
-            .map_err(StreamError::edge)?;
-        let mut recv = req.into_body();
-        let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
-        pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
-        Ok(101)
-    }
-    .await;
-    counters.tcp_active.fetch_sub(1, Relaxed);
-    result
-}
-
-/// A configuration push over http2 (spec §3.8, §5.6): a newer version replaces the ingress
-/// rules; an older one is acknowledged with the current version; a bad one keeps the rules.
-async fn config_update(
-    core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<u16, StreamError> {
-    let mut body = req.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(StreamError::edge)?;
-        crate::runtime::h2stream::release(&mut body, chunk.len());
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() > 16 << 20 {
-            return Err(config_push("configuration push too large".into()));
-        }
-    }
-    let push: ConfigPushRequest = match serde_json::from_slice(&bytes) {
-        Ok(p) => p,
-        // cloudflared answers a body it cannot decode with its 502.
-        Err(e) => return Err(config_push(e.to_string())),
-    };
-    let reply = apply_push(core, &push);
-    let json = serde_json::to_string(&reply).map_err(|e| config_push(e.to_string()))?;
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = http::StatusCode::OK;
-    let mut send = respond
-        .send_response(resp, false)
-        .map_err(StreamError::edge)?;
-    send.send_data(Bytes::from(json), true)
-        .map_err(StreamError::edge)?;
-    Ok(200)
-}
-
-fn apply_push(core: &Core, push: &ConfigPushRequest) -> ConfigPushResponse {
-    let shared = &core.shared;
-    // Held while parsing so two cores applying pushes at once cannot go backwards.
-    let Ok(mut current) = shared.config_version.lock() else {
-        return ConfigPushResponse {
-            last_applied_version: -1,
-            err: Some("configuration state unavailable".into()),
-        };
-    };
-    if push.version <= *current {
-        return ConfigPushResponse {
-            last_applied_version: *current,
-            err: None,
-        };
-    }
-    match crate::connector::remote_config::parse_remote(push.config.get().as_bytes()) {
-        Ok(table) => {
-            shared.ingress.publish(table);
-            *current = push.version;
-            log::info!(version = push.version, config = push.config.get(); "Updated to new configuration");
-            ConfigPushResponse {
-                last_applied_version: push.version,
-                err: None,
-            }
-        }
-        Err(e) => {
-            log::error!(version = push.version, error = e.as_str(); "Failed to apply remote configuration");
-            ConfigPushResponse {
-                last_applied_version: *current,
-                err: Some(e),
-            }
-        }
-    }
-}
-
-fn config_push(reason: String) -> StreamError {
-    StreamError::new(Side::Local, Cause::ConfigPush(reason))
-}
-
 /// The one place a failed stream becomes an answer, a log line and a count.
 fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_index: u8) {
     let counters = core.counters();
@@ -437,8 +249,4 @@ fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_
         Answer::Forbidden => counters.response(403),
         Answer::Reset => {}
     }
-}
-
-fn socks_error(reason: String) -> StreamError {
-    StreamError::new(Side::Origin, Cause::Socks(reason))
 }

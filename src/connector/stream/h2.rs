@@ -9,11 +9,11 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, Request};
 
+use super::response::{error_head, origin_head};
 use super::{
     Answer, BodyReader, BodyWriter, Cause, EdgeStream, ResponseHead, ResponseSender, Side,
     StreamError, StreamHead,
 };
-use crate::connector::response::{error_head, origin_head};
 use crate::proto::http2::classify;
 use crate::runtime::h2stream::{release, send_all};
 

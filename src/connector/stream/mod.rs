@@ -9,24 +9,47 @@
 //! yields a [`BodyWriter`] (the response body, sent within the transport's window). Failures
 //! are [`StreamError`]s. Everything runs on the core that owns the connection (no `Send`).
 //!
-//! # Memory per stream
-//! At rest (an idle WebSocket or TCP stream): the service's state (a few hundred bytes), the
-//! transport's own stream state, and the origin socket; no read buffer is held while no bytes
-//! are in flight. In flight: at most one received DATA frame (window held until written to the
-//! origin) upstream, and downstream one origin read (bounded by the read size) plus what the
-//! transport's send window allows.
+//! Files: [`dispatch`] (classify, ingress, the one failure path), [`http`] (HTTP origins, with
+//! [`pipe`] for upgraded connections), [`tcp`] (WebSocket-wrapped and private TCP),
+//! [`socks`], [`hello`], [`status`], [`config_push`], [`access`]; [`websocket`] bridges frames
+//! ([`crate::proto::ws`] is the codec); [`response`] builds HTTP/2 response heads.
+//!
+//! # Memory per stream (budget)
+//! - Idle WebSocket / TCP stream, beyond the socket and h2's own stream state: the origin
+//!   socket's two compat buffers, [`crate::connector::origin::STREAM_SERVICE_BUF`] (4 KiB) each,
+//!   plus the bridge's futures and empty buffers (a few hundred bytes) and at most one pending
+//!   pong (125 bytes). No read buffer is held while a read waits: it is taken for the poll and
+//!   dropped when the read would block.
+//! - In flight, upstream: at most one received DATA frame, whose window is released only once
+//!   its bytes went into the origin socket, plus a WebSocket frame being reassembled (at most
+//!   `MAX_FRAME`, paced by the window).
+//! - In flight, downstream: one origin read (4 KiB growing to 64 KiB on full reads) plus what
+//!   h2 queues, which is bounded by the edge's stream window: the connector asks for send
+//!   capacity before reading more from the origin. Decoded body chunks smaller than 16 KiB are
+//!   batched (one DATA frame per origin read), so the queue never holds tiny frames.
+//! - HTTP origin connections: 2 x 64 KiB compat buffers (kept while pooled).
 
 #![forbid(unsafe_code)]
 
+pub mod access;
+mod config_push;
 mod dispatch;
 pub mod error;
 pub mod h2;
+pub mod hello;
+pub mod http;
+pub mod pipe;
+pub mod response;
+pub mod socks;
+mod status;
+mod tcp;
+pub mod websocket;
 
 use std::future::Future;
 use std::task::{Context, Poll};
 
+use ::http::{HeaderMap, Method, Uri};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri};
 
 pub use dispatch::serve;
 pub use error::{Answer, Cause, Side, StreamError};

@@ -31,8 +31,8 @@ use http::Method;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use serde::Deserialize;
 
-use super::origin::http::{decoder, fill, read_head, response_framing};
-use super::origin::{Dial, OriginTls, Target, TlsParams, dial};
+use crate::connector::origin::http::{decoder, fill, read_head, response_framing};
+use crate::connector::origin::{Dial, OriginTls, Target, TlsParams, dial};
 use crate::http1::BodyEvent;
 use crate::ingress::Access;
 

@@ -41,7 +41,7 @@ pub async fn serve(
             let body = format!(
                 "{{\"startTime\":\"{}\",\"uptime\":\"{}\"}}",
                 rfc3339_utc(start),
-                super::backoff::go_duration(up)
+                crate::connector::backoff::go_duration(up)
             );
             (200, "application/json", body)
         }
@@ -147,6 +147,6 @@ async fn serve_ws(req: Request<RecvStream>, respond: &mut SendResponse<Bytes>) -
         .send_response(origin_head(101, &headers), false)
         .ok()?;
     let mut recv = req.into_body();
-    super::ws::echo(&mut recv, &mut send).await;
+    super::websocket::echo(&mut recv, &mut send).await;
     Some(101)
 }

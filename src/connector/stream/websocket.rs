@@ -24,8 +24,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 use h2::{RecvStream, SendStream};
 
-use super::origin::OriginStream;
-use super::origin::http::ReadSize;
+use crate::connector::origin::OriginStream;
+use crate::connector::origin::http::ReadSize;
 pub use crate::proto::ws::{
     Error as WsError, Frame, MAX_FRAME, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
     decode, header,
@@ -192,6 +192,10 @@ async fn next_down(
             }
             Poll::Pending => {
                 buf.truncate(start);
+                if start == 0 {
+                    // Idle: hold no read buffer while waiting (the next poll takes a new one).
+                    *buf = BytesMut::new();
+                }
                 Poll::Pending
             }
         }

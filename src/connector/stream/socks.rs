@@ -6,11 +6,11 @@
 //!
 //! Owns: the SOCKS5 codec (no-auth method only, CONNECT only; IPv4, IPv6 and domain-name
 //! addresses), the `ipRules` decision, local resolution and the dial. Never does: websocket
-//! framing after the handshake (that is [`super::ws::bridge_from`]), authentication methods
+//! framing after the handshake (that is [`super::websocket::bridge_from`]), authentication methods
 //! other than "none", BIND or UDP ASSOCIATE (answered "command not supported").
 //!
 //! Bounds: the handshake parser needs at most 262 bytes, so it never asks for more than that;
-//! websocket frames are bounded by [`super::ws::MAX_FRAME`]. Malformed input ends the stream
+//! websocket frames are bounded by [`super::websocket::MAX_FRAME`]. Malformed input ends the stream
 //! with a debug line (cloudflared's `Socks stream handler error`), never a panic.
 
 #![forbid(unsafe_code)]
@@ -25,9 +25,11 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::Request;
 
-use super::origin::OriginStream;
 use super::response::origin_head;
-use super::ws::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame};
+use super::websocket::{
+    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame,
+};
+use crate::connector::origin::OriginStream;
 use crate::ingress::{IpRule, OriginRequest, Rule};
 use crate::proto::http2::websocket_accept;
 use crate::runtime::h2stream::release;
@@ -333,7 +335,7 @@ async fn run(
                 end(send).await;
                 return;
             }
-            super::ws::bridge_from(recv, send, origin, ws.raw.split()).await;
+            super::websocket::bridge_from(recv, send, origin, ws.raw.split()).await;
         }
         Err(e) => {
             log::debug!(error = e.as_str(); "Socks stream handler error");
@@ -484,7 +486,10 @@ fn wrap(tcp: TcpStream, o: &OriginRequest) -> (OriginStream, Option<SocketAddr>)
         },
     );
     let local = tcp.local_addr().ok();
-    (OriginStream::tcp(tcp), local)
+    (
+        OriginStream::tcp_with(tcp, crate::connector::origin::STREAM_SERVICE_BUF),
+        local,
+    )
 }
 
 /// Why a handshake message could not be read.

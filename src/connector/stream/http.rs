@@ -30,13 +30,13 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
-use super::core::Core;
-use super::origin::http::{
+use super::response::{error_head, origin_head};
+use crate::connector::core::Core;
+use crate::connector::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
     response_framing,
 };
-use super::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
-use super::response::{error_head, origin_head};
+use crate::connector::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
@@ -145,7 +145,7 @@ fn outgoing(
             continue;
         }
         headers.push((
-            super::origin::http::canonical_key(name.as_str()),
+            crate::connector::origin::http::canonical_key(name.as_str()),
             Bytes::copy_from_slice(value.as_bytes()),
         ));
     }
@@ -290,7 +290,7 @@ async fn exchange(
             silent_origin: true,
         };
     }
-    let mut buf = BytesMut::with_capacity(super::origin::http::READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(crate::connector::origin::http::READ_CHUNK);
     let mut got_bytes = false;
     let (status, mut send, body_res, upload_ok, keep_alive) = {
         // One upload future for the whole exchange: it runs alongside reading the head (an
@@ -372,7 +372,7 @@ async fn exchange(
         }
         Some(Ok(clean)) => {
             let reusable = if clean && keep_alive && upload_ok {
-                super::origin::reunite(rd, wr)
+                crate::connector::origin::reunite(rd, wr)
             } else {
                 None
             };
@@ -669,7 +669,7 @@ async fn proxy_h2(
         .iter()
         .map(|(n, v)| {
             (
-                super::origin::http::canonical_key(n.as_str()),
+                crate::connector::origin::http::canonical_key(n.as_str()),
                 Bytes::copy_from_slice(v.as_bytes()),
             )
         })
