@@ -193,6 +193,12 @@ pub async fn dial_stream(d: &Dial) -> Result<OriginStream, DialError> {
         .map(|(s, _)| s)
 }
 
+/// Opens a connection for a WebSocket upgrade (TLS as the rule says), with
+/// [`STREAM_SERVICE_BUF`] buffers: it leaves HTTP once upgraded and may then idle for hours.
+pub async fn dial_upgrade(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> {
+    dial_sized(d, tls, STREAM_SERVICE_BUF).await.map(|(s, _)| s)
+}
+
 async fn dial_sized(
     d: &Dial,
     tls: &OriginTls,

@@ -36,7 +36,7 @@ use crate::connector::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
     response_framing,
 };
-use crate::connector::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
+use crate::connector::origin::{Dial, DialError, OriginStream, dial, dial_alpn, dial_upgrade};
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
@@ -229,12 +229,22 @@ pub async fn proxy_http(
     // A pooled connection may have been closed by the origin meanwhile: a request without a
     // body is retried once on a fresh connection if the reused one fails before any reply.
     let fresh = first.is_some();
-    let mut pooled = first.or_else(|| core.pool.checkout(&key, opts.keep_alive_timeout));
+    // An upgraded connection is never pooled again and may idle for hours: it gets a fresh
+    // connection with small buffers rather than a pooled one with HTTP-sized buffers.
+    let mut pooled = first.or_else(|| {
+        (!websocket)
+            .then(|| core.pool.checkout(&key, opts.keep_alive_timeout))
+            .flatten()
+    });
     loop {
         let reused = pooled.is_some() && !fresh;
         let stream = match pooled.take() {
             Some(s) => s,
-            None => match dial(d, &core.origin_tls).await {
+            None => match if websocket {
+                dial_upgrade(d, &core.origin_tls).await
+            } else {
+                dial(d, &core.origin_tls).await
+            } {
                 Ok(s) => s,
                 Err(e) => return Outcome::Failed(e.into()),
             },
