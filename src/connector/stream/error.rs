@@ -155,13 +155,11 @@ impl StreamError {
             );
         }
         match self.side {
-            Side::Origin => log::error!(
+            // cloudflared logs every failed proxy request with this one line (the error field
+            // says what failed); the side field is ours.
+            Side::Origin | Side::Local => log::error!(
                 connIndex = conn_index, error = reason.as_str(), side = self.metric_label();
                 "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared"
-            ),
-            Side::Local => log::error!(
-                connIndex = conn_index, error = reason.as_str(), side = self.metric_label();
-                "Unable to serve the request"
             ),
             // The visitor went away or the edge cancelled: expected, not an origin problem.
             Side::Edge => log::debug!(
