@@ -16,5 +16,6 @@ pub mod http1;
 pub mod ingress;
 pub mod logging;
 pub mod proto;
+pub mod quic;
 pub mod runtime;
 pub mod tls;

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod options;
 pub mod origin;
 pub mod pipe;
+pub mod protocol;
 pub mod proxy;
 pub mod remote_config;
 pub mod response;
