@@ -19,12 +19,17 @@ use ringflare::edge::{Edge, EdgeOptions};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn start_edge(dir: &std::path::Path, t: &TestTunnel) -> Edge {
+    start_edge_pq(dir, t, true)
+}
+
+fn start_edge_pq(dir: &std::path::Path, t: &TestTunnel, post_quantum: bool) -> Edge {
     let mut opts = EdgeOptions::new(dir);
     opts.tunnel_listen = vec!["127.0.0.1:0".parse().unwrap()];
     opts.eyeball_listen = "127.0.0.1:0".parse().unwrap();
     opts.tunnels = vec![t.edge_tunnel(&["*"])];
     opts.workers = 1;
     opts.no_pinning = true;
+    opts.post_quantum = post_quantum;
     Edge::start(opts).unwrap()
 }
 
@@ -132,5 +137,31 @@ fn strict_post_quantum_registers_with_an_ml_kem_edge() {
     assert!(edge.wait_registered(1, WAIT), "log:\n{}", c.log_text());
     let log = c.log_text();
     assert!(log.contains("curve preferences: [X25519MLKEM768]"), "{log}");
+    edge.shutdown();
+}
+
+#[test]
+fn strict_post_quantum_fails_clearly_against_an_edge_without_ml_kem() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let edge = start_edge_pq(dir.path(), &t, false);
+    let c = quic_connector(
+        &edge,
+        &token(&t, &t.secret),
+        &["--protocol", "quic", "--post-quantum"],
+        "poll",
+    );
+    let log = c.log_when(WAIT, |l| l.contains("Retrying connection"));
+    assert!(log.contains("failed to dial to edge with quic"), "{log}");
+    assert!(log.contains("offers only X25519MLKEM768"), "{log}");
+    assert!(edge.registered().is_empty());
+    // The same edge registers a connector that also offers P-256.
+    let ok = quic_connector(
+        &edge,
+        &token(&t, &t.secret),
+        &["--protocol", "quic"],
+        "poll",
+    );
+    assert!(edge.wait_registered(1, WAIT), "log:\n{}", ok.log_text());
     edge.shutdown();
 }

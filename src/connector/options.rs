@@ -363,6 +363,38 @@ mod tests {
     }
 
     #[test]
+    fn quic_flags_and_protocol_selection() {
+        let o = resolve(&[], &[]).unwrap();
+        assert_eq!(o.quic, crate::quic::QuicSettings::default());
+        assert!(!o.post_quantum);
+        // A token with `auto`: QUIC first, http2 as the fallback (spec §1.7).
+        assert_eq!(o.protocol.initial, super::super::protocol::Protocol::Quic);
+        assert!(o.protocol.fallback.is_some());
+        let o = resolve(
+            &[
+                "--protocol",
+                "quic",
+                "--post-quantum",
+                "--quic-stream-level-flow-control-limit",
+                "1048576",
+                "--quic-connection-level-flow-control-limit",
+                "4194304",
+                "--quic-disable-pmtu-discovery",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (o.quic.stream_window, o.quic.conn_window),
+            (1 << 20, 4 << 20)
+        );
+        assert!(!o.quic.pmtu_discovery && o.post_quantum);
+        assert_eq!(o.protocol.fallback, None);
+        let e = resolve(&["--protocol", "h3"], &[]).unwrap_err();
+        assert!(e.0.starts_with("unknown protocol h3"), "{e}");
+    }
+
+    #[test]
     fn flags_edges_tags_and_cli_rule() {
         let o = resolve(
             &[

@@ -99,6 +99,9 @@ pub struct EdgeOptions {
     pub drain_timeout: Duration,
     /// How long an eyeball request waits for the connector's response headers (then 524).
     pub response_timeout: Duration,
+    /// Accept the X25519MLKEM768 key agreement (as Cloudflare's edge does); off simulates an
+    /// edge without ML-KEM, against which `--post-quantum` must fail.
+    pub post_quantum: bool,
 }
 
 impl EdgeOptions {
@@ -119,6 +122,7 @@ impl EdgeOptions {
             register_timeout: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(30),
             response_timeout: Duration::from_secs(100),
+            post_quantum: true,
         }
     }
 }
@@ -192,9 +196,12 @@ impl Edge {
             return Err(EdgeError::Options("no tunnel listen address".into()));
         }
         let ca = EdgeCa::load_or_create(&opts.state_dir)?;
-        let tls = crate::tls::edge_server_config(&ca)?;
+        let tls = crate::tls::edge_server_config_with(&ca, opts.post_quantum)?;
         let quic = crate::quic::QuicSettings::default()
-            .server(crate::tls::edge_quic_server_config(&ca)?)
+            .server(crate::tls::edge_quic_server_config_with(
+                &ca,
+                opts.post_quantum,
+            )?)
             .map_err(|e| EdgeError::Options(e.to_string()))?;
         let shared = Arc::new(Shared::new(&opts).map_err(EdgeError::Options)?);
 

@@ -131,10 +131,21 @@ impl QuicConn {
     /// Takes the control stream and runs the connection until it should close.
     async fn control(&self, conn: &Connection) -> Result<String, String> {
         let limit = self.shared.handshake_timeout;
-        let (send, recv) = compio::time::timeout(limit, conn.accept_bi())
-            .await
-            .map_err(|_| format!("connector opened no control stream within {limit:?}"))?
-            .map_err(|e| format!("waiting for the control stream: {e}"))?;
+        let (send, recv) = match compio::time::timeout(limit, conn.accept_bi()).await {
+            Err(_) => {
+                return Err(format!(
+                    "connector opened no control stream within {limit:?}"
+                ));
+            }
+            // cloudflared's pre-flight probe connects and closes without a stream: not an error.
+            Ok(Err(compio::quic::ConnectionError::ApplicationClosed(close))) => {
+                return Ok(format!(
+                    "closed by connector before the control stream: {close}"
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("waiting for the control stream: {e}")),
+            Ok(Ok(streams)) => streams,
+        };
         let (events_tx, mut events) = mpsc::unbounded();
         let state = Rc::new(State {
             registered: RefCell::new(None),

@@ -44,13 +44,13 @@ pub enum EdgeRoots {
 
 /// The groups the edge accepts: X25519MLKEM768 (cloudflared 2026's first key share), P-256
 /// (the only group cloudflared 2025 offers on http2), X25519 and P-384 for other clients.
-fn edge_groups() -> Vec<&'static dyn SupportedKxGroup> {
-    vec![
-        X25519MLKEM768,
-        kx_group::SECP256R1,
-        kx_group::X25519,
-        kx_group::SECP384R1,
-    ]
+fn edge_groups(post_quantum: bool) -> Vec<&'static dyn SupportedKxGroup> {
+    let classic = [kx_group::SECP256R1, kx_group::X25519, kx_group::SECP384R1];
+    post_quantum
+        .then_some(X25519MLKEM768)
+        .into_iter()
+        .chain(classic)
+        .collect()
 }
 
 /// Which key agreement the connector offers the edge (spec §2, §12).
@@ -95,13 +95,37 @@ fn config_err(what: &'static str) -> impl FnOnce(rustls::Error) -> TlsError {
 
 /// The edge's TCP (http2) server config: TLS 1.2 and 1.3, no ALPN.
 pub fn edge_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(ca, &[&TLS13, &TLS12], Vec::new(), "edge TCP server config")
+    edge_server_config_with(ca, true)
+}
+
+/// [`edge_server_config`], with or without the post-quantum group.
+pub fn edge_server_config_with(
+    ca: &EdgeCa,
+    post_quantum: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let groups = edge_groups(post_quantum);
+    server_config(
+        ca,
+        groups,
+        &[&TLS13, &TLS12],
+        Vec::new(),
+        "edge TCP server config",
+    )
 }
 
 /// The edge's QUIC server config: TLS 1.3 only, ALPN `argotunnel`.
 pub fn edge_quic_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsError> {
+    edge_quic_server_config_with(ca, true)
+}
+
+/// [`edge_quic_server_config`], with or without the post-quantum group.
+pub fn edge_quic_server_config_with(
+    ca: &EdgeCa,
+    post_quantum: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     server_config(
         ca,
+        edge_groups(post_quantum),
         &[&TLS13],
         vec![QUIC_ALPN.to_vec()],
         "edge QUIC server config",
@@ -110,11 +134,12 @@ pub fn edge_quic_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsErro
 
 fn server_config(
     ca: &EdgeCa,
+    groups: Vec<&'static dyn SupportedKxGroup>,
     versions: &[&'static SupportedProtocolVersion],
     alpn: Vec<Vec<u8>>,
     what: &'static str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider(edge_groups()))
+    let mut config = ServerConfig::builder_with_provider(provider(groups))
         .with_protocol_versions(versions)
         .map_err(config_err(what))?
         .with_no_client_auth()
