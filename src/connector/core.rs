@@ -1,6 +1,8 @@
 //! What one data-plane core owns: its edge TLS connector, origin pool, origin TLS configs, and
 //! a handle on the shared state. Built once per worker thread, used through `Rc`; never `Send`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 use compio::tls::TlsConnector;

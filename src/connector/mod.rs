@@ -12,26 +12,21 @@
 //! Workers: one per core up to the number of HA connections (a worker without a connection
 //! would have nothing to do: every stream lives on its connection's core).
 
-pub mod access;
 pub mod backoff;
 pub mod core;
 pub mod demo;
 pub mod discovery;
 pub mod edge_conn;
-pub mod hello;
 pub mod metrics;
 pub mod options;
 pub mod origin;
-pub mod pipe;
 pub mod protocol;
-pub mod proxy;
 pub mod quic_conn;
 pub mod remote_config;
-pub mod response;
-pub mod socks;
 pub mod state;
 pub mod stream;
-pub mod ws;
+// The services moved under stream/; these paths stay for the rest of the crate, tests, benches.
+pub use stream::{access, hello, http as proxy, pipe, response, socks, websocket as ws};
 
 use std::num::NonZeroUsize;
 use std::rc::Rc;

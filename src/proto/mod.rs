@@ -15,6 +15,7 @@ pub mod headers;
 pub mod http2;
 pub mod rpc;
 pub mod rpc_types;
+pub mod ws;
 
 pub use connect::{ConnectRequest, ConnectResponse, ConnectionType};
 pub use error::DecodeError;

@@ -3,6 +3,8 @@
 //! that dialled it. Bodies stream both ways under both connections' flow control: DATA from
 //! the edge is released only after the origin stream accepted it, and vice versa.
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 

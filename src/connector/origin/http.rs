@@ -2,6 +2,8 @@
 //! parsing and response-body framing. Bytes in, values out; the caller owns the socket and the
 //! concurrency (request upload and response download run at the same time, see `proxy`).
 
+#![forbid(unsafe_code)]
+
 use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,8 +14,13 @@ use crate::http1::{BodyDecoder, BodyFraming};
 
 /// Bytes asked for per origin read.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Largest response head accepted from an origin.
-const MAX_HEAD: usize = 1 << 20;
+/// Largest response head accepted from an origin, interim (1xx) heads included. Go's transport
+/// (cloudflared's) allows 10 MiB by default; the connector keeps 1 MiB, because the head is
+/// buffered whole per stream and the edge refuses header blocks far smaller than either.
+pub const MAX_HEAD: usize = 1 << 20;
+/// Most interim (1xx other than 101) responses accepted before the final one; Go counts only
+/// their bytes, so an origin could send 100-continue without end. More is a 502.
+pub const MAX_INTERIM: usize = 16;
 /// Most header fields accepted in a response head.
 const MAX_FIELDS: usize = 256;
 
@@ -81,6 +88,10 @@ pub enum ResponseError {
     Io(#[from] io::Error),
     #[error("malformed response from origin: {0}")]
     Malformed(String),
+    #[error("origin response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("origin sent more than {MAX_INTERIM} interim (1xx) responses")]
+    TooManyInterim,
 }
 
 /// Appends the request line and headers; the caller has already added framing headers.
@@ -152,9 +163,32 @@ pub async fn fill_sized<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     size: &mut ReadSize,
 ) -> io::Result<usize> {
-    let n = fill_n(r, buf, size.get()).await?;
-    size.update(n);
-    Ok(n)
+    // Polled by hand so that a read that has to wait gives its buffer back: an idle stream
+    // holds no read buffer (the compat stream below keeps its own).
+    std::future::poll_fn(|cx| {
+        let start = buf.len();
+        buf.resize(start + size.get(), 0);
+        let res = std::pin::Pin::new(&mut *r).poll_read(cx, &mut buf[start..]);
+        match res {
+            std::task::Poll::Ready(Ok(n)) => {
+                buf.truncate(start + n);
+                size.update(n);
+                std::task::Poll::Ready(Ok(n))
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                buf.truncate(start);
+                std::task::Poll::Ready(Err(e))
+            }
+            std::task::Poll::Pending => {
+                buf.truncate(start);
+                if start == 0 {
+                    *buf = BytesMut::new();
+                }
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 async fn fill_n<R: AsyncRead + Unpin>(
@@ -184,15 +218,31 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     got_bytes: &mut bool,
 ) -> Result<ResponseHead, ResponseError> {
+    // Interim heads count against the same budget as the final one (as Go's transport counts
+    // them), and only MAX_INTERIM of them are accepted.
+    let mut consumed = 0usize;
+    let mut interim = 0usize;
     loop {
+        let before = buf.len();
         if let Some(head) = parse_head(buf)? {
+            consumed += before - buf.len();
             if (100..200).contains(&head.status) && head.status != 101 {
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(ResponseError::TooManyInterim);
+                }
+                if consumed > MAX_HEAD {
+                    return Err(ResponseError::HeadTooLarge);
+                }
                 continue;
+            }
+            if consumed > MAX_HEAD {
+                return Err(ResponseError::HeadTooLarge);
             }
             return Ok(head);
         }
-        if buf.len() > MAX_HEAD {
-            return Err(ResponseError::Malformed("response head too large".into()));
+        if consumed + buf.len() > MAX_HEAD {
+            return Err(ResponseError::HeadTooLarge);
         }
         if fill(r, buf).await? == 0 {
             return Err(ResponseError::Eof);

@@ -4,6 +4,8 @@
 //! The trust pool is cloudflared's: the system roots, Cloudflare's origin CAs and the rule's
 //! `caPool` file. `noTLSVerify` accepts any certificate (still checking handshake signatures).
 
+#![forbid(unsafe_code)]
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 
-use super::{DialError, OriginStream, TlsParams};
+use super::{DialError, TlsParams};
 use crate::tls::cloudflare_roots;
 
 /// Per-core cache of origin TLS connectors.
@@ -36,7 +38,7 @@ impl OriginTls {
         p: &TlsParams,
         timeout: Duration,
         addr: &str,
-    ) -> Result<(OriginStream, bool), DialError>
+    ) -> Result<(compio::tls::TlsStream<S>, bool), DialError>
     where
         S: compio::io::util::Splittable + 'static,
         S::ReadHalf: compio::io::AsyncRead + Unpin,
@@ -53,7 +55,7 @@ impl OriginTls {
         match compio::time::timeout(timeout, handshake).await {
             Ok(Ok(tls)) => {
                 let h2 = tls.negotiated_alpn().is_some_and(|p| p.as_ref() == b"h2");
-                Ok((Box::new(tls), h2))
+                Ok((tls, h2))
             }
             Ok(Err(e)) => Err(fail(e.to_string())),
             Err(_) => Err(fail("TLS handshake timeout".into())),

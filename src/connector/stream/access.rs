@@ -14,6 +14,8 @@
 //! `http://` is accepted so tests can serve keys on loopback), and `RINGFLARE_ACCESS_CA_POOL`
 //! names an extra PEM CA for that server. The expected issuer is never overridden.
 
+#![forbid(unsafe_code)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -29,8 +31,8 @@ use http::Method;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use serde::Deserialize;
 
-use super::origin::http::{decoder, fill, read_head, response_framing};
-use super::origin::{Dial, OriginTls, Target, TlsParams, dial};
+use crate::connector::origin::http::{decoder, fill, read_head, response_framing};
+use crate::connector::origin::{Dial, OriginTls, Target, TlsParams, dial};
 use crate::http1::BodyEvent;
 use crate::ingress::Access;
 

@@ -3,6 +3,8 @@
 //! ends both (cloudflared does no half-close here). Every write is flushed at once: these are
 //! interactive streams.
 
+#![forbid(unsafe_code)]
+
 use std::future::poll_fn;
 use std::pin::pin;
 use std::task::Poll;
@@ -11,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use h2::{RecvStream, SendStream};
 
-use super::origin::http::{ReadSize, fill_sized};
+use crate::connector::origin::http::{ReadSize, fill_sized};
 use crate::runtime::h2stream::{release, send_all};
 
 /// Pipes until either direction ends, then ends the h2 stream. `leftover` holds origin bytes

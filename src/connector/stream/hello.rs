@@ -2,6 +2,8 @@
 //! that received the request, with no socket: `/` (an HTML page describing the request),
 //! `/uptime`, `/_health`, `/sse?freq=` (an event stream) and `/ws` (websocket echo).
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -39,7 +41,7 @@ pub async fn serve(
             let body = format!(
                 "{{\"startTime\":\"{}\",\"uptime\":\"{}\"}}",
                 rfc3339_utc(start),
-                super::backoff::go_duration(up)
+                crate::connector::backoff::go_duration(up)
             );
             (200, "application/json", body)
         }
@@ -145,6 +147,6 @@ async fn serve_ws(req: Request<RecvStream>, respond: &mut SendResponse<Bytes>) -
         .send_response(origin_head(101, &headers), false)
         .ok()?;
     let mut recv = req.into_body();
-    super::ws::echo(&mut recv, &mut send).await;
+    super::websocket::echo(&mut recv, &mut send).await;
     Some(101)
 }

@@ -1,6 +1,8 @@
 //! Building the HTTP/2 response heads the edge expects (spec §3.4-§3.5): `:status` (101 becomes
 //! 200), the serialized origin headers, the response meta and a real `content-length`.
 
+#![forbid(unsafe_code)]
+
 use bytes::Bytes;
 use http::{HeaderValue, Response};
 

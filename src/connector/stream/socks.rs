@@ -6,27 +6,30 @@
 //!
 //! Owns: the SOCKS5 codec (no-auth method only, CONNECT only; IPv4, IPv6 and domain-name
 //! addresses), the `ipRules` decision, local resolution and the dial. Never does: websocket
-//! framing after the handshake (that is [`super::ws::bridge_from`]), authentication methods
+//! framing after the handshake (that is [`super::websocket::bridge_from`]), authentication methods
 //! other than "none", BIND or UDP ASSOCIATE (answered "command not supported").
 //!
 //! Bounds: the handshake parser needs at most 262 bytes, so it never asks for more than that;
-//! websocket frames are bounded by [`super::ws::MAX_FRAME`]. Malformed input ends the stream
+//! websocket frames are bounded by [`super::websocket::MAX_FRAME`]. Malformed input ends the stream
 //! with a debug line (cloudflared's `Socks stream handler error`), never a panic.
+
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use compio::io::compat::AsyncStream;
 use compio::net::{TcpStream, ToSocketAddrsAsync};
 use futures_util::io::AsyncWriteExt;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::Request;
 
-use super::origin::OriginStream;
 use super::response::origin_head;
-use super::ws::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame};
+use super::websocket::{
+    OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame,
+};
+use crate::connector::origin::OriginStream;
 use crate::ingress::{IpRule, OriginRequest, Rule};
 use crate::proto::http2::websocket_accept;
 use crate::runtime::h2stream::release;
@@ -50,9 +53,6 @@ pub const REP_HOST_UNREACHABLE: u8 = 4;
 pub const REP_CONNECTION_REFUSED: u8 = 5;
 pub const REP_COMMAND_NOT_SUPPORTED: u8 = 7;
 pub const REP_ADDRESS_TYPE_NOT_SUPPORTED: u8 = 8;
-
-/// Buffer of the dialled socket's `AsyncStream`, per direction (as origin dials use).
-const STREAM_BUF: usize = 64 * 1024;
 
 /// Malformed or unsupported SOCKS input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -335,7 +335,7 @@ async fn run(
                 end(send).await;
                 return;
             }
-            super::ws::bridge_from(recv, send, origin, ws.raw.split()).await;
+            super::websocket::bridge_from(recv, send, origin, ws.raw.split()).await;
         }
         Err(e) => {
             log::debug!(error = e.as_str(); "Socks stream handler error");
@@ -487,7 +487,7 @@ fn wrap(tcp: TcpStream, o: &OriginRequest) -> (OriginStream, Option<SocketAddr>)
     );
     let local = tcp.local_addr().ok();
     (
-        Box::new(Box::pin(AsyncStream::with_capacity(STREAM_BUF, tcp))),
+        OriginStream::tcp_with(tcp, crate::connector::origin::STREAM_SERVICE_BUF),
         local,
     )
 }

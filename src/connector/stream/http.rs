@@ -17,23 +17,26 @@
 //! copies are what io_uring's ownership rules cost without `unsafe`; TLS needs its own. The
 //! edge leg is always TLS on the http2 transport, so there is no plain-socket pair to splice.
 
+#![forbid(unsafe_code)]
+
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
-use super::core::Core;
-use super::origin::http::{
+use super::response::{error_head, origin_head};
+use crate::connector::core::Core;
+use crate::connector::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
     response_framing,
 };
-use super::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
-use super::response::{error_head, origin_head};
+use crate::connector::origin::{Dial, DialError, OriginStream, dial, dial_alpn};
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
@@ -52,6 +55,37 @@ pub enum ProxyError {
     Edge(#[from] h2::Error),
     #[error("http2 origin: {0}")]
     Http2Origin(h2::Error),
+    #[error("edge reset the stream")]
+    EdgeReset,
+    #[error("origin sent no response head within {0:?}")]
+    HeadTimeout(std::time::Duration),
+}
+
+/// How long the connector waits for an origin's response head. cloudflared sets no
+/// `ResponseHeaderTimeout` on its origin transport (ingress/origin_service.go) and relies on the
+/// edge, which answers 524 and resets the stream after 100 s; the connector watches for that
+/// reset, and stops waiting on its own after the same 100 s should the reset never come.
+pub const RESPONSE_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
+
+/// Decoded body chunks smaller than this are gathered into one DATA frame (up to this size)
+/// instead of each going out as its own frame.
+const BATCH: usize = 16 * 1024;
+
+impl From<ProxyError> for crate::connector::stream::StreamError {
+    fn from(e: ProxyError) -> Self {
+        use crate::connector::stream::{Cause, StreamError};
+        match e {
+            ProxyError::Dial(d) => d.into(),
+            ProxyError::Write(e) => StreamError::origin(Cause::OriginWrite(e)),
+            ProxyError::Response(r) => StreamError::origin(r),
+            ProxyError::Edge(e) => StreamError::edge(e),
+            ProxyError::Http2Origin(e) => StreamError::origin(Cause::Http2Origin(e)),
+            ProxyError::EdgeReset => {
+                StreamError::new(crate::connector::stream::Side::Edge, Cause::EdgeReset)
+            }
+            ProxyError::HeadTimeout(t) => StreamError::origin(Cause::HeadTimeout(t)),
+        }
+    }
 }
 
 /// What happened to a request, for metrics and logs.
@@ -60,6 +94,8 @@ pub enum Outcome {
     Responded(u16),
     /// Nothing was sent before the failure: the caller answers 502.
     Failed(ProxyError),
+    /// The head was sent, then the body failed and the stream was reset.
+    Aborted { status: u16, error: ProxyError },
 }
 
 /// The request as it goes to the origin.
@@ -109,7 +145,7 @@ fn outgoing(
             continue;
         }
         headers.push((
-            super::origin::http::canonical_key(name.as_str()),
+            crate::connector::origin::http::canonical_key(name.as_str()),
             Bytes::copy_from_slice(value.as_bytes()),
         ));
     }
@@ -219,7 +255,7 @@ pub async fn proxy_http(
                     return Outcome::Failed(error);
                 }
             }
-            Exchange::Aborted(status) => return Outcome::Responded(status),
+            Exchange::Aborted { status, error } => return Outcome::Aborted { status, error },
         }
     }
 }
@@ -236,7 +272,7 @@ enum Exchange {
         silent_origin: bool,
     },
     /// Failed after the head was sent: the stream was reset.
-    Aborted(u16),
+    Aborted { status: u16, error: ProxyError },
 }
 
 async fn exchange(
@@ -254,7 +290,7 @@ async fn exchange(
             silent_origin: true,
         };
     }
-    let mut buf = BytesMut::with_capacity(super::origin::http::READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(crate::connector::origin::http::READ_CHUNK);
     let mut got_bytes = false;
     let (status, mut send, body_res, upload_ok, keep_alive) = {
         // One upload future for the whole exchange: it runs alongside reading the head (an
@@ -262,18 +298,28 @@ async fn exchange(
         let mut upload = pin!(upload(recv, &mut wr, out.body));
         let mut up_out = None;
         let down = {
-            let head_fut = pin!(async {
+            let head_fut = pin!(compio::time::timeout(RESPONSE_HEADER_TIMEOUT, async {
                 let head = read_head(&mut rd, &mut buf, &mut got_bytes).await?;
                 let framing = response_framing(&out.method, &head)?;
                 Ok::<_, ResponseError>((head, framing))
+            }));
+            // The edge's reset (visitor gone, edge timeout) ends the wait at once; dropping the
+            // exchange then closes the origin connection instead of pooling it.
+            let watched = pin!(async {
+                let reset = poll_fn(|cx| respond.poll_reset(cx).map(|_| ()));
+                match select_first(head_fut, pin!(reset)).await {
+                    Either::Left(Ok(r)) => r.map_err(ProxyError::from),
+                    Either::Left(Err(_)) => Err(ProxyError::HeadTimeout(RESPONSE_HEADER_TIMEOUT)),
+                    Either::Right(()) => Err(ProxyError::EdgeReset),
+                }
             });
-            drive(upload.as_mut(), &mut up_out, head_fut).await
+            drive(upload.as_mut(), &mut up_out, watched).await
         };
         let (resp_head, framing) = match down {
             Ok(h) => h,
             Err(e) => {
                 return Exchange::Failed {
-                    error: e.into(),
+                    error: e,
                     silent_origin: !got_bytes,
                 };
             }
@@ -326,15 +372,15 @@ async fn exchange(
         }
         Some(Ok(clean)) => {
             let reusable = if clean && keep_alive && upload_ok {
-                rd.reunite(wr).ok()
+                crate::connector::origin::reunite(rd, wr)
             } else {
                 None
             };
             Exchange::Done { status, reusable }
         }
-        Some(Err(_)) => {
+        Some(Err(error)) => {
             send.send_reset(h2::Reason::INTERNAL_ERROR);
-            Exchange::Aborted(status)
+            Exchange::Aborted { status, error }
         }
     }
 }
@@ -438,17 +484,32 @@ async fn stream_body(
             send_all(send, buf.split().freeze()).await?;
         }
         loop {
-            if fill(rd, buf).await.map_err(ResponseError::Io)? == 0 {
+            if fill_watching(rd, buf, send).await? == 0 {
                 send.send_data(Bytes::new(), true)?;
                 return Ok(false);
             }
             send_all(send, buf.split().freeze()).await?;
         }
     };
+    // Small decoded chunks (an origin writing 1-byte chunks) are gathered and sent as one DATA
+    // frame per origin read, at most `BATCH` bytes each: never one tiny frame per chunk.
+    let mut batch = BytesMut::new();
     loop {
         match dec.decode(buf) {
-            Ok(Some(BodyEvent::Data(data))) => send_all(send, data).await?,
+            Ok(Some(BodyEvent::Data(data))) => {
+                if data.len() >= BATCH && batch.is_empty() {
+                    send_all(send, data).await?;
+                } else {
+                    batch.extend_from_slice(&data);
+                    if batch.len() >= BATCH {
+                        send_all(send, batch.split().freeze()).await?;
+                    }
+                }
+            }
             Ok(Some(BodyEvent::End { trailers })) => {
+                if !batch.is_empty() {
+                    send_all(send, batch.split().freeze()).await?;
+                }
                 if trailers.is_empty() {
                     send.send_data(Bytes::new(), true)?;
                 } else {
@@ -463,13 +524,45 @@ async fn stream_body(
                 return Ok(buf.is_empty());
             }
             Ok(None) => {
-                if fill(rd, buf).await.map_err(ResponseError::Io)? == 0 {
+                // Everything read so far is decoded: send it before waiting for the origin.
+                if !batch.is_empty() {
+                    send_all(send, batch.split().freeze()).await?;
+                }
+                if fill_watching(rd, buf, send).await? == 0 {
                     return Err(ResponseError::Eof.into());
                 }
             }
             Err(e) => return Err(ResponseError::Malformed(e.to_string()).into()),
         }
     }
+}
+
+/// Reads more of the response from the origin, unless the edge resets the stream first.
+async fn fill_watching(
+    rd: &mut Rd,
+    buf: &mut BytesMut,
+    send: &mut h2::SendStream<Bytes>,
+) -> Result<usize, ProxyError> {
+    let read = pin!(fill(rd, buf));
+    let reset = pin!(poll_fn(|cx| send.poll_reset(cx).map(|_| ())));
+    match select_first(read, reset).await {
+        Either::Left(r) => r.map_err(|e| ResponseError::Io(e).into()),
+        Either::Right(()) => Err(ProxyError::EdgeReset),
+    }
+}
+
+/// Whichever of two futures completes first (the first is polled first).
+async fn select_first<A: Future, B: Future>(
+    mut a: Pin<&mut A>,
+    mut b: Pin<&mut B>,
+) -> Either<A::Output, B::Output> {
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(v));
+        }
+        b.as_mut().poll(cx).map(Either::Right)
+    })
+    .await
 }
 
 /// Sends cloudflared's 502 for a failure before any response bytes.
@@ -576,7 +669,7 @@ async fn proxy_h2(
         .iter()
         .map(|(n, v)| {
             (
-                super::origin::http::canonical_key(n.as_str()),
+                crate::connector::origin::http::canonical_key(n.as_str()),
                 Bytes::copy_from_slice(v.as_bytes()),
             )
         })

@@ -5,8 +5,8 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 
 use super::*;
 
-const KEY_A: &[u8] = include_bytes!("../../tests/fixtures/access_rsa_a.der");
-const KEY_B: &[u8] = include_bytes!("../../tests/fixtures/access_rsa_b.der");
+const KEY_A: &[u8] = include_bytes!("../../../tests/fixtures/access_rsa_a.der");
+const KEY_B: &[u8] = include_bytes!("../../../tests/fixtures/access_rsa_b.der");
 const ISS: &str = "https://team.cloudflareaccess.com";
 
 fn b64(v: &[u8]) -> String {

@@ -1,0 +1,252 @@
+//! One edge-opened data stream, start to finish: classify (spec §3.2) -> match ingress ->
+//! serve (HTTP origin, fixed status, hello_world, websocket-wrapped TCP, private TCP, config
+//! push) -> count. Failures before any response bytes become cloudflared's 502 with
+//! `{"src":"cloudflared"}`; later failures reset the stream. Nothing here panics on peer input.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::Request;
+
+use super::config_push::config_update;
+use super::error::{Answer, Cause, Side, StreamError};
+use super::http::{Outcome, proxy_http};
+use super::status::status_only;
+use super::tcp::{jump_destination, socks_error, stream_service, tcp_stream};
+use crate::connector::core::Core;
+use crate::connector::origin::{Dial, Target, TlsParams};
+use crate::ingress::{Matched, OriginRequest, Rule, Service};
+use crate::proto::http2::{RequestKind, classify};
+
+/// Decrements the concurrent-requests gauge however the stream ends.
+struct InFlight<'a>(&'a Core);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.counters().concurrent_requests.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one data stream; `conn_index` labels logs.
+pub async fn serve(
+    core: &Core,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    conn_index: u8,
+) {
+    let kind = classify(
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    let counters = core.counters();
+    counters.total_requests.fetch_add(1, Relaxed);
+    counters.concurrent_requests.fetch_add(1, Relaxed);
+    let _guard = InFlight(core);
+    let status = match kind {
+        RequestKind::ControlStream => {
+            log::warn!(connIndex = conn_index; "edge opened a second control stream; refusing it");
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            return;
+        }
+        RequestKind::ConfigurationUpdate => config_update(core, req, &mut respond).await,
+        RequestKind::TcpStream => tcp_stream(core, req, &mut respond).await,
+        RequestKind::Http | RequestKind::Websocket => {
+            route(
+                core,
+                req,
+                &mut respond,
+                kind == RequestKind::Websocket,
+                conn_index,
+            )
+            .await
+        }
+    };
+    match status {
+        Ok(code) => {
+            counters.response(code);
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("");
+            log::debug!(connIndex = conn_index; "{code} {reason}");
+        }
+        Err(err) => fail(core, &mut respond, &err, conn_index),
+    }
+}
+
+/// Ingress lookup and the rule's service.
+async fn route(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    websocket: bool,
+    conn_index: u8,
+) -> Result<u16, StreamError> {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    // The table is held for this request only: a reload during it does not affect it.
+    let table = core.shared.ingress.load();
+    let (rule, index) = match table.find(&host, req.uri().path()) {
+        Matched::Rule(i) => (table.rule(i), i.0),
+        Matched::Internal(_) => {
+            return Err(StreamError::refused(
+                "management requests are not supported",
+            ));
+        }
+    };
+    log_request(&req, &host, conn_index, index, rule);
+    if let Some(access) = rule.access.as_ref().filter(|a| a.required) {
+        let token = req
+            .headers()
+            .get(super::access::HEADER)
+            .map(|v| v.as_bytes());
+        if let super::access::Decision::Deny(reason) = super::access::check(access, token)
+            .await
+            .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
+        {
+            log::error!(connIndex = conn_index; "request filtered by middleware handler (AccessJWTValidator) due to: {reason}");
+            return status_only(respond, 403);
+        }
+    }
+    match &rule.service {
+        Service::Status(code) => status_only(respond, *code),
+        Service::HelloWorld => Ok(super::hello::serve(req, respond, websocket)
+            .await
+            .unwrap_or(200)),
+        Service::Http(o) => {
+            let tls = (o.scheme == "https").then(|| tls_params(&rule.options, &host, &o.host));
+            let target = Target::Tcp {
+                host: o.host.clone(),
+                port: o.port,
+            };
+            http_origin(core, req, respond, rule, target, tls, websocket).await
+        }
+        Service::Unix { path, tls } => {
+            let tls = tls.then(|| tls_params(&rule.options, &host, "localhost"));
+            let target = Target::Unix { path: path.clone() };
+            http_origin(core, req, respond, rule, target, tls, websocket).await
+        }
+        Service::Stream(s) if websocket => {
+            let dest = s.dest.clone();
+            stream_service(req, respond, rule, &dest).await
+        }
+        Service::Bastion if websocket => {
+            let dest = req
+                .headers()
+                .get("cf-access-jump-destination")
+                .and_then(|v| v.to_str().ok())
+                .map(jump_destination)
+                .ok_or_else(|| StreamError::refused("Did not receive final destination from client. The --destination flag is likely not set on the client side"))?;
+            stream_service(req, respond, rule, &dest).await
+        }
+        Service::SocksProxy { rules } if websocket => {
+            super::socks::serve_proxy(req, respond, rule, rules)
+                .await
+                .map_err(socks_error)
+        }
+        Service::Stream(_) | Service::Bastion | Service::SocksProxy { .. } => {
+            Err(StreamError::refused(
+                "stream services need a websocket request (use cloudflared access)",
+            ))
+        }
+    }
+}
+
+/// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The
+/// level check comes first, so a disabled debug level costs nothing per request.
+fn log_request(req: &Request<RecvStream>, host: &str, conn_index: u8, index: usize, rule: &Rule) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let cf_ray = req
+        .headers()
+        .get("cf-ray")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let length = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-1");
+    log::debug!(
+        connIndex = conn_index,
+        cfRay = cf_ray,
+        host = host,
+        path = req.uri().path(),
+        ingressRule = index,
+        originService = rule.service.to_string().as_str(),
+        content_length = length;
+        "{} http://localhost:8080{path_query} HTTP/2.0", req.method()
+    );
+}
+
+fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsParams {
+    let server_name = if !opts.origin_server_name.is_empty() {
+        opts.origin_server_name.clone()
+    } else if opts.match_sni_to_host {
+        crate::ingress::gourl::strip_port(req_host).to_owned()
+    } else {
+        origin_host.to_owned()
+    };
+    TlsParams {
+        server_name,
+        ca_pool: opts.ca_pool.clone(),
+        no_verify: opts.no_tls_verify,
+        http2: opts.http2_origin,
+    }
+}
+
+async fn http_origin(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    rule: &Rule,
+    target: Target,
+    tls: Option<TlsParams>,
+    websocket: bool,
+) -> Result<u16, StreamError> {
+    let o = &rule.options;
+    let dial = Dial {
+        target,
+        tls,
+        connect_timeout: o.connect_timeout,
+        tls_timeout: o.tls_timeout,
+        tcp_keep_alive: o.tcp_keep_alive,
+    };
+    match proxy_http(core, req, respond, &dial, o, websocket).await {
+        Outcome::Responded(code) => Ok(code),
+        Outcome::Failed(e) => Err(e.into()),
+        Outcome::Aborted { status, error } => Err(StreamError::from(error).after_head(status)),
+    }
+}
+
+/// The one place a failed stream becomes an answer, a log line and a count.
+fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_index: u8) {
+    let counters = core.counters();
+    counters.request_errors.fetch_add(1, Relaxed);
+    err.log(conn_index);
+    if let Some(status) = err.after_head {
+        // The head went out and the body writer already reset the stream.
+        counters.response(status);
+        return;
+    }
+    super::h2::H2Respond::fail_on(respond, err);
+    match err.answer(false) {
+        Answer::BadGateway => counters.response(502),
+        Answer::Forbidden => counters.response(403),
+        Answer::Reset => {}
+    }
+}

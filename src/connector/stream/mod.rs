@@ -1,0 +1,124 @@
+//! The stream phase of the connector: one edge-opened stream served from its request metadata
+//! to its last byte. [`dispatch`] classifies a stream and picks its service; the services talk
+//! to the edge only through the transport-agnostic interface below, which the HTTP/2
+//! transport implements in [`h2`] and the QUIC transport implements for its streams.
+//!
+//! The interface, per stream: [`StreamHead`] (request metadata in), a [`BodyReader`] (the
+//! visitor's body, with flow-control credit released only once the bytes went onward), a
+//! [`ResponseSender`] (the response head, or an error mapped by [`StreamError::answer`]) that
+//! yields a [`BodyWriter`] (the response body, sent within the transport's window). Failures
+//! are [`StreamError`]s. Everything runs on the core that owns the connection (no `Send`).
+//!
+//! Files: [`dispatch`] (classify, ingress, the one failure path), [`http`] (HTTP origins, with
+//! [`pipe`] for upgraded connections), [`tcp`] (WebSocket-wrapped and private TCP),
+//! [`socks`], [`hello`], [`status`], [`config_push`], [`access`]; [`websocket`] bridges frames
+//! ([`crate::proto::ws`] is the codec); [`response`] builds HTTP/2 response heads.
+//!
+//! # Memory per stream (budget)
+//! - Idle WebSocket / TCP stream, beyond the socket and h2's own stream state: the origin
+//!   socket's two compat buffers, [`crate::connector::origin::STREAM_SERVICE_BUF`] (4 KiB) each,
+//!   plus the bridge's futures and empty buffers (a few hundred bytes) and at most one pending
+//!   pong (125 bytes). No read buffer is held while a read waits: it is taken for the poll and
+//!   dropped when the read would block.
+//! - In flight, upstream: at most one received DATA frame, whose window is released only once
+//!   its bytes went into the origin socket, plus a WebSocket frame being reassembled (at most
+//!   `MAX_FRAME`, paced by the window).
+//! - In flight, downstream: one origin read (4 KiB growing to 64 KiB on full reads) plus what
+//!   h2 queues, which is bounded by the edge's stream window: the connector asks for send
+//!   capacity before reading more from the origin. Decoded body chunks smaller than 16 KiB are
+//!   batched (one DATA frame per origin read), so the queue never holds tiny frames.
+//! - HTTP origin connections: 2 x 64 KiB compat buffers (kept while pooled).
+
+#![forbid(unsafe_code)]
+
+pub mod access;
+mod config_push;
+mod dispatch;
+pub mod error;
+pub mod h2;
+pub mod hello;
+pub mod http;
+pub mod pipe;
+pub mod response;
+pub mod socks;
+mod status;
+mod tcp;
+pub mod websocket;
+
+use std::future::Future;
+use std::task::{Context, Poll};
+
+use ::http::{HeaderMap, Method, Uri};
+use bytes::Bytes;
+
+pub use dispatch::serve;
+pub use error::{Answer, Cause, Side, StreamError};
+
+use crate::proto::http2::RequestKind;
+
+/// Request metadata of one stream, as the transport decoded it.
+#[derive(Debug, Clone)]
+pub struct StreamHead {
+    pub kind: RequestKind,
+    pub method: Method,
+    /// Authority and path-and-query as the edge sent them.
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+/// A response head from the origin (or a fixed status): the transport encodes it (HTTP/2:
+/// `:status`, serialized headers and response meta; 101 travels as 200).
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// Origin header fields, names in Go's canonical form, in arrival order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// The visitor's request body.
+pub trait BodyReader {
+    /// The next chunk; `Ok(None)` at the end of the body. The chunk's flow-control credit stays
+    /// held until [`BodyReader::release`].
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, StreamError>>;
+    /// Returns `n` bytes of credit to the edge, once they were written onward (backpressure).
+    fn release(&mut self, n: usize);
+    /// Whether the body has already ended (or there is none).
+    fn is_end(&self) -> bool;
+}
+
+/// The response body towards the edge.
+pub trait BodyWriter {
+    /// Sends `data`, waiting for the transport's send window (never queues beyond it).
+    fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), StreamError>>;
+    /// Ends the body, with trailers when there are any.
+    fn finish(&mut self, trailers: Option<HeaderMap>) -> Result<(), StreamError>;
+    /// Aborts the body: the visitor sees an incomplete response, never a clean end.
+    fn abort(&mut self);
+    /// Ready once the edge has reset (cancelled) the stream.
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<StreamError>;
+}
+
+/// Sends the response head, once.
+pub trait ResponseSender {
+    type Writer: BodyWriter;
+    /// Sends the head; with `end` the response has no body and no writer is returned.
+    fn send(&mut self, head: &ResponseHead, end: bool)
+    -> Result<Option<Self::Writer>, StreamError>;
+    /// Answers a failure before any head was sent: 502, 403 or a reset, as `err.answer` says.
+    fn fail(&mut self, err: &StreamError);
+    /// Ready once the edge has reset (cancelled) the stream.
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<StreamError>;
+}
+
+/// One edge-opened stream of some transport.
+pub trait EdgeStream {
+    type Body: BodyReader;
+    type Respond: ResponseSender;
+    /// Splits the stream into its metadata, request body and response side.
+    fn into_parts(self) -> (StreamHead, Self::Body, Self::Respond);
+}
+
+/// Resolves when the edge resets the stream: race it against origin work to cancel that work.
+pub async fn reset_by_edge<R: ResponseSender>(respond: &mut R) -> StreamError {
+    std::future::poll_fn(|cx| respond.poll_reset(cx)).await
+}

@@ -1,0 +1,128 @@
+//! Stream services: TCP carried in WebSocket frames (`tcp://`, `ssh://`, `rdp://`, bastion,
+//! with `proxyType: socks` handed to [`super::socks`]) and private-network TCP (spec §3.7).
+
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::Request;
+
+use super::error::{Cause, Side, StreamError};
+use super::pipe::pipe_raw;
+use super::response::origin_head;
+use crate::connector::core::Core;
+use crate::connector::origin::{Dial, Target};
+use crate::ingress::{OriginRequest, Rule};
+use crate::proto::http2::websocket_accept;
+
+/// `Cf-Access-Jump-Destination` with scheme and path stripped.
+pub(super) fn jump_destination(v: &str) -> String {
+    let v = v.split_once("://").map_or(v, |(_, rest)| rest);
+    v.split('/').next().unwrap_or(v).to_owned()
+}
+
+/// TCP carried in websocket frames (`tcp://`, `ssh://`, ... and bastion): acknowledge with
+/// 101 (sent as 200), then bridge.
+pub(super) async fn stream_service(
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    rule: &Rule,
+    dest: &str,
+) -> Result<u16, StreamError> {
+    if rule.options.proxy_type == "socks" {
+        return super::socks::serve_fixed(req, respond, rule, dest)
+            .await
+            .map_err(socks_error);
+    }
+    let origin = dial_tcp(dest, &rule.options).await?;
+    let mut headers = Vec::new();
+    if let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        headers.push(("Connection".to_owned(), Bytes::from_static(b"Upgrade")));
+        headers.push((
+            "Sec-Websocket-Accept".to_owned(),
+            Bytes::from(websocket_accept(key)),
+        ));
+        headers.push(("Upgrade".to_owned(), Bytes::from_static(b"websocket")));
+    }
+    let mut send = respond
+        .send_response(origin_head(101, &headers), false)
+        .map_err(StreamError::edge)?;
+    let mut recv = req.into_body();
+    super::websocket::bridge(&mut recv, &mut send, origin).await;
+    Ok(101)
+}
+
+async fn dial_tcp(
+    dest: &str,
+    o: &OriginRequest,
+) -> Result<crate::connector::origin::OriginStream, StreamError> {
+    let (host, port) = split_host_port(dest)
+        .ok_or_else(|| StreamError::refused(format!("invalid destination {dest:?}")))?;
+    let dial = Dial {
+        target: Target::Tcp { host, port },
+        tls: None,
+        connect_timeout: o.connect_timeout,
+        tls_timeout: o.tls_timeout,
+        tcp_keep_alive: o.tcp_keep_alive,
+    };
+    crate::connector::origin::dial_stream(&dial)
+        .await
+        .map_err(StreamError::from)
+}
+
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+/// Private-network TCP (spec §3.7): dial `:authority`, acknowledge, pipe raw bytes.
+pub(super) async fn tcp_stream(
+    core: &Core,
+    req: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<u16, StreamError> {
+    let dest = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    if dest.is_empty() {
+        return Err(StreamError::refused(
+            "cloudflared received a warp-routing request with an empty host value",
+        ));
+    }
+    let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
+    let o = OriginRequest {
+        connect_timeout: warp.connect_timeout,
+        tcp_keep_alive: warp.tcp_keep_alive,
+        ..OriginRequest::default()
+    };
+    let origin = dial_tcp(&dest, &o).await?;
+    let counters = core.counters();
+    counters.tcp_active.fetch_add(1, Relaxed);
+    counters.tcp_total.fetch_add(1, Relaxed);
+    let result = async {
+        let mut send = respond
+            .send_response(origin_head(101, &[]), false)
+            .map_err(StreamError::edge)?;
+        let mut recv = req.into_body();
+        let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
+        pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
+        Ok(101)
+    }
+    .await;
+    counters.tcp_active.fetch_sub(1, Relaxed);
+    result
+}
+
+pub(super) fn socks_error(reason: String) -> StreamError {
+    StreamError::new(Side::Origin, Cause::Socks(reason))
+}
