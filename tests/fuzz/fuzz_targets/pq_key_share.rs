@@ -4,7 +4,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringflare::tls::X25519MLKEM768;
-use rustls::crypto::SupportedKxGroup;
 
 fuzz_target!(|data: &[u8]| {
     let _ = X25519MLKEM768.start_and_complete(data);
