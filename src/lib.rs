@@ -16,6 +16,7 @@ pub mod http1;
 pub mod ingress;
 pub mod logging;
 pub mod proto;
+pub mod quic;
 pub mod runtime;
 pub mod service;
 pub mod tls;

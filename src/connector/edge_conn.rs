@@ -26,6 +26,7 @@ use super::connection_state::{
     Action, ConnState, End, Event, PING_INTERVAL, PING_TIMEOUT, Timings,
 };
 use super::core::Core;
+use super::protocol::Protocol;
 use crate::proto::http2::{RequestKind, classify};
 use crate::proto::{
     ClientInfo, ConnectionDetails, ConnectionOptions, ConnectionResponse, RegisterConnectionParams,
@@ -66,7 +67,7 @@ pub enum ConnError {
 }
 
 /// What a connection's control task tells the connection loop.
-enum ControlEvent {
+pub(super) enum ControlEvent {
     Registered(ConnectionDetails),
     Failed(ConnError),
     /// The RPC system ended (control stream closed or garbage).
@@ -133,7 +134,22 @@ pub async fn run(
         }
         let attempt = backoff.retries();
         let registered = Rc::new(Cell::new(false));
-        let result = serve_once(&core, index, addr, attempt, &registered, &first_registered).await;
+        let result = match core.shared.options.protocol.initial {
+            Protocol::Quic => {
+                super::quic_conn::serve_once(
+                    &core,
+                    index,
+                    addr,
+                    attempt,
+                    &registered,
+                    &first_registered,
+                )
+                .await
+            }
+            Protocol::Http2 => {
+                serve_once(&core, index, addr, attempt, &registered, &first_registered).await
+            }
+        };
         core.shared
             .set_conn(usize::from(index), |s| s.registered = false);
         if registered.get() {
@@ -404,7 +420,7 @@ async fn serve_once(
             Step::Control(Some(ControlEvent::Registered(details))) => {
                 registered.set(true);
                 first.set();
-                on_registered(core, index, addr, &details);
+                on_registered(core, index, addr, &details, Protocol::Http2);
                 state.on(now, Event::Registered)
             }
             Step::Control(Some(ControlEvent::Failed(e))) => return Err(e),
@@ -491,7 +507,13 @@ impl Drop for InflightGuard {
     }
 }
 
-fn on_registered(core: &Core, index: u8, addr: SocketAddr, d: &ConnectionDetails) {
+pub(super) fn on_registered(
+    core: &Core,
+    index: u8,
+    addr: SocketAddr,
+    d: &ConnectionDetails,
+    protocol: Protocol,
+) {
     let id = Uuid::from_bytes(d.uuid);
     core.shared.register_success.fetch_add(1, Relaxed);
     core.shared.set_conn(usize::from(index), |s| {
@@ -506,13 +528,13 @@ fn on_registered(core: &Core, index: u8, addr: SocketAddr, d: &ConnectionDetails
         event = 0,
         ip = addr.ip().to_string().as_str(),
         location = d.location_name.as_str(),
-        protocol = "http2";
+        protocol = protocol.as_str();
         "Registered tunnel connection"
     );
 }
 
 /// The registration request cloudflared sends (spec §5.3).
-fn register_params(
+pub(super) fn register_params(
     core: &Core,
     index: u8,
     local_ip: IpAddr,
@@ -582,10 +604,31 @@ async fn control_stream(
             return;
         }
     };
-    let (client, driver) = RegistrationClient::connect(
+    run_control(
+        core,
         H2Reader::new(req.into_body()),
         H2Writer::resetting_on_drop(send),
-    );
+        params,
+        events,
+        index,
+    )
+    .await;
+}
+
+/// The control stream's RPC, for either transport: register, upload the local configuration,
+/// wait for shutdown, unregister (spec §3.3, §3.9, §5.3-§5.4).
+pub(super) async fn run_control<R, W>(
+    core: Rc<Core>,
+    reader: R,
+    writer: W,
+    params: RegisterConnectionParams,
+    events: mpsc::UnboundedSender<ControlEvent>,
+    index: u8,
+) where
+    R: futures_util::AsyncRead + Unpin + 'static,
+    W: futures_util::AsyncWrite + Unpin + 'static,
+{
+    let (client, driver) = RegistrationClient::connect(reader, writer);
     let driver_events = events.clone();
     // Kept (not detached) so the control stream can be ended after unregistering.
     let driver_task = compio::runtime::spawn(async move {

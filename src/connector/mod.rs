@@ -23,6 +23,8 @@ pub mod options;
 pub mod origin;
 pub mod procstat;
 pub mod proxy_env;
+pub mod protocol;
+pub mod quic_conn;
 pub mod remote_config;
 pub mod state;
 pub mod stream;
@@ -46,7 +48,7 @@ use crate::control::reload::{Reloader, TableBuilder};
 use crate::ingress::rules::WARN_NO_RULES_CLI;
 use crate::ingress::{Ingress, IngressTable, SharedIngress};
 use crate::runtime::{PinOutcome, WorkerConfig, Workers};
-use crate::tls::{EdgeRoots, connector_client_config};
+use crate::tls::{EdgeRoots, connector_client_config_with};
 
 /// How often the control thread looks at signals and worker events.
 const CONTROL_TICK: Duration = Duration::from_millis(20);
@@ -141,7 +143,20 @@ fn start(run: TunnelRun) -> Result<i32, String> {
     );
     log::info!("Settings: {}", options.settings_line);
     log::info!("Generated Connector ID: {connector_id}");
-    log::info!("Initial protocol http2");
+    let mut options = options;
+    if options.protocol.fallback.is_some() {
+        // `auto` would start on QUIC, but this build does not serve data streams over QUIC
+        // yet (issue 12): run http2 so traffic keeps flowing; `--protocol quic` opts in.
+        options.protocol = protocol::ProtocolSelector {
+            initial: protocol::Protocol::Http2,
+            fallback: None,
+        };
+    }
+    log::info!("Initial protocol {}", options.protocol.initial);
+    log::info!(
+        "Tunnel connection curve preferences: {}",
+        quic_conn::kx_policy(&options).log_names()
+    );
     if options.default_503 && !options.from_token {
         log::warn!("{WARN_NO_RULES_CLI}");
     }
@@ -163,7 +178,10 @@ fn start(run: TunnelRun) -> Result<i32, String> {
         Some(p) => EdgeRoots::CaFile(p.clone()),
         None => EdgeRoots::Cloudflare,
     };
-    let edge_tls = TlsConnector::from(connector_client_config(roots).map_err(|e| e.to_string())?);
+    let edge_tls = TlsConnector::from(
+        connector_client_config_with(roots, quic_conn::kx_policy(&options))
+            .map_err(|e| e.to_string())?,
+    );
     let threads = options
         .workers
         .map(NonZeroUsize::get)
@@ -175,7 +193,6 @@ fn start(run: TunnelRun) -> Result<i32, String> {
         .unwrap_or(1)
         .min(ha)
         .max(1);
-    let mut options = options;
     let table = std::mem::replace(
         &mut options.ingress,
         IngressTable::new(Ingress::default_503()),

@@ -15,7 +15,10 @@ use crate::config::file::ConfigFile;
 use crate::control::credentials::find_credentials;
 use crate::control::loader::expand_home;
 use crate::ingress::{Ingress, IngressError, IngressTable, OriginRequest, Service};
+use crate::quic::QuicSettings;
 use crate::runtime::IoDriver;
+
+use super::protocol::ProtocolSelector;
 
 /// Most a grace period may be (cloudflared's limit).
 const MAX_GRACE: Duration = Duration::from_secs(180);
@@ -78,6 +81,12 @@ pub struct ConnectorOptions {
     pub default_503: bool,
     /// Whether a token was used (silences the no-rules warning).
     pub from_token: bool,
+    /// `--protocol`, resolved as cloudflared's selector (spec §1.7).
+    pub protocol: ProtocolSelector,
+    /// The QUIC flow-control and PMTU flags (spec §4.1).
+    pub quic: QuicSettings,
+    /// `--post-quantum`: post-quantum key agreement only.
+    pub post_quantum: bool,
 }
 
 /// A resolution failure, already worded for the user.
@@ -95,10 +104,22 @@ impl ConnectorOptions {
         let s = &run.settings;
         let tunnel = run.args.last().cloned().or_else(|| tunnel_from_config(run));
         let credentials = find_credentials(s, tunnel.as_deref()).map_err(err)?;
-        let protocol = s.string("protocol");
-        if protocol == "quic" {
-            log::warn!("QUIC is not available in this build yet; using http2");
+        let from_token = s.opt_string("token").is_some() || s.opt_string("token-file").is_some();
+        let selection =
+            ProtocolSelector::resolve(&s.string("protocol"), from_token).map_err(err)?;
+        if let Some(w) = selection.warning {
+            log::warn!("{w}");
         }
+        let quic = QuicSettings::new(
+            u64::try_from(s.int("quic-stream-level-flow-control-limit").map_err(err)?).unwrap_or(0),
+            u64::try_from(
+                s.int("quic-connection-level-flow-control-limit")
+                    .map_err(err)?,
+            )
+            .unwrap_or(0),
+            !s.bool("quic-disable-pmtu-discovery").map_err(err)?,
+        )
+        .map_err(err)?;
         let grace_period = s.duration("grace-period").map_err(err)?;
         if grace_period > MAX_GRACE {
             return Err(OptionsError(
@@ -142,7 +163,10 @@ impl ConnectorOptions {
             settings_line: s.settings_line(),
             diag_flags: s.diag_flags(),
             default_503,
-            from_token: s.opt_string("token").is_some() || s.opt_string("token-file").is_some(),
+            from_token,
+            protocol: selection.selector,
+            quic,
+            post_quantum: s.bool("post-quantum").map_err(err)?,
             credentials,
         })
     }
@@ -339,6 +363,38 @@ mod tests {
             }
         );
         assert!(o.default_503 && o.from_token);
+    }
+
+    #[test]
+    fn quic_flags_and_protocol_selection() {
+        let o = resolve(&[], &[]).unwrap();
+        assert_eq!(o.quic, crate::quic::QuicSettings::default());
+        assert!(!o.post_quantum);
+        // A token with `auto`: QUIC first, http2 as the fallback (spec §1.7).
+        assert_eq!(o.protocol.initial, super::super::protocol::Protocol::Quic);
+        assert!(o.protocol.fallback.is_some());
+        let o = resolve(
+            &[
+                "--protocol",
+                "quic",
+                "--post-quantum",
+                "--quic-stream-level-flow-control-limit",
+                "1048576",
+                "--quic-connection-level-flow-control-limit",
+                "4194304",
+                "--quic-disable-pmtu-discovery",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (o.quic.stream_window, o.quic.conn_window),
+            (1 << 20, 4 << 20)
+        );
+        assert!(!o.quic.pmtu_discovery && o.post_quantum);
+        assert_eq!(o.protocol.fallback, None);
+        let e = resolve(&["--protocol", "h3"], &[]).unwrap_err();
+        assert!(e.0.starts_with("unknown protocol h3"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod cli;
 mod config;
 mod eyeball;
 mod pages;
+mod quic;
 mod registry;
 mod tunnel;
 
@@ -103,6 +104,9 @@ pub struct EdgeOptions {
     pub eyeball_head_timeout: Duration,
     /// Open connections each eyeball listener accepts (all cores together); more are refused.
     pub max_eyeball_connections: usize,
+    /// Accept the X25519MLKEM768 key agreement (as Cloudflare's edge does); off simulates an
+    /// edge without ML-KEM, against which `--post-quantum` must fail.
+    pub post_quantum: bool,
 }
 
 impl EdgeOptions {
@@ -125,6 +129,7 @@ impl EdgeOptions {
             response_timeout: Duration::from_secs(100),
             eyeball_head_timeout: DEFAULT_HEAD_TIMEOUT,
             max_eyeball_connections: DEFAULT_MAX_EYEBALL_CONNECTIONS,
+            post_quantum: true,
         }
     }
 }
@@ -192,6 +197,8 @@ struct WorkerPlan {
     tunnel_addrs: Vec<SocketAddr>,
     eyeball_addr: SocketAddr,
     eyeball_tls: Option<(SocketAddr, TlsAcceptor)>,
+    /// QUIC on the tunnel addresses (UDP, same ports).
+    quic: compio::quic::ServerConfig,
 }
 
 impl Edge {
@@ -202,7 +209,13 @@ impl Edge {
             return Err(EdgeError::Options("no tunnel listen address".into()));
         }
         let ca = EdgeCa::load_or_create(&opts.state_dir)?;
-        let tls = crate::tls::edge_server_config(&ca)?;
+        let tls = crate::tls::edge_server_config_with(&ca, opts.post_quantum)?;
+        let quic = crate::quic::QuicSettings::default()
+            .server(crate::tls::edge_quic_server_config_with(
+                &ca,
+                opts.post_quantum,
+            )?)
+            .map_err(|e| EdgeError::Options(e.to_string()))?;
         let shared = Arc::new(Shared::new(&opts).map_err(EdgeError::Options)?);
 
         // Port 0 must resolve to one port shared by every core's listener: reserve it with a
@@ -228,6 +241,7 @@ impl Edge {
             tunnel_addrs: tunnel_addrs.clone(),
             eyeball_addr,
             eyeball_tls,
+            quic,
         });
         let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let config = WorkerConfig {
@@ -453,6 +467,16 @@ async fn worker_main(
             }
         }
     }
+    let mut quic_endpoints = Vec::with_capacity(plan.tunnel_addrs.len());
+    for addr in &plan.tunnel_addrs {
+        match bind_quic(*addr, &plan.quic, ctx.index) {
+            Ok(e) => quic_endpoints.push((*addr, e)),
+            Err(e) => {
+                let _ = bound_tx.send((ctx.index, Err(e)));
+                return;
+            }
+        }
+    }
     let eyeball = match crate::runtime::bind_reuseport(plan.eyeball_addr) {
         Ok(l) => l,
         Err(e) => {
@@ -493,6 +517,16 @@ async fn worker_main(
         })
         .detach();
     }
+    for (addr, endpoint) in quic_endpoints {
+        let shared = plan.shared.clone();
+        let stop = ctx.stop.clone();
+        let tasks = tasks.clone();
+        let worker = ctx.index;
+        compio::runtime::spawn(async move {
+            quic::accept_loop(endpoint, addr, shared, worker, stop, tasks).await;
+        })
+        .detach();
+    }
     {
         let shared = plan.shared.clone();
         let stop = ctx.stop.clone();
@@ -515,6 +549,27 @@ async fn worker_main(
     // Every connection task also watches the stop signal; give them a moment to close their
     // sockets (GOAWAY / FIN) before the runtime drops whatever is left.
     tasks.wait_idle(Duration::from_secs(2)).await;
+}
+
+/// This core's QUIC endpoint on a tunnel address: UDP with SO_REUSEPORT, so every core
+/// serves a share of the connections (the kernel keeps each 4-tuple on one socket).
+fn bind_quic(
+    addr: SocketAddr,
+    config: &compio::quic::ServerConfig,
+    worker: usize,
+) -> Result<compio::quic::Endpoint, String> {
+    let (udp, buffers) = crate::quic::bind_udp(addr, true)
+        .map_err(|e| format!("binding QUIC on udp {addr}: {e}"))?;
+    if worker == 0 {
+        buffers.warn_if_small(addr);
+    }
+    compio::quic::Endpoint::new(
+        udp,
+        crate::quic::QuicSettings::endpoint(),
+        Some(config.clone()),
+        None,
+    )
+    .map_err(|e| format!("starting QUIC on udp {addr}: {e}"))
 }
 
 /// Runs `fut` until it finishes or `stop` fires; true when it finished.

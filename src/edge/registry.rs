@@ -43,6 +43,8 @@ pub struct Registration {
     pub peer: SocketAddr,
     /// Worker (core) the connection lives on.
     pub worker: usize,
+    /// The transport it registered over: `http2` or `quic`.
+    pub protocol: &'static str,
 }
 
 /// A live connection eyeball requests may use.
@@ -296,6 +298,14 @@ impl Shared {
                 v
             });
         }
+        let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
+        regs.insert(reg.connection_id, reg);
+        self.regs_changed.notify_all();
+    }
+
+    /// Records a registration that eyeball requests cannot use yet (QUIC connections, until
+    /// the edge can open data streams on them from any core); `remove` drops it.
+    pub fn record(&self, reg: Registration) {
         let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
         regs.insert(reg.connection_id, reg);
         self.regs_changed.notify_all();

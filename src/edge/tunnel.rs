@@ -400,6 +400,39 @@ fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The answer to a second `registerConnection` on one connection.
+pub(super) fn already_registered() -> ConnectionResponse {
+    ConnectionResponse::Error(ConnectionError {
+        cause: "connection already registered".into(),
+        retry_after: 0,
+        should_retry: false,
+    })
+}
+
+/// Checks a `registerConnection` against the configured tunnels, for either transport: the
+/// connector's client id, or the cause to refuse with.
+pub(super) fn authorize(
+    shared: &Shared,
+    params: &RegisterConnectionParams,
+) -> Result<Uuid, &'static str> {
+    let tunnel_id = Uuid::from_bytes(params.tunnel_id);
+    let Some(tunnel) = shared.tunnel(&tunnel_id) else {
+        return Err("Unauthorized: Failed to get tunnel");
+    };
+    if !secrets_equal(
+        params.auth.account_tag.as_bytes(),
+        tunnel.account_tag.as_bytes(),
+    ) || !secrets_equal(params.auth.tunnel_secret.expose(), tunnel.secret.expose())
+    {
+        return Err("Unauthorized: Invalid tunnel secret");
+    }
+    let client_id = Uuid::from_slice(&params.options.client.client_id).unwrap_or_default();
+    if shared.is_duplicate(&tunnel_id, &client_id, params.conn_index) {
+        return Err("EDUPCONN");
+    }
+    Ok(client_id)
+}
+
 impl EdgeRegistration {
     fn refuse(&self, tunnel_id: &Uuid, conn_index: u8, cause: &str) -> ConnectionResponse {
         log::warn!(tunnelID:% = tunnel_id, connIndex = conn_index, peer:% = self.peer,
@@ -425,31 +458,13 @@ impl RegistrationServer for EdgeRegistration {
         let conn_index = params.conn_index;
         if self.state.handle.borrow().is_some() {
             // A second registration on one connection: refuse without dropping the first.
-            return Ok(ConnectionResponse::Error(ConnectionError {
-                cause: "connection already registered".into(),
-                retry_after: 0,
-                should_retry: false,
-            }));
-        }
-        let Some(tunnel) = self.shared.tunnel(&tunnel_id) else {
-            return Ok(self.refuse(&tunnel_id, conn_index, "Unauthorized: Failed to get tunnel"));
-        };
-        if !secrets_equal(
-            params.auth.account_tag.as_bytes(),
-            tunnel.account_tag.as_bytes(),
-        ) || !secrets_equal(params.auth.tunnel_secret.expose(), tunnel.secret.expose())
-        {
-            return Ok(self.refuse(
-                &tunnel_id,
-                conn_index,
-                "Unauthorized: Invalid tunnel secret",
-            ));
+            return Ok(already_registered());
         }
         let client = &params.options.client;
-        let client_id = Uuid::from_slice(&client.client_id).unwrap_or_default();
-        if self.shared.is_duplicate(&tunnel_id, &client_id, conn_index) {
-            return Ok(self.refuse(&tunnel_id, conn_index, "EDUPCONN"));
-        }
+        let client_id = match authorize(&self.shared, &params) {
+            Ok(id) => id,
+            Err(cause) => return Ok(self.refuse(&tunnel_id, conn_index, cause)),
+        };
         let connection_id = Uuid::new_v4();
         let handle = Arc::new(ConnHandle::new(
             connection_id,
@@ -467,6 +482,7 @@ impl RegistrationServer for EdgeRegistration {
             listener: self.listener,
             peer: self.peer,
             worker: self.worker,
+            protocol: "http2",
         };
         log::info!(tunnelID:% = tunnel_id, connIndex = conn_index, connection:% = connection_id,
             clientID:% = client_id, clientVersion:% = client.version, arch:% = client.arch,

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod generated;
 pub mod headers;
 pub mod http2;
+pub mod quic_meta;
 pub mod rpc;
 pub mod rpc_types;
 pub mod ws;

@@ -4,7 +4,8 @@
 //! `h2.cftunnel.com`, offers no ALPN and only the P-256 group; on QUIC it verifies
 //! `quic.cftunnel.com` with ALPN `argotunnel` over TLS 1.3. Roots are either exactly the
 //! `--cacert` file or the system pool plus Cloudflare's origin roots. All configs use the
-//! `ring` provider. This module builds configs; it never touches sockets.
+//! `ring` provider plus the pure-Rust X25519MLKEM768 group of `pq`, offered first on both
+//! transports as cloudflared 2026 does. This module builds configs; it never touches sockets.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -18,7 +19,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
-use super::{EdgeCa, TlsError, edge_ca::read_certs};
+use super::{EdgeCa, TlsError, edge_ca::read_certs, pq::X25519MLKEM768};
 
 /// SNI and verified name on the http2 transport.
 pub const H2_SERVER_NAME: &str = "h2.cftunnel.com";
@@ -41,15 +42,44 @@ pub enum EdgeRoots {
     Cloudflare,
 }
 
-/// The groups the edge accepts: P-256 is mandatory (the only group cloudflared offers on
-/// http2), X25519 for other clients; P-256 first so a P-256 key share never needs a retry.
-fn edge_groups() -> Vec<&'static dyn SupportedKxGroup> {
-    vec![kx_group::SECP256R1, kx_group::X25519, kx_group::SECP384R1]
+/// The groups the edge accepts: X25519MLKEM768 (cloudflared 2026's first key share), P-256
+/// (the only group cloudflared 2025 offers on http2), X25519 and P-384 for other clients.
+fn edge_groups(post_quantum: bool) -> Vec<&'static dyn SupportedKxGroup> {
+    let classic = [kx_group::SECP256R1, kx_group::X25519, kx_group::SECP384R1];
+    post_quantum
+        .then_some(X25519MLKEM768)
+        .into_iter()
+        .chain(classic)
+        .collect()
 }
 
-/// The groups the connector offers: P-256 first as cloudflared does, X25519 allowed.
-fn connector_groups() -> Vec<&'static dyn SupportedKxGroup> {
-    vec![kx_group::SECP256R1, kx_group::X25519]
+/// Which key agreement the connector offers the edge (spec §2, §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KxPolicy {
+    /// cloudflared 2026's default: X25519MLKEM768 first, then P-256. X25519 alone is never
+    /// offered.
+    #[default]
+    PreferPostQuantum,
+    /// `--post-quantum`: X25519MLKEM768 only; an edge without it fails the handshake.
+    StrictPostQuantum,
+}
+
+impl KxPolicy {
+    /// The groups offered, in preference order.
+    pub fn groups(self) -> Vec<&'static dyn SupportedKxGroup> {
+        match self {
+            KxPolicy::PreferPostQuantum => vec![X25519MLKEM768, kx_group::SECP256R1],
+            KxPolicy::StrictPostQuantum => vec![X25519MLKEM768],
+        }
+    }
+
+    /// cloudflared's `Tunnel connection curve preferences: [...]` value.
+    pub fn log_names(self) -> &'static str {
+        match self {
+            KxPolicy::PreferPostQuantum => "[X25519MLKEM768 CurveP256]",
+            KxPolicy::StrictPostQuantum => "[X25519MLKEM768]",
+        }
+    }
 }
 
 pub(super) fn provider(groups: Vec<&'static dyn SupportedKxGroup>) -> Arc<CryptoProvider> {
@@ -65,13 +95,37 @@ fn config_err(what: &'static str) -> impl FnOnce(rustls::Error) -> TlsError {
 
 /// The edge's TCP (http2) server config: TLS 1.2 and 1.3, no ALPN.
 pub fn edge_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(ca, &[&TLS13, &TLS12], Vec::new(), "edge TCP server config")
+    edge_server_config_with(ca, true)
+}
+
+/// [`edge_server_config`], with or without the post-quantum group.
+pub fn edge_server_config_with(
+    ca: &EdgeCa,
+    post_quantum: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let groups = edge_groups(post_quantum);
+    server_config(
+        ca,
+        groups,
+        &[&TLS13, &TLS12],
+        Vec::new(),
+        "edge TCP server config",
+    )
 }
 
 /// The edge's QUIC server config: TLS 1.3 only, ALPN `argotunnel`.
 pub fn edge_quic_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsError> {
+    edge_quic_server_config_with(ca, true)
+}
+
+/// [`edge_quic_server_config`], with or without the post-quantum group.
+pub fn edge_quic_server_config_with(
+    ca: &EdgeCa,
+    post_quantum: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     server_config(
         ca,
+        edge_groups(post_quantum),
         &[&TLS13],
         vec![QUIC_ALPN.to_vec()],
         "edge QUIC server config",
@@ -80,11 +134,12 @@ pub fn edge_quic_server_config(ca: &EdgeCa) -> Result<Arc<ServerConfig>, TlsErro
 
 fn server_config(
     ca: &EdgeCa,
+    groups: Vec<&'static dyn SupportedKxGroup>,
     versions: &[&'static SupportedProtocolVersion],
     alpn: Vec<Vec<u8>>,
     what: &'static str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider(edge_groups()))
+    let mut config = ServerConfig::builder_with_provider(provider(groups))
         .with_protocol_versions(versions)
         .map_err(config_err(what))?
         .with_no_client_auth()
@@ -96,19 +151,30 @@ fn server_config(
 
 /// The connector's http2 client config: TLS 1.2–1.3, no ALPN, no client certificate.
 pub fn connector_client_config(roots: EdgeRoots) -> Result<Arc<ClientConfig>, TlsError> {
+    connector_client_config_with(roots, KxPolicy::default())
+}
+
+/// [`connector_client_config`] with an explicit key-agreement policy.
+pub fn connector_client_config_with(
+    roots: EdgeRoots,
+    kx: KxPolicy,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let store = edge_root_store(&roots)?;
-    client_config(store, connector_groups(), &[&TLS13, &TLS12], Vec::new())
+    client_config(store, kx.groups(), &[&TLS13, &TLS12], Vec::new())
 }
 
 /// The connector's QUIC client config: TLS 1.3, ALPN `argotunnel`.
 pub fn connector_quic_client_config(roots: EdgeRoots) -> Result<Arc<ClientConfig>, TlsError> {
+    connector_quic_client_config_with(roots, KxPolicy::default())
+}
+
+/// [`connector_quic_client_config`] with an explicit key-agreement policy.
+pub fn connector_quic_client_config_with(
+    roots: EdgeRoots,
+    kx: KxPolicy,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let store = edge_root_store(&roots)?;
-    client_config(
-        store,
-        connector_groups(),
-        &[&TLS13],
-        vec![QUIC_ALPN.to_vec()],
-    )
+    client_config(store, kx.groups(), &[&TLS13], vec![QUIC_ALPN.to_vec()])
 }
 
 pub(super) fn client_config(

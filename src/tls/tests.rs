@@ -9,7 +9,7 @@ use rustls::{
 };
 use rustls_pki_types::ServerName;
 
-use super::config::client_config;
+use super::config::{client_config, provider};
 use super::*;
 
 /// Drives both sides until neither is handshaking; bounded rounds.
@@ -66,10 +66,10 @@ fn connector_config_verifies_every_edge_name() {
     let server = edge_server_config(&ca).unwrap();
     for name in [H2_SERVER_NAME, PROBE_SERVER_NAME, "localhost", "127.0.0.1"] {
         let (c, _) = handshake(client.clone(), server.clone(), name).unwrap();
-        // P-256 is the connector's first choice, as in cloudflared.
+        // X25519MLKEM768 is the connector's first choice, as in cloudflared 2026.
         assert_eq!(
             c.negotiated_key_exchange_group().unwrap().name(),
-            NamedGroup::secp256r1
+            NamedGroup::X25519MLKEM768
         );
     }
 }
@@ -151,4 +151,85 @@ fn bad_or_incomplete_files_name_the_file() {
 fn embedded_cloudflare_roots_parse() {
     assert_eq!(cloudflare_roots().len(), 3);
     assert!(!edge_root_store(&EdgeRoots::Cloudflare).unwrap().is_empty());
+}
+
+/// An edge whose TLS stack has no ML-KEM (P-256 only), QUIC-style (TLS 1.3, ALPN).
+fn classic_quic_edge(ca: &EdgeCa) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(provider(vec![kx_group::SECP256R1]))
+        .with_protocol_versions(&[&TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(ca.server_chain().to_vec(), ca.server_key())
+        .unwrap();
+    config.alpn_protocols = vec![QUIC_ALPN.to_vec()];
+    Arc::new(config)
+}
+
+fn quic_client(ca: &EdgeCa, kx: KxPolicy) -> Arc<ClientConfig> {
+    connector_quic_client_config_with(EdgeRoots::CaFile(ca.ca_pem_path().to_owned()), kx).unwrap()
+}
+
+#[test]
+fn post_quantum_group_is_negotiated_with_the_edge() {
+    let (_dir, ca) = ca_in_tempdir();
+    for kx in [KxPolicy::PreferPostQuantum, KxPolicy::StrictPostQuantum] {
+        let server = edge_quic_server_config(&ca).unwrap();
+        let (mut c, mut s) = handshake(quic_client(&ca, kx), server, QUIC_SERVER_NAME).unwrap();
+        assert_eq!(
+            c.negotiated_key_exchange_group().unwrap().name(),
+            NamedGroup::X25519MLKEM768
+        );
+        // Both sides derived the same keys: application data round-trips.
+        use std::io::{Read, Write};
+        c.writer().write_all(b"hybrid").unwrap();
+        let mut buf = Vec::new();
+        c.write_tls(&mut buf).unwrap();
+        s.read_tls(&mut buf.as_slice()).unwrap();
+        s.process_new_packets().unwrap();
+        let mut got = [0u8; 6];
+        s.reader().read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hybrid");
+    }
+}
+
+#[test]
+fn prefer_falls_back_to_p256_on_an_edge_without_ml_kem() {
+    let (_dir, ca) = ca_in_tempdir();
+    let client = quic_client(&ca, KxPolicy::PreferPostQuantum);
+    let (c, _) = handshake(client, classic_quic_edge(&ca), QUIC_SERVER_NAME).unwrap();
+    assert_eq!(
+        c.negotiated_key_exchange_group().unwrap().name(),
+        NamedGroup::secp256r1
+    );
+}
+
+#[test]
+fn strict_post_quantum_refuses_an_edge_without_ml_kem() {
+    let (_dir, ca) = ca_in_tempdir();
+    let client = quic_client(&ca, KxPolicy::StrictPostQuantum);
+    let err = handshake(client, classic_quic_edge(&ca), QUIC_SERVER_NAME).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rustls::Error::PeerIncompatible(_) | rustls::Error::AlertReceived(_)
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_hybrid_shares_are_errors_not_panics() {
+    for len in [0, 1, 1184, 1215, 1217, 4096] {
+        let share = vec![0x5au8; len];
+        assert!(
+            X25519MLKEM768.start_and_complete(&share).is_err(),
+            "len {len}"
+        );
+    }
+    for len in [0, 32, 1088, 1119, 1121] {
+        let active = X25519MLKEM768.start().unwrap();
+        assert!(active.complete(&vec![7u8; len]).is_err(), "len {len}");
+    }
+    // A well-formed length with arbitrary bytes is a valid key share: no panic, a secret.
+    assert!(X25519MLKEM768.start_and_complete(&[0x5au8; 1216]).is_ok());
 }

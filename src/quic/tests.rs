@@ -1,0 +1,112 @@
+//! A loopback handshake with the edge's and the connector's QUIC configurations, on both
+//! io drivers: ALPN, SNI verification against the edge CA, datagrams, a stream round trip.
+
+use std::net::{IpAddr, SocketAddr};
+
+use compio::io::AsyncWriteExt;
+use compio::quic::Endpoint;
+
+use super::*;
+use crate::runtime::{DriverKind, build_runtime};
+use crate::tls::{
+    EdgeCa, EdgeRoots, QUIC_SERVER_NAME, connector_quic_client_config, edge_quic_server_config,
+};
+
+fn handshake_and_echo(driver: DriverKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+    let settings = QuicSettings::default();
+    let server_tls = edge_quic_server_config(&ca).unwrap();
+    let client_tls =
+        connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+    let rt = build_runtime(driver).unwrap();
+    rt.block_on(async move {
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let server = Endpoint::new(
+            udp,
+            QuicSettings::endpoint(),
+            Some(settings.server(server_tls).unwrap()),
+            None,
+        )
+        .unwrap();
+        let addr: SocketAddr = server.local_addr().unwrap();
+        let serve = compio::runtime::spawn(async move {
+            let conn = server.wait_incoming().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let compio::BufResult(r, got) = recv.read_to_end(Vec::new()).await;
+            r.unwrap();
+            send.write_all(got).await.0.unwrap();
+            send.finish().unwrap();
+            let _ = conn.closed().await;
+        });
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let client = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
+        let peer: IpAddr = addr.ip();
+        let config = settings.client(client_tls, peer).unwrap();
+        let conn = client
+            .connect(addr, QUIC_SERVER_NAME, Some(config))
+            .unwrap()
+            .await
+            .unwrap();
+        // Datagrams are enabled by the edge's transport parameters.
+        assert!(conn.max_datagram_size().is_some());
+        let (mut send, mut recv) = conn.open_bi().unwrap();
+        send.write_all(b"ping over argotunnel".to_vec())
+            .await
+            .0
+            .unwrap();
+        send.finish().unwrap();
+        let compio::BufResult(r, back) = recv.read_to_end(Vec::new()).await;
+        r.unwrap();
+        assert_eq!(back, b"ping over argotunnel");
+        conn.close(0u32.into(), b"done");
+        let _ = serve.await;
+    });
+}
+
+#[test]
+fn loopback_handshake_poll() {
+    handshake_and_echo(DriverKind::Poll);
+}
+
+#[test]
+fn loopback_handshake_io_uring() {
+    if crate::runtime::select_driver(crate::runtime::IoDriver::IoUring).is_ok() {
+        handshake_and_echo(DriverKind::IoUring);
+    }
+}
+
+#[test]
+fn wrong_server_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+    let settings = QuicSettings::default();
+    let server_tls = edge_quic_server_config(&ca).unwrap();
+    let client_tls =
+        connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+    let rt = build_runtime(DriverKind::Poll).unwrap();
+    rt.block_on(async move {
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let server = Endpoint::new(
+            udp,
+            QuicSettings::endpoint(),
+            Some(settings.server(server_tls).unwrap()),
+            None,
+        )
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let _accept = compio::runtime::spawn(async move {
+            if let Some(incoming) = server.wait_incoming().await {
+                let _ = incoming.await;
+            }
+        });
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let client = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
+        let config = settings.client(client_tls, addr.ip()).unwrap();
+        let r = client
+            .connect(addr, "not-the-edge.example", Some(config))
+            .unwrap()
+            .await;
+        assert!(r.is_err(), "a certificate without the name must be refused");
+    });
+}
