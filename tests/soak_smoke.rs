@@ -45,8 +45,18 @@ fn quick_soak_keeps_the_normal_load_and_the_tunnel() {
     }
 
     // What must hold.
-    assert_eq!(u(&r, "/normal/errors"), 0, "normal requests failed: {}", r["normal"]);
-    assert_eq!(u(&r, "/tunnel/connections_lost"), 0, "tunnel lost: {}", r["tunnel"]);
+    assert_eq!(
+        u(&r, "/normal/errors"),
+        0,
+        "normal requests failed: {}",
+        r["normal"]
+    );
+    assert_eq!(
+        u(&r, "/tunnel/connections_lost"),
+        0,
+        "tunnel lost: {}",
+        r["tunnel"]
+    );
     let violations = r["violations"].as_array().expect("violations");
     assert!(violations.is_empty(), "{violations:?}");
 }

@@ -48,6 +48,10 @@ pub struct SoakArgs {
     /// Slowloris connections held open (default 500, 50 with --quick).
     #[arg(long)]
     pub slowloris: Option<usize>,
+    /// Only these attacks (comma-separated names from the README table; `none` for a baseline
+    /// run of the normal load alone); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub attacks: Vec<String>,
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -225,7 +229,9 @@ impl SoakReport {
             ));
         }
         if self.violations.is_empty() {
-            s.push_str("\nOK: no failed normal request, no tunnel connection lost, descriptors released\n");
+            s.push_str(
+                "\nOK: no failed normal request, no tunnel connection lost, descriptors released\n",
+            );
         } else {
             s.push_str("\nFAILED:\n");
             for v in &self.violations {
@@ -291,13 +297,21 @@ struct Peaks {
 
 /// Runs the whole soak and returns the report.
 pub fn run_soak(args: &SoakArgs) -> Result<SoakReport, String> {
+    if let Some(bad) = args
+        .attacks
+        .iter()
+        .find(|a| *a != "none" && !attacks::NAMES.contains(&a.as_str()))
+    {
+        return Err(format!(
+            "unknown attack {bad:?}; known: none, {}",
+            attacks::NAMES.join(", ")
+        ));
+    }
     super::raise_nofile_limit();
     let quick = args.quick;
-    let duration = args.duration.unwrap_or(Duration::from_secs(if quick {
-        12
-    } else {
-        60
-    }));
+    let duration = args
+        .duration
+        .unwrap_or(Duration::from_secs(if quick { 12 } else { 60 }));
     let dir = match &args.work_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("ringflare-soak-{}", std::process::id())),
@@ -365,8 +379,10 @@ fn soak_with(
     let (ha_start, reg_start) = before.ok_or("the connector's /metrics does not answer")?;
     let mut edge = ProcStats::default();
     let mut connector = ProcStats::default();
-    for (p, pid, proc_) in [(&mut edge, edge_pid, &t.edge), (&mut connector, conn_pid, &t.connector)]
-    {
+    for (p, pid, proc_) in [
+        (&mut edge, edge_pid, &t.edge),
+        (&mut connector, conn_pid, &t.connector),
+    ] {
         p.rss_start_kib = rss_kib(pid).unwrap_or(0);
         p.fds_start = fds(pid).unwrap_or(0);
         proc_.reset_peak_rss();
@@ -388,7 +404,7 @@ fn soak_with(
     };
 
     let scale = attacks::Scale::new(args.quick, args.slowloris);
-    let attackers = attacks::start(t.eyeball, scale, stop.clone());
+    let attackers = attacks::start(t.eyeball, scale, &args.attacks, stop.clone());
     let load = run::run(LoadPlan {
         target: parse_target(&format!("http://{}/bytes/1024", t.eyeball))?,
         mode: Mode::Http,
@@ -428,7 +444,12 @@ fn soak_with(
 
     for (p, pid, proc_, peak_fds) in [
         (&mut edge, edge_pid, &mut t.edge, peaks.edge_fds),
-        (&mut connector, conn_pid, &mut t.connector, peaks.connector_fds),
+        (
+            &mut connector,
+            conn_pid,
+            &mut t.connector,
+            peaks.connector_fds,
+        ),
     ] {
         p.rss_end_kib = rss_kib(pid).unwrap_or(0);
         p.fds_end = fds(pid).unwrap_or(0);

@@ -55,6 +55,19 @@ impl Counters {
     }
 }
 
+/// Every attack, in the order they are reported.
+pub const NAMES: [&str; 9] = [
+    "ping_flood",
+    "big_pings",
+    "trickle_download",
+    "chunked_upload_1b",
+    "aborted_uploads",
+    "hang_origin",
+    "endless_continue",
+    "big_head",
+    "slowloris",
+];
+
 /// How many attackers of each kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Scale {
@@ -96,9 +109,19 @@ pub struct Attackers {
 }
 
 /// Starts every attacker.
-pub fn start(eyeball: SocketAddr, scale: Scale, stop: Arc<AtomicBool>) -> Attackers {
+/// Starts every attacker named in `only` (all when empty).
+pub fn start(
+    eyeball: SocketAddr,
+    scale: Scale,
+    only: &[String],
+    stop: Arc<AtomicBool>,
+) -> Attackers {
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut threads = Vec::new();
     let mut add = |name: &'static str, notes: &'static str, n: usize, f: Attack| {
+        if !wanted(name) {
+            return;
+        }
         let counters = Arc::new(Counters::default());
         for _ in 0..n {
             let (c, stop) = (counters.clone(), stop.clone());
@@ -106,14 +129,37 @@ pub fn start(eyeball: SocketAddr, scale: Scale, stop: Arc<AtomicBool>) -> Attack
             threads.push((name, notes, counters.clone(), h));
         }
     };
-    add("ping_flood", "125-byte pings", scale.ping_floods, ping_flood);
+    add(
+        "ping_flood",
+        "125-byte pings",
+        scale.ping_floods,
+        ping_flood,
+    );
     add("big_pings", "1 MB pings", 1, big_pings);
-    add("trickle_download", "requests, never read", scale.trickles, trickle);
-    add("chunked_upload_1b", "1-byte chunks", scale.chunked_uploads, chunked_upload);
-    add("aborted_uploads", "uploads aborted after 64 KiB", 1, aborted_uploads);
+    add(
+        "trickle_download",
+        "requests, never read",
+        scale.trickles,
+        trickle,
+    );
+    add(
+        "chunked_upload_1b",
+        "1-byte chunks",
+        scale.chunked_uploads,
+        chunked_upload,
+    );
+    add(
+        "aborted_uploads",
+        "uploads aborted after 64 KiB",
+        1,
+        aborted_uploads,
+    );
     add("hang_origin", "requests", scale.hangs, hang);
     add("endless_continue", "requests", 1, endless_continue);
     add("big_head", "requests", 1, big_head);
+    if !wanted("slowloris") {
+        return Attackers { threads };
+    }
     let n = scale.slowloris;
     let counters = Arc::new(Counters::default());
     let (c, stop2) = (counters.clone(), stop.clone());
@@ -243,7 +289,14 @@ fn websocket(eyeball: SocketAddr, c: &Counters, stop: &AtomicBool) -> Option<Tcp
 }
 
 /// Pings of `size` bytes, `per_write` to a write, a pause between writes; pongs never read.
-fn flood(eyeball: SocketAddr, c: &Counters, stop: &AtomicBool, size: usize, per_write: usize, gap: Duration) {
+fn flood(
+    eyeball: SocketAddr,
+    c: &Counters,
+    stop: &AtomicBool,
+    size: usize,
+    per_write: usize,
+    gap: Duration,
+) {
     let mut frames = BytesMut::new();
     let payload = vec![0x5a; size];
     for _ in 0..per_write {
@@ -294,7 +347,8 @@ fn chunked_upload(eyeball: SocketAddr, c: &Counters, stop: &AtomicBool) {
         let Some(mut s) = connect(eyeball, c) else {
             continue;
         };
-        let head = "POST /upload HTTP/1.1\r\nHost: soak.localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let head =
+            "POST /upload HTTP/1.1\r\nHost: soak.localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
         if !send(&mut s, head.as_bytes(), stop) {
             Counters::bump(&c.errors, 1);
             continue;
@@ -313,7 +367,8 @@ fn aborted_uploads(eyeball: SocketAddr, c: &Counters, stop: &AtomicBool) {
     let body = vec![b'u'; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
         if let Some(mut s) = connect(eyeball, c) {
-            let head = "POST /upload HTTP/1.1\r\nHost: soak.localhost\r\nContent-Length: 10485760\r\n\r\n";
+            let head =
+                "POST /upload HTTP/1.1\r\nHost: soak.localhost\r\nContent-Length: 10485760\r\n\r\n";
             if send(&mut s, head.as_bytes(), stop) && send(&mut s, &body, stop) {
                 Counters::bump(&c.sent, 1);
             }

@@ -77,7 +77,9 @@ fn accept_loop(
                     conns.push(thread::spawn(move || handler(s, &stop)));
                     conns.retain(|h: &JoinHandle<()>| !h.is_finished());
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(5))
+                }
                 Err(_) => thread::sleep(TICK),
             }
         }
@@ -169,7 +171,11 @@ fn serve(mut s: TcpStream, stop: &AtomicBool) {
                 return;
             }
             _ => {
-                if !send(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", stop) {
+                if !send(
+                    &mut s,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                    stop,
+                ) {
                     return;
                 }
             }

@@ -52,7 +52,9 @@ fn check_body(framing: BodyFraming, body: &[u8], piece: usize) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&piece, data)) = data.split_first() else { return };
+    let Some((&piece, data)) = data.split_first() else {
+        return;
+    };
     let piece = usize::from(piece % 16) + 1;
 
     // Round trip: the input as chunk payloads, encoded and decoded again.

@@ -11,13 +11,18 @@ use ringflare::proto::http2::{
 fuzz_target!(|data: &[u8]| {
     if let Ok(meta) = ResponseMeta::parse(data) {
         let json = meta.to_json();
-        assert_eq!(ResponseMeta::parse(json.as_bytes()).expect("own JSON"), meta);
+        assert_eq!(
+            ResponseMeta::parse(json.as_bytes()).expect("own JSON"),
+            meta
+        );
     }
     let _ = serde_json::from_slice::<ConfigPushRequest>(data);
     let _ = serde_json::from_slice::<ConfigPushResponse>(data);
 
     // Classification: the input as `name:value` lines.
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let headers: Vec<(&str, &[u8])> = text
         .lines()
         .map(|l| {
@@ -38,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         first("transfer-encoding"),
         first("content-type"),
     );
-    if matches!(kind, RequestKind::Websocket | RequestKind::TcpStream | RequestKind::ControlStream) {
+    if matches!(
+        kind,
+        RequestKind::Websocket | RequestKind::TcpStream | RequestKind::ControlStream
+    ) {
         assert!(flush);
     }
 });

@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     while let Ok(Some(frame)) = decode(&mut buf) {
         let mut again = BytesMut::from(&header(frame.fin, frame.opcode, frame.payload.len())[..]);
         again.extend_from_slice(&frame.payload);
-        let back = decode(&mut again).expect("own frame").expect("complete frame");
+        let back = decode(&mut again)
+            .expect("own frame")
+            .expect("complete frame");
         assert_eq!(back, frame);
         assert!(again.is_empty());
     }
@@ -32,8 +34,13 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut encoded = BytesMut::new();
         encode_frame(head.opcode, &plain, head.mask, &mut encoded);
-        let again = parse_head(&encoded).expect("own head").expect("complete head");
-        assert_eq!((again.opcode, again.mask, again.len), (head.opcode, head.mask, head.len));
+        let again = parse_head(&encoded)
+            .expect("own head")
+            .expect("complete head");
+        assert_eq!(
+            (again.opcode, again.mask, again.len),
+            (head.opcode, head.mask, head.len)
+        );
         assert!(again.fin);
         let mut back = encoded[again.head_len..].to_vec();
         if let Some(key) = again.mask {
