@@ -63,7 +63,9 @@ pub struct SoakArgs {
 /// What the normal load saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct NormalLoad {
-    /// Completed requests.
+    /// Requests sent: completed exchanges plus those that failed without a response.
+    pub attempts: u64,
+    /// Completed exchanges (any status).
     pub requests: u64,
     /// Failed requests (any error, any non-2xx status).
     pub errors: u64,
@@ -146,9 +148,7 @@ impl SoakReport {
         if self.normal.errors > 0 {
             v.push(format!(
                 "{} of {} normal requests failed ({:?})",
-                self.normal.errors,
-                self.normal.requests + self.normal.errors,
-                self.normal.error_kinds
+                self.normal.errors, self.normal.attempts, self.normal.error_kinds
             ));
         }
         if self.normal.requests == 0 {
@@ -185,8 +185,8 @@ impl SoakReport {
         ));
         let n = &self.normal;
         s.push_str(&format!(
-            "normal load   {} requests ({:.0}/s), {} failed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
-            n.requests,
+            "normal load   {} requests ({:.0}/s completed), {} failed, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
+            n.attempts,
             n.requests_per_s,
             n.errors,
             n.p50_us / 1e3,
@@ -465,14 +465,21 @@ fn soak_with(
         reregistrations,
         connections_lost: reregistrations + ha_start.saturating_sub(ha_end),
     };
-    let non_2xx = load.status.s1xx + load.status.s3xx + load.status.s4xx + load.status.s5xx;
+    let non_2xx = load.status.s1xx
+        + load.status.s3xx
+        + load.status.s4xx
+        + load.status.s5xx
+        + load.status.other;
+    let e = &load.errors;
+    let no_response = e.connect + e.timeout + e.io + e.protocol;
     let mut report = SoakReport {
         quick: args.quick,
         duration_s: duration.as_secs_f64(),
         settle_s,
         normal: NormalLoad {
+            attempts: load.requests + no_response,
             requests: load.requests,
-            errors: load.error_total.max(non_2xx),
+            errors: no_response + non_2xx,
             error_kinds: load.errors,
             requests_per_s: load.requests_per_s,
             p50_us: load.latency.p50_us,
