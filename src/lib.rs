@@ -17,4 +17,5 @@ pub mod ingress;
 pub mod logging;
 pub mod proto;
 pub mod runtime;
+pub mod service;
 pub mod tls;

@@ -63,7 +63,7 @@ impl Log for Logger {
             let _ = writeln!(
                 std::io::stderr().lock(),
                 "{}",
-                json_line(record.level(), &time, &message, &fields.0)
+                json_line(record.level(), &time, &message, &fields.0, &fields.1)
             );
         } else {
             let _ = writeln!(
@@ -78,7 +78,7 @@ impl Log for Logger {
             let _ = writeln!(
                 f,
                 "{}",
-                json_line(record.level(), &time, &message, &fields.0)
+                json_line(record.level(), &time, &message, &fields.0, &fields.1)
             );
         }
     }
@@ -92,13 +92,30 @@ impl Log for Logger {
     }
 }
 
+/// A record's key-values as text (console) and with their type kept (JSON: zerolog writes
+/// `connIndex` and `event` as numbers, so a number logged as a number stays one).
 #[derive(Default)]
-struct Fields(Vec<(String, String)>);
+struct Fields(Vec<(String, String)>, Vec<serde_json::Value>);
 
 impl<'kvs> VisitSource<'kvs> for Fields {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
         self.0.push((key.to_string(), value.to_string()));
+        self.1.push(typed(&value));
         Ok(())
+    }
+}
+
+fn typed(value: &Value<'_>) -> serde_json::Value {
+    if let Some(b) = value.to_bool() {
+        b.into()
+    } else if let Some(n) = value.to_u64() {
+        n.into()
+    } else if let Some(n) = value.to_i64() {
+        n.into()
+    } else if let Some(f) = value.to_f64().and_then(serde_json::Number::from_f64) {
+        f.into()
+    } else {
+        value.to_string().into()
     }
 }
 
@@ -124,7 +141,13 @@ fn console_line(level: Level, time: &str, message: &str, fields: &[(String, Stri
     line
 }
 
-fn json_line(level: Level, time: &str, message: &str, fields: &[(String, String)]) -> String {
+fn json_line(
+    level: Level,
+    time: &str,
+    message: &str,
+    fields: &[(String, String)],
+    typed: &[serde_json::Value],
+) -> String {
     let mut obj = serde_json::Map::new();
     let name = match level {
         Level::Error => "error",
@@ -136,8 +159,9 @@ fn json_line(level: Level, time: &str, message: &str, fields: &[(String, String)
     obj.insert("level".into(), name.into());
     obj.insert("time".into(), time.into());
     obj.insert("message".into(), message.into());
-    for (k, v) in fields {
-        obj.insert(k.clone(), v.clone().into());
+    for (i, (k, v)) in fields.iter().enumerate() {
+        let value = typed.get(i).cloned().unwrap_or_else(|| v.clone().into());
+        obj.insert(k.clone(), value);
     }
     serde_json::Value::Object(obj).to_string()
 }
@@ -192,11 +216,20 @@ mod tests {
             ),
             "2025-05-01T00:00:00Z INF Registered tunnel connection connIndex=0 ip=127.0.0.1"
         );
-        let json = json_line(Level::Warn, "t", "m", &fields);
+        let typed = vec![0u64.into(), "127.0.0.1".into()];
+        let json = json_line(Level::Warn, "t", "m", &fields, &typed);
         assert_eq!(
             json,
-            r#"{"connIndex":"0","ip":"127.0.0.1","level":"warn","message":"m","time":"t"}"#
+            r#"{"connIndex":0,"ip":"127.0.0.1","level":"warn","message":"m","time":"t"}"#
         );
+    }
+
+    #[test]
+    fn numbers_stay_numbers_and_strings_stay_strings() {
+        assert_eq!(typed(&Value::from(3u8)), serde_json::json!(3));
+        assert_eq!(typed(&Value::from(-2i64)), serde_json::json!(-2));
+        assert_eq!(typed(&Value::from("0")), serde_json::json!("0"));
+        assert_eq!(typed(&Value::from(true)), serde_json::json!(true));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use ringflare::cli::{self, Command, Outcome, help};
+use ringflare::cli::{self, Command};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -12,10 +12,6 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let env: HashMap<String, String> = std::env::vars().collect();
     let outcome = match argv.first().map(String::as_str) {
-        None | Some("help" | "--help" | "-h") => Outcome::success(help::root_help()),
-        Some("version" | "--version" | "-v" | "-version") => {
-            Outcome::success(format!("{}\n", help::version_line()))
-        }
         Some("bench") => return ringflare::bench::main(&argv[1..]),
         Some("doctor") => {
             let driver = env
@@ -23,13 +19,13 @@ fn main() -> ExitCode {
                 .map(String::as_str);
             return ringflare::doctor::main(&argv[1..], driver);
         }
-        Some("tunnel") => match cli::tunnel(&argv[1..], env) {
+        Some("demo") => ringflare::connector::demo::run(&argv[1..], env),
+        Some("edge") => ringflare::edge::run_cli(&argv[1..], &env),
+        // cloudflared's command line: app-level flags, `tunnel ...`, `service ...`, ...
+        _ => match cli::app(&argv, env) {
             Command::Done(outcome) => outcome,
             Command::TunnelRun(run) => ringflare::connector::run(*run),
         },
-        Some("demo") => ringflare::connector::demo::run(&argv[1..], env),
-        Some("edge") => ringflare::edge::run_cli(&argv[1..], &env),
-        Some(other) => Outcome::usage(format!("Incorrect Usage: unknown command '{other}'"), ""),
     };
     print!("{}", outcome.stdout);
     eprint!("{}", outcome.stderr);

@@ -330,6 +330,13 @@ fn e2e_quick_smoke() {
     assert_eq!(legs[1]["name"], "ringflare");
     assert!(legs[1]["skipped"].is_null(), "{}", legs[1]["skipped"]);
     assert_eq!(ran, 2);
+    // Four HA connections by default, one per edge address 127.0.0.1-4.
+    assert_eq!(legs[1]["connections_wanted"], 4, "{}", legs[1]);
+    assert_eq!(legs[1]["connections"], 4, "{}", legs[1]);
+    assert!(
+        stdout.contains("ringflare: 4 of 4 HA connections registered"),
+        "{stdout}"
+    );
     for r in legs[1]["results"].as_array().unwrap() {
         assert!(r["note"].is_null(), "the tunnel had to be restarted: {r}");
     }

@@ -263,6 +263,233 @@ fn edge_restart_reconnects_and_sigterm_finishes_in_flight() {
     edge.shutdown();
 }
 
+/// Issue 10 item 4: every reconnect used to leave the old connection's control-stream task
+/// behind, and at shutdown each stale task tried to unregister its dead connection (one
+/// warning each). After N edge restarts, SIGTERM must try exactly one unregistration.
+#[test]
+fn edge_restarts_leave_no_stale_control_stream_behind() {
+    const RESTARTS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let origin = echo_origin();
+    let mut edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap()]);
+    let addrs = edge.tunnel_addrs().to_vec();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("ingress:\n  - service: http://{}\n", origin.addr),
+    )
+    .unwrap();
+    let mut c = connector(&edge, &t, &cfg, &[]);
+    // Each round waits for the connector's own "Registered" line (not only the edge's view),
+    // so every connection it made was fully registered before the edge went away.
+    let registered = |c: &Connector, n: usize| {
+        c.log_when(WAIT, |log| {
+            log.matches("Registered tunnel connection").count() >= n
+        })
+        .matches("Registered tunnel connection")
+        .count()
+            >= n
+    };
+    assert!(registered(&c, 1), "{}", c.log_text());
+    for round in 1..=RESTARTS {
+        edge.shutdown();
+        edge = start_edge(dir.path(), &t, addrs.clone());
+        assert!(
+            registered(&c, round + 1),
+            "no reconnect after restart {round}: {}",
+            c.log_text()
+        );
+    }
+    assert_eq!(
+        Client::connect(edge.eyeball_addr())
+            .get("a.test", "/")
+            .status,
+        200
+    );
+    c.signal("TERM");
+    assert_eq!(c.wait(WAIT), Some(0), "{}", c.log_text());
+    let log = c.log_text();
+    assert_eq!(
+        log.matches("Registered tunnel connection").count(),
+        RESTARTS + 1,
+        "{log}"
+    );
+    let attempts = log.matches("Unregistered tunnel connection").count()
+        + log.matches("unregisterConnection failed").count()
+        + log.matches("unregisterConnection timed out").count();
+    assert_eq!(attempts, 1, "one unregistration per live connection: {log}");
+    assert!(log.contains("Unregistered tunnel connection"), "{log}");
+    edge.shutdown();
+}
+
+/// A TCP proxy between the connector and the edge that can make the edge look hung: `hang`
+/// stops forwarding the edge's bytes on every open connection (the sockets stay open, as with
+/// a SIGSTOPped edge process whose kernel still ACKs) and refuses new connections until
+/// `recover`.
+struct HangProxy {
+    addr: SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    frozen_below: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HangProxy {
+    fn start(upstream: SocketAddr) -> HangProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let frozen_below = Arc::new(AtomicUsize::new(0));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (acc, frozen, refusing) = (accepted.clone(), frozen_below.clone(), refuse.clone());
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                if refusing.load(SeqCst) {
+                    continue;
+                }
+                let id = acc.fetch_add(1, SeqCst);
+                let Ok(up) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let closed = Arc::new(AtomicBool::new(false));
+                let (mut down_r, mut up_w) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let done = closed.clone();
+                // Connector -> edge: always forwarded, so the proxy sees the connector leave.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut down_r, &mut up_w);
+                    let _ = up_w.shutdown(std::net::Shutdown::Both);
+                    done.store(true, SeqCst);
+                });
+                let frozen = frozen.clone();
+                // Edge -> connector: stops while this connection is frozen.
+                std::thread::spawn(move || {
+                    let (mut up_r, mut down_w) = (up, down);
+                    let _ = up_r.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut buf = [0u8; 16384];
+                    let end = std::time::Instant::now() + Duration::from_secs(180);
+                    while !closed.load(SeqCst) && std::time::Instant::now() < end {
+                        if id < frozen.load(SeqCst) {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                        match up_r.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if down_w.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock
+                                        | std::io::ErrorKind::TimedOut
+                                        | std::io::ErrorKind::Interrupted
+                                ) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = down_w.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        HangProxy {
+            addr,
+            accepted,
+            frozen_below,
+            refuse,
+        }
+    }
+
+    fn hang(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.refuse.store(true, SeqCst);
+        self.frozen_below.store(self.accepted.load(SeqCst), SeqCst);
+    }
+
+    fn recover(&self) {
+        self.refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `readyConnections` from the connector's `/ready`.
+fn ready_connections(c: &Connector) -> Option<u64> {
+    let addr = c.metrics_addr()?;
+    let (_, body) = connector_support::http_get(&addr, "/ready");
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v.get("readyConnections")?.as_u64()
+}
+
+/// Issue 10 item 5: an edge that stops answering (TCP still open) is detected by the HTTP/2
+/// PING deadline: the connector logs it, `/ready` drops the connection, and it redials.
+#[test]
+fn a_hung_edge_is_detected_by_ping_and_the_connector_redials() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let origin = echo_origin();
+    let edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap()]);
+    let proxy = HangProxy::start(edge.tunnel_addrs()[0]);
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!("ingress:\n  - service: http://{}\n", origin.addr),
+    )
+    .unwrap();
+    let c = Connector::spawn(
+        &[proxy.addr],
+        edge.ca_pem_path(),
+        &token(&t),
+        Some(&cfg),
+        &["--ha-connections".into(), "1".into()],
+        &[],
+    );
+    let log = c.log_when(WAIT, |l| l.contains("Registered tunnel connection"));
+    assert!(log.contains("Registered tunnel connection"), "{log}");
+    assert_eq!(ready_connections(&c), Some(1));
+    proxy.hang();
+    // PING every 5 s, 5 s to answer: detected within ~10 s; the bound leaves room.
+    let log = c.log_when(WAIT, |l| l.contains("timeout waiting for PING response"));
+    assert!(
+        log.contains("Connection terminated connIndex=0 error=\"timeout waiting for PING response"),
+        "{log}"
+    );
+    let end = std::time::Instant::now() + WAIT;
+    while ready_connections(&c) != Some(0) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        ready_connections(&c),
+        Some(0),
+        "/ready still counts the hung connection"
+    );
+    proxy.recover();
+    let log = c.log_when(WAIT, |l| {
+        l.matches("Registered tunnel connection").count() >= 2
+    });
+    assert_eq!(
+        log.matches("Registered tunnel connection").count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("Retrying connection in up to"), "{log}");
+    assert_eq!(ready_connections(&c), Some(1));
+    assert!(
+        edge.wait_registered_at_most(1, WAIT),
+        "the edge saw the hung connection close"
+    );
+    assert_eq!(
+        Client::connect(edge.eyeball_addr())
+            .get("a.test", "/")
+            .status,
+        200
+    );
+    drop(c);
+    edge.shutdown();
+}
+
 #[test]
 fn demo_command_serves_hello_world_and_stops_on_ctrl_c() {
     use std::io::BufRead;

@@ -305,16 +305,46 @@ fn hundred_reloads_under_load_fail_no_request_and_metrics_report() {
             body.contains("cloudflared_tunnel_response_by_code{status_code=\"418\"}"),
             "{body}"
         );
+        // cloudflared keys locations by connection index, not the edge's connection UUID.
         assert!(
-            body.contains("cloudflared_tunnel_server_locations{connection_id=\""),
+            body.contains(
+                "cloudflared_tunnel_server_locations{connection_id=\"0\",edge_location=\""
+            ),
             "{body}"
         );
+        // No registration failed: cloudflared shows no register_fail family at all.
+        assert!(!body.contains("tunnel_register_fail"), "{body}");
+        for family in [
+            "process_cpu_seconds_total ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_resident_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_virtual_memory_bytes ",
+            "process_network_receive_bytes_total ",
+            "cloudflared_orchestration_config_version ",
+        ] {
+            assert!(body.contains(&format!("\n{family}")), "{family}: {body}");
+        }
         assert!(
             body.contains("cloudflared_tunnel_total_requests "),
             "{body}"
         );
         let (_, body) = http_get(&metrics, "/healthcheck");
         assert_eq!(body, "OK\n");
+        // cloudflared's diagnostic endpoints (what `cloudflared tunnel diag` collects).
+        let (line, body) = http_get(&metrics, "/diag/tunnel");
+        assert!(line.contains("200"), "{line}");
+        assert!(body.starts_with("{\"tunnelID\":\""), "{body}");
+        assert!(
+            body.contains("\"connections\":[{\"isConnected\":true,\"edgeAddress\":\"127.0.0.1\"}]"),
+            "{body}"
+        );
+        let (line, body) = http_get(&metrics, "/diag/configuration");
+        assert!(line.contains("200"), "{line}");
+        assert!(body.contains("\"ha-connections\":\"1\""), "{body}");
+        assert!(body.contains("\"uid\":\""), "{body}");
+        assert!(!body.contains("token"), "no secrets: {body}");
         assert!(connector.log_text().contains("Updated ingress rules"));
     });
 }

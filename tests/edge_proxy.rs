@@ -543,3 +543,36 @@ fn malformed_connector_responses_never_reach_the_eyeball() {
     let mut c = Client::connect(edge.eyeball_addr());
     assert_eq!(c.get("a", "/").status, 200);
 }
+
+/// Issue 10 item 7: two `Host` fields are a 400 (RFC 9112 §3.2), before anything is sent to
+/// the tunnel; the edge keeps serving.
+#[test]
+fn two_host_headers_are_a_bad_request() {
+    let (_dir, edge, _t, _peer) = registered_edge(IoDriver::Poll);
+    let mut c = Client::connect(edge.eyeball_addr());
+    c.stream
+        .write_all(b"GET /headers HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_response(false).status, 400);
+    let r = Client::connect(edge.eyeball_addr()).get("a.test", "/headers");
+    assert_eq!(r.status, 200);
+}
+
+/// Issue 10 item 7: a visitor's malformed chunked body is the visitor's error (400), not a
+/// tunnel failure (502 "1033"); the edge keeps serving.
+#[test]
+fn invalid_chunked_body_is_a_bad_request() {
+    for driver in [IoDriver::Poll, IoDriver::Auto] {
+        let (_dir, edge, _t, _peer) = registered_edge(driver);
+        let mut c = Client::connect(edge.eyeball_addr());
+        c.stream
+            .write_all(
+                b"POST /hash HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            )
+            .unwrap();
+        let r = c.read_response(false);
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        let r = Client::connect(edge.eyeball_addr()).get("a.test", "/headers");
+        assert_eq!(r.status, 200);
+    }
+}

@@ -32,7 +32,7 @@ pub struct E2eArgs {
     #[arg(long)]
     pub quick: bool,
     /// Another connector binary to compare (e.g. cloudflared), repeatable. It is started as
-    /// `PATH tunnel --no-autoupdate --config CONFIG --edge ADDR --cacert CA --protocol http2 run --token TOKEN`.
+    /// `PATH tunnel --no-autoupdate --config CONFIG --edge ADDR... --ha-connections N --metrics ADDR --cacert CA --protocol http2 run --token TOKEN`.
     #[arg(long = "connector", value_name = "PATH")]
     pub connectors: Vec<PathBuf>,
     /// Skip the ringflare connector leg (b).
@@ -62,6 +62,11 @@ pub struct E2eArgs {
     /// can reach nothing but this benchmark's loopback.
     #[arg(long)]
     pub no_netns: bool,
+    /// HA connections per connector: the edge listens on 127.0.0.1 .. 127.0.0.N (same port) and
+    /// each connector gets one `--edge` per address and `--ha-connections N`, as production has
+    /// four connections to four edge addresses.
+    #[arg(long = "ha", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub ha: u8,
 }
 
 /// Set in the re-executed child so it does not try to isolate itself again.
@@ -214,6 +219,23 @@ pub(super) fn free_port() -> Result<SocketAddr, String> {
         .map_err(|e| format!("finding a free port: {e}"))
 }
 
+/// The edge's tunnel listen addresses: 127.0.0.1 .. 127.0.0.`n`, one port free on all of them
+/// (all of 127.0.0.0/8 is loopback on Linux).
+fn edge_addrs(n: u8) -> Result<Vec<SocketAddr>, String> {
+    for _ in 0..50 {
+        let first = free_port()?;
+        let addrs: Vec<SocketAddr> = (1..=n)
+            .map(|i| SocketAddr::from(([127, 0, 0, i], first.port())))
+            .collect();
+        // Held together so the check covers every address at once, then released.
+        let held: Result<Vec<TcpListener>, _> = addrs.iter().map(TcpListener::bind).collect();
+        if held.is_ok() {
+            return Ok(addrs);
+        }
+    }
+    Err(format!("no port free on 127.0.0.1..127.0.0.{n}"))
+}
+
 fn self_exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("locating the ringflare binary: {e}"))
 }
@@ -246,6 +268,8 @@ pub(super) struct Tunnel {
     pub(super) edge: Proc,
     pub(super) connector: Proc,
     pub(super) eyeball: SocketAddr,
+    /// The connector's metrics server (its `/ready` counts registered connections).
+    pub(super) metrics: SocketAddr,
 }
 
 /// `ringflare edge init`, then the edge, then the connector; waits until a request through
@@ -254,17 +278,20 @@ fn start_tunnel(
     dir: &Path,
     connector: Option<&Path>,
     origin: SocketAddr,
+    ha: u8,
 ) -> Result<Tunnel, String> {
     let ingress = format!("ingress:\n  - service: http://{origin}\n");
-    launch_tunnel(dir, connector, &ingress, &["--loglevel", "warn"])
+    launch_tunnel(dir, connector, &ingress, ha, &["--loglevel", "warn"])
 }
 
 /// [`start_tunnel`] with any config.yml text (whose catch-all must serve `GET /bytes/1`) and
-/// extra connector flags placed before `run` (`--loglevel`, `--metrics`, ...).
+/// extra connector flags placed before `run` (`--loglevel`, ...); the connector always gets
+/// `--metrics` (see [`Tunnel::metrics`]).
 pub(super) fn launch_tunnel(
     dir: &Path,
     connector: Option<&Path>,
     config_text: &str,
+    ha: u8,
     connector_flags: &[&str],
 ) -> Result<Tunnel, String> {
     let exe = self_exe()?;
@@ -291,17 +318,13 @@ pub(super) fn launch_tunnel(
         .filter(|t| !t.is_empty())
         .ok_or("ringflare edge init printed no token")?
         .to_owned();
-    let (tunnel_addr, eyeball) = (free_port()?, free_port()?);
+    let (tunnel_addrs, eyeball, metrics) = (edge_addrs(ha)?, free_port()?, free_port()?);
     let mut cmd = Command::new(&exe);
     cmd.args(["edge", "--state-dir"]).arg(&state);
-    cmd.args([
-        "--listen",
-        &tunnel_addr.to_string(),
-        "--eyeball",
-        &eyeball.to_string(),
-        "--loglevel",
-        "warn",
-    ]);
+    for a in &tunnel_addrs {
+        cmd.args(["--listen", &a.to_string()]);
+    }
+    cmd.args(["--eyeball", &eyeball.to_string(), "--loglevel", "warn"]);
     let edge = Proc::spawn("edge", cmd, &dir.join("edge.log"), false)?;
     let config = dir.join("config.yml");
     std::fs::write(&config, config_text)
@@ -315,9 +338,13 @@ pub(super) fn launch_tunnel(
     if connector.is_some() {
         cmd.arg("--no-autoupdate");
     }
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--edge", &tunnel_addr.to_string(), "--cacert"]);
+    cmd.arg("--config").arg(&config);
+    for a in &tunnel_addrs {
+        cmd.args(["--edge", &a.to_string()]);
+    }
+    cmd.args(["--ha-connections", &ha.to_string()]);
+    cmd.args(["--metrics", &metrics.to_string()]);
+    cmd.arg("--cacert");
     cmd.arg(state.join("ca.pem"))
         .args(["--protocol", "http2"])
         .args(connector_flags)
@@ -327,6 +354,7 @@ pub(super) fn launch_tunnel(
         edge,
         connector,
         eyeball,
+        metrics,
     };
     wait_ready(&mut t, Duration::from_secs(30))?;
     Ok(t)
@@ -350,6 +378,48 @@ fn wait_ready(t: &mut Tunnel, limit: Duration) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!("tunnel not ready after {limit:?}: {last}"))
+}
+
+/// Waits (bounded) until the connector's `/ready` reports `want` connections and returns the
+/// last count it reported: what the table shows as "HA connections registered".
+fn registered_connections(t: &Tunnel, want: u8, limit: Duration) -> Option<u32> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Ok(body) = http_get(t.metrics, "/ready") {
+            last = ready_connections(&body).or(last);
+        }
+        if last.is_some_and(|n| n >= u32::from(want)) || Instant::now() >= deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `readyConnections` of a `/ready` body (cloudflared's and ringflare's JSON).
+fn ready_connections(body: &str) -> Option<u32> {
+    let json_start = body.find('{')?;
+    let v: serde_json::Value = serde_json::from_str(body[json_start..].trim()).ok()?;
+    v.get("readyConnections")?.as_u64()?.try_into().ok()
+}
+
+/// A one-shot `GET path` returning the whole response (head and body) as text.
+fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.take(64 * 1024)
+        .read_to_string(&mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 pub(super) fn probe(addr: SocketAddr) -> Result<u16, String> {
@@ -469,7 +539,11 @@ fn tunnel_leg(
         leg.skipped = Some(format!("creating {}: {e}", leg_dir.display()));
         return leg;
     }
-    let mut tunnel = start_tunnel(&leg_dir, bin, origin);
+    let mut tunnel = start_tunnel(&leg_dir, bin, origin, args.ha);
+    if let Ok(t) = &tunnel {
+        leg.connections = registered_connections(t, args.ha, Duration::from_secs(15));
+        leg.connections_wanted = Some(args.ha.into());
+    }
     for w in suite {
         let t = match &mut tunnel {
             Ok(t) => t,
@@ -492,7 +566,7 @@ fn tunnel_leg(
             );
             t.connector.stop(Duration::from_secs(5));
             t.edge.stop(Duration::from_secs(5));
-            tunnel = start_tunnel(&leg_dir, bin, origin);
+            tunnel = start_tunnel(&leg_dir, bin, origin, args.ha);
         }
         leg.results.push(result);
     }
@@ -571,4 +645,29 @@ pub fn run_e2e(args: &E2eArgs) -> Result<Results, String> {
         quick: args.quick,
         legs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_connections_reads_cloudflared_ready_json() {
+        let resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n\
+                    {\"status\":200,\"readyConnections\":4,\"connectorId\":\"x\"}\n";
+        assert_eq!(ready_connections(resp), Some(4));
+        assert_eq!(
+            ready_connections("HTTP/1.1 503 x\r\n\r\n{\"status\":503}"),
+            None
+        );
+        assert_eq!(ready_connections("garbage"), None);
+    }
+
+    #[test]
+    fn edge_addrs_share_one_port_over_consecutive_loopback_addresses() {
+        let a = edge_addrs(4).unwrap();
+        assert_eq!(a.len(), 4);
+        assert!(a.iter().all(|x| x.port() == a[0].port()));
+        assert_eq!(a[3].ip().to_string(), "127.0.0.4");
+    }
 }

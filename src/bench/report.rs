@@ -46,6 +46,10 @@ pub struct LegResult {
     pub skipped: Option<String>,
     /// One entry per workload.
     pub results: Vec<WorkloadResult>,
+    /// Edge connections the connector reported ready (`/ready`) after it started.
+    pub connections: Option<u32>,
+    /// Edge connections it was asked for (`--ha`).
+    pub connections_wanted: Option<u32>,
 }
 
 impl LegResult {
@@ -56,6 +60,8 @@ impl LegResult {
             connector: connector.to_owned(),
             skipped: None,
             results: Vec::new(),
+            connections: None,
+            connections_wanted: None,
         }
     }
 }
@@ -206,6 +212,15 @@ pub fn render_table(res: &Results) -> String {
             }
         }
     }
+    for leg in res.legs.iter().filter(|l| l.connections_wanted.is_some()) {
+        out += &format!(
+            "{}: {} of {} HA connections registered\n",
+            leg.name,
+            leg.connections
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            leg.connections_wanted.unwrap_or(0)
+        );
+    }
     out += "ratio: leg / origin on requests/s (1k_*), MB/s (transfers) or WebSockets held (ws_idle).\n";
     out += "cpu and RSS: the connector process only (utime+stime from /proc/PID/stat, VmHWM).\n";
     out
@@ -290,6 +305,8 @@ mod tests {
                 },
                 LegResult {
                     results: vec![leg],
+                    connections: Some(3),
+                    connections_wanted: Some(4),
                     ..LegResult::new("ringflare", "ringflare")
                 },
                 LegResult {
@@ -303,6 +320,7 @@ mod tests {
         assert!(row.contains(" 0.50 "), "{row}");
         assert!(row.contains("20.0"), "{row}");
         assert!(table.contains("other1     skipped: no such binary"));
+        assert!(table.contains("ringflare: 3 of 4 HA connections registered"));
         let svg = plot_legs(&res, w.name);
         assert_eq!(svg.matches("<polyline").count(), 2);
         let json = serde_json::to_value(&res).unwrap();

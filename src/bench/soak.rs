@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::e2e::{Tunnel, free_port, launch_tunnel, start_origin};
+use super::e2e::{Tunnel, launch_tunnel, start_origin};
 use super::procs::parse_status_kib;
 use super::run::{self, LoadPlan, Mode};
 use super::stats::ErrorCounts;
@@ -324,18 +324,13 @@ pub fn run_soak(args: &SoakArgs) -> Result<SoakReport, String> {
     let sink = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding sink: {e}"))?;
     let sink_addr = sink.local_addr().map_err(|e| e.to_string())?;
     let sink_thread = evil::sink(sink, stop.clone());
-    let metrics = free_port()?;
     let config = format!(
         "ingress:\n  - hostname: {TCP_HOST}\n    service: tcp://{sink_addr}\n  - hostname: {EVIL_HOST}\n    service: http://{}\n  - service: http://{origin_addr}\n",
         evil.addr
     );
-    let metrics_arg = metrics.to_string();
-    let mut tunnel = launch_tunnel(
-        &dir,
-        None,
-        &config,
-        &["--loglevel", "info", "--metrics", &metrics_arg],
-    )?;
+    // One HA connection, as in issue 10: a lost connection is then a tunnel outage.
+    let mut tunnel = launch_tunnel(&dir, None, &config, 1, &["--loglevel", "info"])?;
+    let metrics = tunnel.metrics;
     let result = soak_with(&mut tunnel, metrics, duration, args, &stop);
     stop.store(true, Ordering::Relaxed);
     tunnel.connector.stop(Duration::from_secs(5));

@@ -1,7 +1,9 @@
 //! Command-line parsing with urfave/cli's (Go `flag` package's) rules, so every invocation that
 //! works with cloudflared works here: `-flag`, `--flag`, `--flag=value`, `--flag value`, bool
 //! flags without a value, repeatable list flags, parsing stops at the first non-flag argument,
-//! and `tunnel` flags must come before `run`.
+//! and `tunnel` flags must come before `run`. The flags of `tunnel` are also accepted before
+//! `tunnel` (cloudflared's app-level flags: the unit `cloudflared service install` writes runs
+//! `cloudflared --no-autoupdate --config FILE tunnel run`); the innermost value wins.
 
 use std::collections::HashMap;
 
@@ -18,20 +20,38 @@ pub struct Invocation {
     pub cli: HashMap<&'static str, Vec<String>>,
     /// `--help`/`-h` was given at some level.
     pub help: bool,
+    /// `--version`/`-v`/`-V` was given before the command.
+    pub version: bool,
 }
 
-/// A usage error, printed with a pointer to `--help`.
+/// A flag that could not be parsed. urfave/cli prints `Incorrect Usage. MSG` for the app and
+/// `tunnel` levels and `Incorrect Usage: MSG` for subcommands, then the command's help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Incorrect Usage: {message}")]
+#[error("Incorrect Usage{}{message}", if self.subcommand { ": " } else { ". " })]
 pub struct UsageError {
     pub message: String,
     /// The command whose help applies (`tunnel`, `tunnel run`, ...).
     pub command: String,
+    /// Raised below `tunnel` (by `run`, `ingress ...`).
+    pub subcommand: bool,
+}
+
+/// Parses the app-level flags (those of `tunnel`, given before any command); returns the
+/// command line from the first non-flag argument on.
+pub fn parse_app_args(argv: &[String], inv: &mut Invocation) -> Result<Vec<String>, UsageError> {
+    parse_level(argv, Scope::Tunnel, "", inv)
 }
 
 /// Parses the arguments after `tunnel`.
 pub fn parse_tunnel_args(argv: &[String]) -> Result<Invocation, UsageError> {
-    let mut inv = Invocation::default();
+    parse_tunnel_args_after(argv, Invocation::default())
+}
+
+/// Parses the arguments after `tunnel`, on top of the app-level flags already in `inv`.
+pub fn parse_tunnel_args_after(
+    argv: &[String],
+    mut inv: Invocation,
+) -> Result<Invocation, UsageError> {
     let mut rest = parse_level(argv, Scope::Tunnel, "tunnel", &mut inv)?;
     let Some(first) = rest.first().cloned() else {
         return Ok(inv);
@@ -56,6 +76,18 @@ pub fn parse_tunnel_args(argv: &[String]) -> Result<Invocation, UsageError> {
             }
         }
         "help" => inv.help = true,
+        "ready" => {
+            inv.command.push(first);
+            inv.args = parse_level(&rest[1..], Scope::Sub, "tunnel ready", &mut inv)?;
+        }
+        "diag" => {
+            inv.command.push(first);
+            inv.args = rest[1..].to_vec();
+        }
+        cmd if API_ONLY.contains(&cmd) => {
+            inv.command.push(first);
+            inv.args = rest[1..].to_vec();
+        }
         _ => {
             // cloudflared treats `tunnel <NAME>` without a subcommand as a request to run it.
             inv.args = rest;
@@ -63,6 +95,22 @@ pub fn parse_tunnel_args(argv: &[String]) -> Result<Invocation, UsageError> {
     }
     Ok(inv)
 }
+
+/// `tunnel` subcommands that need Cloudflare's API; ringflare explains and exits non-zero.
+pub const API_ONLY: &[&str] = &[
+    "login",
+    "create",
+    "route",
+    "vnet",
+    "list",
+    "info",
+    "delete",
+    "cleanup",
+    "token",
+    "proxy-dns",
+    "db-connect",
+    "diag",
+];
 
 /// Parses flags allowed at `level` until the first non-flag argument; returns the remainder.
 fn parse_level(
@@ -74,6 +122,7 @@ fn parse_level(
     let usage = |message: String| UsageError {
         message,
         command: command.to_owned(),
+        subcommand: command.contains(' '),
     };
     let mut i = 0;
     while i < argv.len() {
@@ -94,6 +143,11 @@ fn parse_level(
         };
         if name == "help" || name == "h" {
             inv.help = true;
+            i += 1;
+            continue;
+        }
+        if command.is_empty() && matches!(name, "version" | "v" | "V") {
+            inv.version = true;
             i += 1;
             continue;
         }

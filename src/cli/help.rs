@@ -4,7 +4,7 @@ use super::flags::{FLAGS, Scope};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The cloudflared release whose behaviour ringflare follows.
-pub const COMPAT_VERSION: &str = "2025.5.0";
+pub const COMPAT_VERSION: &str = "2026.8.2";
 
 pub fn version_line() -> String {
     format!("ringflare version {VERSION} (compatible with cloudflared {COMPAT_VERSION})")
@@ -23,13 +23,18 @@ VERSION:
 
 COMMANDS:
    tunnel   Use Cloudflare Tunnel to expose private services to the Internet (cloudflared-compatible)
+   service  Install or uninstall the systemd unit (as cloudflared's `service install [TOKEN]`)
    edge     Run a local, built-in Cloudflare edge for demos, tests and benchmarks
-   version  Print the version
+   demo     Built-in edge + connector + hello_world origin in one process
+   bench    Load generator and end-to-end benchmarks
+   doctor   Check the host (io_uring, limits, buffers)
+   version  Print the version (--short: just the number)
    help     Shows a list of commands or help for one command
 
 GLOBAL OPTIONS:
    --help, -h     show help
    --version, -v  print the version
+   Every `tunnel` option is also accepted here, before the command, as in cloudflared.
 "
     )
 }

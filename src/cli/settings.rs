@@ -66,6 +66,25 @@ impl Settings {
             .collect()
     }
 
+    /// cloudflared's typed reads of flag values from the config file (its `configFileSettings`
+    /// String/Int/Bool/Duration/StringSlice): a key whose YAML type does not fit its flag fails
+    /// the command with `expected string found int for url`, unless the command line or the
+    /// environment sets that flag. The first such flag, in flag order, is reported.
+    pub fn check_file_types(&self) -> Result<(), String> {
+        for flag in flags::FLAGS {
+            let Some(setting) = self.file.get(flag.name) else {
+                continue;
+            };
+            let overridden = self.cli.contains_key(flag.name)
+                || flag.env.iter().any(|v| self.env.contains_key(*v));
+            if overridden {
+                continue;
+            }
+            file_type_error(flag, &setting.value)?;
+        }
+        Ok(())
+    }
+
     /// The raw values and their source, or `None` when only the default applies.
     pub fn lookup(&self, name: &str) -> Option<(Vec<String>, Source)> {
         let flag = flags::find(name)?;
@@ -168,6 +187,25 @@ impl Settings {
         }
     }
 
+    /// The set flags cloudflared's `/diag/configuration` reports: only those on its list of
+    /// non-secret flags, log paths made absolute.
+    pub fn diag_flags(&self) -> BTreeMap<String, String> {
+        flags::DIAG_FLAGS
+            .iter()
+            .filter_map(|name| {
+                let value = self.opt_string(name).filter(|v| !v.is_empty())?;
+                let value = if matches!(*name, "logfile" | "log-directory") {
+                    std::path::absolute(&value)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(value)
+                } else {
+                    value
+                };
+                Some(((*name).to_owned(), value))
+            })
+            .collect()
+    }
+
     /// cloudflared's `Settings: map[...]` text: explicitly set flags, secrets masked.
     pub fn settings_line(&self) -> String {
         let mut entries: Vec<(&str, String)> = flags::FLAGS
@@ -189,6 +227,65 @@ impl Settings {
         let body: Vec<String> = entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         format!("map[{}]", body.join(" "))
     }
+}
+
+/// Go's `%T` of the value yaml.v3 put in an `interface{}`.
+fn go_type_name(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "<nil>",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_i64() => "int",
+        Value::Number(n) if n.is_u64() => "uint64",
+        Value::Number(_) => "float64",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+    }
+}
+
+fn file_type_error(flag: &Flag, value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    let name = flag.name;
+    let found = go_type_name(value);
+    let fits = match flag.kind {
+        Kind::String => value.is_string(),
+        Kind::Int => found == "int",
+        Kind::Bool => value.is_boolean(),
+        Kind::Duration => match value {
+            Value::String(text) => {
+                return parse_go_duration(text)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+            }
+            _ => false,
+        },
+        Kind::List => {
+            let Value::Array(items) = value else {
+                return Err(format!("expected string slice found {found} for {name}"));
+            };
+            if let Some(bad) = items.iter().find(|v| !v.is_string()) {
+                // cloudflared names the index's type here, which is always int.
+                let shown = match bad {
+                    Value::Null => "<nil>".to_owned(),
+                    other => other.to_string(),
+                };
+                return Err(format!("expected string, found int for {shown}"));
+            }
+            true
+        }
+    };
+    if fits {
+        return Ok(());
+    }
+    let expected = match flag.kind {
+        Kind::String => "string",
+        Kind::Int => "int",
+        Kind::Bool => "boolean",
+        Kind::Duration => "duration",
+        Kind::List => "string slice",
+    };
+    Err(format!("expected {expected} found {found} for {name}"))
 }
 
 /// A config-file value as flag text: scalars as written, lists item by item.

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::raw::{RawConfig, UnknownKey};
+use super::raw::{FromNode, RawConfig, UnknownKey};
+use super::yaml::{Decoder, first_document};
 
 /// File names tried in each search directory, in order.
 pub const DEFAULT_CONFIG_FILES: [&str; 2] = ["config.yml", "config.yaml"];
@@ -42,82 +43,56 @@ pub struct ConfigFile {
     pub empty: bool,
 }
 
-/// A YAML error with its location, shown as cloudflared shows it.
+/// A YAML error, shown as cloudflared shows it: a syntax error (`yaml: line N: ...`) or every
+/// type error of the file (`yaml: unmarshal errors:` and one `line N: ...` line each).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("error parsing YAML in config file at {path}: {location}{message}")]
+#[error("error parsing YAML in config file at {path}: {message}")]
 pub struct ConfigError {
     pub path: String,
-    /// 1-based line, 0 when unknown.
+    /// 1-based line of the first error, 0 when unknown.
     pub line: u64,
-    pub column: u64,
-    /// `line N, column M: ` or empty.
-    location: String,
     pub message: String,
 }
 
-/// Parses config text. `path` labels errors and becomes [`ConfigFile::source`].
+/// Parses config text as cloudflared (yaml.v3) does. `path` labels errors and becomes
+/// [`ConfigFile::source`]. Only the first document counts; a file without any document is
+/// [`ConfigFile::empty`].
 pub fn parse_config(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
-    if is_empty_document(text) {
+    let fail = |message: String| ConfigError {
+        path: path.display().to_string(),
+        line: first_line_number(&message),
+        message,
+    };
+    let Some(root) = first_document(text).map_err(fail)? else {
         return Ok(ConfigFile {
             source: path.to_owned(),
             raw: RawConfig::default(),
             empty: true,
         });
+    };
+    let mut decoder = Decoder::default();
+    let raw = RawConfig::from_node(&root, &mut decoder);
+    if !decoder.errors.is_empty() {
+        return Err(fail(format!(
+            "yaml: unmarshal errors:\n  {}",
+            decoder.errors.join("\n  ")
+        )));
     }
-    let raw: RawConfig = serde_saphyr::from_str_with_options(text, parse_options())
-        .map_err(|e| yaml_error(&e, path))?;
     Ok(ConfigFile {
         source: path.to_owned(),
-        raw,
+        raw: raw.unwrap_or_default(),
         empty: false,
     })
 }
 
-/// The parser's default budget (250k nodes) caps a config at ~80k rules; a config file is the
-/// operator's own input, so allow far more while keeping depth and alias limits.
-fn parse_options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = 20_000_000;
-    budget.max_events = 80_000_000;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options
-}
-
-fn yaml_error(e: &serde_saphyr::Error, path: &Path) -> ConfigError {
-    let (line, column) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((0, 0));
-    let location = if line > 0 {
-        format!("line {line}, column {column}: ")
-    } else {
-        String::new()
-    };
-    let message = e.without_snippet().to_string();
-    let message = strip_location_suffix(&message).trim().to_owned();
-    ConfigError {
-        path: path.display().to_string(),
-        line,
-        column,
-        location,
-        message,
-    }
-}
-
-/// serde-saphyr appends ` at line N, column M`; the location is already in front.
-fn strip_location_suffix(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(idx) => &message[..idx],
-        None => message,
-    }
-}
-
-/// True when the text holds only blank lines, comments and document markers.
-fn is_empty_document(text: &str) -> bool {
-    text.lines()
-        .map(str::trim)
-        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
+/// The first `line N` a yaml.v3 message names.
+fn first_line_number(message: &str) -> u64 {
+    message
+        .split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// cloudflared's (yaml.v3's) text for unknown keys, printed after
@@ -173,7 +148,7 @@ mod tests {
         assert_eq!(wr.max_active_flows, Some(10));
         let rules = raw.ingress.as_ref().unwrap();
         assert_eq!(rules.len(), 2);
-        assert_eq!(rules[0].hostname.as_ref().unwrap().referenced.line(), 12);
+        assert_eq!(rules[0].hostname.as_ref().unwrap().line, 12);
         let access = rules[0]
             .origin_request
             .as_ref()
@@ -207,7 +182,7 @@ mod tests {
         assert!(err.line >= 2, "{err}");
         assert!(
             err.to_string().starts_with(
-                "error parsing YAML in config file at /etc/cloudflared/config.yml: line "
+                "error parsing YAML in config file at /etc/cloudflared/config.yml: yaml: line "
             ),
             "{err}"
         );
@@ -232,7 +207,7 @@ mod tests {
 
     #[test]
     fn empty_file_is_empty_not_an_error() {
-        let file = parse("# nothing here\n\n---\n").unwrap();
+        let file = parse("# nothing here\n\n").unwrap();
         assert!(file.empty);
         assert!(file.raw.ingress.is_none());
     }

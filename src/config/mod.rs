@@ -10,6 +10,7 @@ pub mod duration;
 pub mod file;
 pub mod raw;
 pub mod secret;
+pub mod yaml;
 
 pub use credentials::{Credentials, CredentialsError, parse_credentials_file, parse_token};
 pub use duration::{format_go_duration, parse_go_duration};

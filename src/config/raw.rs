@@ -8,10 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_saphyr::Spanned;
-
-use super::duration::parse_go_duration;
+use super::yaml::{Decoder, Node};
 
 /// A key that cloudflared's strict YAML pass would reject, and where it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,10 +20,84 @@ pub struct UnknownKey {
     pub go_type: &'static str,
 }
 
-/// A string value with the line it came from, for error messages.
-pub type Located<T> = Spanned<T>;
+/// A value with the line it came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Located<T> {
+    pub value: T,
+    /// 1-based line of the value.
+    pub line: u64,
+}
 
-/// Declares a raw struct whose `Deserialize` records unknown keys instead of ignoring them.
+/// Decoding one YAML node as yaml.v3 decodes it into the Go field of the same role: `None`
+/// for null or after a type error (recorded in the decoder).
+pub trait FromNode: Sized {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self>;
+}
+
+impl FromNode for String {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        d.string(node)
+    }
+}
+
+impl FromNode for Located<String> {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        d.string(node).map(|value| Located {
+            value,
+            line: node.line,
+        })
+    }
+}
+
+impl FromNode for bool {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        d.bool(node)
+    }
+}
+
+/// Go `int` (64-bit).
+impl FromNode for i64 {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        d.int(node, "int", i64::MIN.into(), i64::MAX.into())
+            .map(|n| n as i64)
+    }
+}
+
+/// Go `uint` / `uint64`.
+impl FromNode for u64 {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        d.int(node, "uint", 0, u64::MAX.into()).map(|n| n as u64)
+    }
+}
+
+/// A Go slice: null items (and items with type errors) are dropped, as yaml.v3 drops them.
+impl<T: FromNode + GoTypeName> FromNode for Vec<T> {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        let items = d.seq(node, &format!("[]{}", T::GO_TYPE))?;
+        Some(
+            items
+                .iter()
+                .filter_map(|item| T::from_node(item, d))
+                .collect(),
+        )
+    }
+}
+
+/// The Go type yaml.v3 names in a type error about a slice of this.
+pub trait GoTypeName {
+    const GO_TYPE: &'static str;
+}
+
+impl GoTypeName for String {
+    const GO_TYPE: &'static str = "string";
+}
+
+impl GoTypeName for i64 {
+    const GO_TYPE: &'static str = "int";
+}
+
+/// Declares a raw struct decoded like the Go struct it mirrors: known keys into their fields,
+/// unknown keys recorded (cloudflared's strict pass warns about them), duplicates refused.
 macro_rules! yaml_struct {
     ($(#[$meta:meta])* $name:ident as $go:literal {
         $($(#[$fmeta:meta])* $field:ident : $ty:ty => $key:literal),* $(,)?
@@ -39,69 +110,46 @@ macro_rules! yaml_struct {
             pub unknown: Vec<UnknownKey>,
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Fields;
-                impl<'de> serde::de::Visitor<'de> for Fields {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        write!(f, "a mapping ({})", $go)
-                    }
-                    fn visit_unit<E>(self) -> Result<$name, E> {
-                        Ok($name::default())
-                    }
-                    fn visit_map<A>(self, mut map: A) -> Result<$name, A::Error>
-                    where
-                        A: serde::de::MapAccess<'de>,
-                    {
-                        let mut out = $name::default();
-                        while let Some(key) = map.next_key::<Spanned<String>>()? {
-                            match key.value.as_str() {
-                                $($key => out.$field = map.next_value()?,)*
-                                _ => {
-                                    out.unknown.push(UnknownKey {
-                                        key: key.value,
-                                        line: key.referenced.line(),
-                                        go_type: $go,
-                                    });
-                                    map.next_value::<serde::de::IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Ok(out)
+        impl GoTypeName for $name {
+            const GO_TYPE: &'static str = $go;
+        }
+
+        impl FromNode for $name {
+            fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+                if node.is_null() {
+                    return None;
+                }
+                let pairs = d.mapping(node, $go)?;
+                let mut out = $name::default();
+                for (key, value) in pairs {
+                    let Some(name) = d.string(key) else { continue };
+                    match name.as_str() {
+                        $($key => out.$field = <$ty>::from_node(value, d),)*
+                        _ => out.unknown.push(UnknownKey {
+                            key: name,
+                            line: key.line,
+                            go_type: $go,
+                        }),
                     }
                 }
-                d.deserialize_map(Fields)
+                Some(out)
             }
         }
     };
 }
 
-/// A duration written as Go text (`"30s"`). A bare integer is refused, as yaml.v3 refuses it.
+/// A `time.Duration` written as Go text (`"30s"`); a bare integer is refused, as yaml.v3
+/// refuses it. Go accepts negative durations; no ringflare timeout can wait a negative time,
+/// so they become zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GoDuration(pub Duration);
 
-impl<'de> Deserialize<'de> for GoDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = GoDuration;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration string such as \"30s\" or \"1m30s\"")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GoDuration, E> {
-                parse_go_duration(v).map(GoDuration).map_err(E::custom)
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                Err(E::custom(format!(
-                    "cannot unmarshal !!int `{v}` into time.Duration (write it with a unit, e.g. \"{v}s\")"
-                )))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<GoDuration, E> {
-                self.visit_i64(v as i64)
-            }
-        }
-        d.deserialize_any(V)
+impl FromNode for GoDuration {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        let nanos = d.duration(node)?;
+        Some(GoDuration(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(0),
+        )))
     }
 }
 
@@ -160,9 +208,8 @@ yaml_struct! {
 }
 
 yaml_struct! {
-    /// `warp-routing:` (Go `config.WarpRoutingConfig`; `enabled` is accepted and ignored).
+    /// `warp-routing:` (Go `config.WarpRoutingConfig`; cloudflared warns about `enabled`).
     RawWarpRouting as "config.WarpRoutingConfig" {
-        enabled: bool => "enabled",
         connect_timeout: GoDuration => "connectTimeout",
         max_active_flows: u64 => "maxActiveFlows",
         tcp_keep_alive: GoDuration => "tcpKeepAlive",
@@ -170,7 +217,7 @@ yaml_struct! {
 }
 
 /// Any other top-level key: a CLI flag's value given in the file (`protocol: http2`), kept
-/// untyped until the CLI layer knows which flag it feeds.
+/// untyped (as yaml.v3 decodes into `interface{}`) until the CLI layer knows which flag it feeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Setting {
     pub value: serde_json::Value,
@@ -189,39 +236,33 @@ pub struct RawConfig {
     pub settings: BTreeMap<String, Setting>,
 }
 
-impl<'de> Deserialize<'de> for RawConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RawConfig;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a mapping of configuration keys")
-            }
-            fn visit_unit<E>(self) -> Result<RawConfig, E> {
-                Ok(RawConfig::default())
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RawConfig, A::Error> {
-                let mut out = RawConfig::default();
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
-                    match key.value.as_str() {
-                        "tunnel" => out.tunnel = map.next_value()?,
-                        "ingress" => out.ingress = map.next_value()?,
-                        "warp-routing" => out.warp_routing = map.next_value()?,
-                        "originRequest" => out.origin_request = map.next_value()?,
-                        _ => {
-                            let value = map.next_value::<serde_json::Value>()?;
-                            let line = key.referenced.line();
-                            out.settings.insert(key.value, Setting { value, line });
-                        }
-                    }
+impl FromNode for RawConfig {
+    fn from_node(node: &Node, d: &mut Decoder) -> Option<Self> {
+        if node.is_null() {
+            return Some(RawConfig::default());
+        }
+        let pairs = d.mapping(node, "config.configFileSettings")?;
+        let mut out = RawConfig::default();
+        for (key, value) in pairs {
+            let Some(name) = d.string(key) else { continue };
+            match name.as_str() {
+                "tunnel" => out.tunnel = Located::from_node(value, d),
+                "ingress" => out.ingress = Vec::from_node(value, d),
+                "warp-routing" => out.warp_routing = RawWarpRouting::from_node(value, d),
+                "originRequest" => out.origin_request = RawOriginRequest::from_node(value, d),
+                _ => {
+                    let value = super::yaml::to_json(value);
+                    out.settings.insert(
+                        name,
+                        Setting {
+                            value,
+                            line: key.line,
+                        },
+                    );
                 }
-                Ok(out)
             }
         }
-        d.deserialize_map(V)
+        Some(out)
     }
 }
 

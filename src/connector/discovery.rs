@@ -77,7 +77,7 @@ fn discover(service: &str, ip_version: IpVersion) -> Result<Vec<SocketAddr>, Dis
                 IpVersion::Auto => true,
             })
             .collect();
-        regions.push(ips);
+        regions.push(preferred_family_first(ips));
     }
     // Alternate regions, as cloudflared's address picker does.
     let mut out = Vec::new();
@@ -93,6 +93,17 @@ fn discover(service: &str, ip_version: IpVersion) -> Result<Vec<SocketAddr>, Dis
         return Err(DiscoveryError::NoAddresses);
     }
     Ok(out)
+}
+
+/// `--edge-ip-version auto` as cloudflared 2026.8.2: the family of the first address the system
+/// resolver returned is the system's preference and is used first; the other family follows
+/// as the fallback (reached when connections to the first fail and rotate on).
+pub fn preferred_family_first(mut ips: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    if let Some(first_v4) = ips.first().map(SocketAddr::is_ipv4) {
+        // A stable sort keeps the resolver's order within each family.
+        ips.sort_by_key(|a| a.is_ipv4() != first_v4);
+    }
+    ips
 }
 
 /// The first `nameserver` in /etc/resolv.conf.
@@ -210,6 +221,32 @@ fn read_name(msg: &[u8], mut pos: usize) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_puts_the_system_preferred_family_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mixed = vec![
+            a("[2606::1]:7844"),
+            a("1.1.1.1:7844"),
+            a("[2606::2]:7844"),
+            a("2.2.2.2:7844"),
+        ];
+        assert_eq!(
+            preferred_family_first(mixed),
+            [
+                a("[2606::1]:7844"),
+                a("[2606::2]:7844"),
+                a("1.1.1.1:7844"),
+                a("2.2.2.2:7844")
+            ]
+        );
+        let v4_first = vec![a("1.1.1.1:7844"), a("[2606::1]:7844"), a("2.2.2.2:7844")];
+        assert_eq!(
+            preferred_family_first(v4_first),
+            [a("1.1.1.1:7844"), a("2.2.2.2:7844"), a("[2606::1]:7844")]
+        );
+        assert!(preferred_family_first(Vec::new()).is_empty());
+    }
 
     #[test]
     fn static_edges_resolve_one_address_each() {

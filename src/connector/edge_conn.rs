@@ -10,7 +10,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compio::net::TcpStream;
@@ -22,6 +22,9 @@ use http::Request;
 use uuid::Uuid;
 
 use super::backoff::{Backoff, go_duration, random_unit};
+use super::connection_state::{
+    Action, ConnState, End, Event, PING_INTERVAL, PING_TIMEOUT, Timings,
+};
 use super::core::Core;
 use crate::proto::http2::{RequestKind, classify};
 use crate::proto::{
@@ -57,6 +60,9 @@ pub enum ConnError {
     RpcTimeout(Duration),
     #[error("http2 connection: {0}")]
     H2(String),
+    /// The edge left a liveness PING unanswered (a hung edge).
+    #[error("timeout waiting for PING response: the edge did not answer within {0:?}")]
+    Unresponsive(Duration),
 }
 
 /// What a connection's control task tells the connection loop.
@@ -109,11 +115,12 @@ pub async fn run(
     };
     let mut backoff = Backoff::new(BACKOFF_BASE, core.shared.options.retries);
     if index > 0 {
-        // cloudflared starts connections 1.. only after connection 0 registered, 1 s apart.
+        // cloudflared starts connection 1 as soon as connection 0 registered, then the next
+        // ones 1 s apart (supervisor: start, then sleep registrationInterval): 0/0/1/2 s.
         let stop = core.stop.clone();
         let wait = async {
             first_registered.wait().await;
-            compio::time::sleep(Duration::from_secs(u64::from(index))).await;
+            compio::time::sleep(Duration::from_secs(u64::from(index - 1))).await;
         };
         if select_stop(wait, &stop).await.is_none() {
             return;
@@ -301,56 +308,67 @@ async fn serve_once(
     let (ev_tx, mut ev_rx) = mpsc::unbounded::<ControlEvent>();
     let params = register_params(core, index, local_ip, attempt);
     let inflight = Rc::new(InflightCount::default());
-    let mut control_seen = false;
+    // The control-stream task belongs to this connection: held here, it is cancelled when
+    // the connection ends (a detached one would outlive it and unregister a dead connection
+    // at shutdown).
+    let mut _control_task: Option<compio::runtime::JoinHandle<()>> = None;
     let mut stop = pin!(core.stop.stopped());
-    let mut stopping = false;
-    let mut unregistered = false;
-    let mut deadline: Option<std::pin::Pin<Box<dyn Future<Output = ()>>>> = None;
-    let mut control_deadline: Option<std::pin::Pin<Box<dyn Future<Output = ()>>>> =
-        Some(Box::pin(compio::time::sleep(PREFACE_TIMEOUT)));
-    let grace = core.shared.options.grace_period;
+    let mut state = ConnState::new(
+        Instant::now(),
+        Timings {
+            control: PREFACE_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+            ping_timeout: PING_TIMEOUT,
+            grace: core.shared.options.grace_period,
+        },
+    );
+    let mut ping = conn.ping_pong();
+    let mut timer_at = state.next_deadline();
+    let mut timer = Box::pin(compio::time::sleep_until(timer_at));
+    let mut control_reason = String::new();
     loop {
-        let ev = poll_fn(|cx| {
+        if state.next_deadline() != timer_at {
+            timer_at = state.next_deadline();
+            timer = Box::pin(compio::time::sleep_until(timer_at));
+        }
+        let stopping = state.stopping();
+        let wants_drained = state.wants_drained();
+        let step = poll_fn(|cx| {
             if let Poll::Ready(ev) = ev_rx.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Control(ev));
             }
             if !stopping && stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Step::Stop);
+                return Poll::Ready(Step::Event(Event::Stop));
             }
-            if let Some(d) = deadline.as_mut()
-                && d.as_mut().poll(cx).is_ready()
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Event(Event::Tick));
+            }
+            if wants_drained && inflight.poll_zero(cx) {
+                return Poll::Ready(Step::Event(Event::Drained));
+            }
+            if let Some(p) = ping.as_mut()
+                && let Poll::Ready(r) = p.poll_pong(cx)
             {
-                return Poll::Ready(Step::Deadline);
-            }
-            if let Some(d) = control_deadline.as_mut()
-                && d.as_mut().poll(cx).is_ready()
-            {
-                return Poll::Ready(Step::NoControl);
-            }
-            if unregistered && inflight.poll_zero(cx) {
-                return Poll::Ready(Step::Drained);
+                match r {
+                    Ok(_) => return Poll::Ready(Step::Event(Event::Pong)),
+                    // The connection is closing; poll_accept reports how it ended.
+                    Err(_) => ping = None,
+                }
             }
             conn.poll_accept(cx)
                 .map(|a| Step::Accept(a.map(|r| r.map(Box::new))))
         })
         .await;
-        match ev {
-            Step::Accept(None) => {
-                return if stopping {
-                    Ok(())
-                } else {
-                    Err(ConnError::EdgeClosed)
-                };
-            }
-            Step::Accept(Some(Err(e))) => {
-                return if stopping {
-                    Ok(())
-                } else if e.is_io() || e.is_go_away() {
-                    Err(ConnError::EdgeClosed)
-                } else {
-                    Err(ConnError::H2(e.to_string()))
-                };
-            }
+        let now = Instant::now();
+        let action = match step {
+            Step::Event(ev) => state.on(now, ev),
+            Step::Accept(None) => state.on(now, Event::ConnectionEnded),
+            Step::Accept(Some(Err(e))) => match state.on(now, Event::ConnectionEnded) {
+                Action::Finish(End::EdgeClosed) if !(e.is_io() || e.is_go_away()) => {
+                    return Err(ConnError::H2(e.to_string()));
+                }
+                action => action,
+            },
             Step::Accept(Some(Ok(accepted))) => {
                 let (req, respond) = *accepted;
                 let kind = classify(
@@ -358,63 +376,71 @@ async fn serve_once(
                         .iter()
                         .map(|(n, v)| (n.as_str(), v.as_bytes())),
                 );
-                if kind == RequestKind::ControlStream && !control_seen {
-                    control_seen = true;
-                    control_deadline = None;
-                    let task = control_stream(
-                        core.clone(),
-                        req,
-                        respond,
-                        params.clone(),
-                        ev_tx.clone(),
-                        index,
-                    );
-                    compio::runtime::spawn(task).detach();
-                } else {
-                    let core = core.clone();
-                    let guard = inflight.enter();
-                    compio::runtime::spawn(async move {
-                        super::stream::serve(&core, req, respond, index).await;
-                        drop(guard);
-                    })
-                    .detach();
+                let control = kind == RequestKind::ControlStream;
+                match state.on(now, Event::Accepted { control }) {
+                    Action::StartControl => {
+                        let task = control_stream(
+                            core.clone(),
+                            req,
+                            respond,
+                            params.clone(),
+                            ev_tx.clone(),
+                            index,
+                        );
+                        _control_task = Some(compio::runtime::spawn(task));
+                    }
+                    _ => {
+                        let core = core.clone();
+                        let guard = inflight.enter();
+                        compio::runtime::spawn(async move {
+                            super::stream::serve(&core, req, respond, index).await;
+                            drop(guard);
+                        })
+                        .detach();
+                    }
                 }
+                Action::None
             }
             Step::Control(Some(ControlEvent::Registered(details))) => {
                 registered.set(true);
                 first.set();
                 on_registered(core, index, addr, &details);
+                state.on(now, Event::Registered)
             }
             Step::Control(Some(ControlEvent::Failed(e))) => return Err(e),
             Step::Control(Some(ControlEvent::Closed(reason))) => {
-                if stopping {
-                    continue;
-                }
-                return Err(ConnError::Control(reason));
+                control_reason = reason;
+                state.on(now, Event::ControlClosed)
             }
-            Step::Control(Some(ControlEvent::Unregistered)) => {
-                unregistered = true;
+            Step::Control(Some(ControlEvent::Unregistered)) => state.on(now, Event::Unregistered),
+            Step::Control(None) => Action::None,
+        };
+        match action {
+            Action::None | Action::StartControl | Action::ServeStream | Action::MarkRegistered => {}
+            Action::MarkUnregistered => {
                 core.shared
                     .set_conn(usize::from(index), |s| s.registered = false);
             }
-            Step::Control(None) => {}
-            Step::Stop => {
-                stopping = true;
-                deadline = Some(Box::pin(compio::time::sleep(grace)));
-                if !control_seen {
-                    return Ok(());
+            Action::SendPing => {
+                if let Some(p) = ping.as_mut() {
+                    // Fails only while a PING is already out, which the state rules out.
+                    let _ = p.send_ping(h2::Ping::opaque());
                 }
             }
-            Step::Drained => {
+            Action::GoAway => {
                 // Unregistered and idle: say goodbye with GOAWAY and let h2 finish the close.
                 conn.graceful_shutdown();
-                unregistered = false;
             }
-            Step::Deadline => return Ok(()),
-            Step::NoControl => {
-                return Err(ConnError::Handshake(
-                    "edge opened no control stream in time".into(),
-                ));
+            Action::Finish(end) => {
+                return match end {
+                    End::Shutdown => Ok(()),
+                    End::EdgeClosed => Err(ConnError::EdgeClosed),
+                    End::NoControl => Err(ConnError::Handshake(
+                        "edge opened no control stream in time".into(),
+                    )),
+                    End::ControlClosed => Err(ConnError::Control(control_reason)),
+                    End::Unresponsive => Err(ConnError::Unresponsive(PING_TIMEOUT)),
+                };
             }
         }
     }
@@ -426,10 +452,7 @@ type Accepted = Box<(Request<RecvStream>, SendResponse<Bytes>)>;
 enum Step {
     Accept(Option<Result<Accepted, h2::Error>>),
     Control(Option<ControlEvent>),
-    Stop,
-    Deadline,
-    NoControl,
-    Drained,
+    Event(Event),
 }
 
 /// Data streams in flight on one connection, with a waker for "reached zero".
@@ -501,7 +524,6 @@ fn register_params(
         "serialized_headers",
         "support_datagram_v2",
         "support_quic_eof",
-        "management_logs",
     ]
     .iter()
     .map(|s| (*s).to_owned())

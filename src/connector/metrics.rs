@@ -97,6 +97,8 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
             (status, "application/json", body)
         }
         "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
+        "/diag/tunnel" => ("200 OK", "application/json", diag_tunnel(shared)),
+        "/diag/configuration" => ("200 OK", "application/json", diag_configuration(shared)),
         "/quicktunnel" => ("200 OK", "application/json", "{\"hostname\":\"\"}\n".into()),
         _ => (
             "404 Not Found",
@@ -104,6 +106,53 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
             "404 page not found\n".into(),
         ),
     }
+}
+
+/// cloudflared's `/diag/tunnel`: tunnel and connector IDs and each connection's state, with Go's
+/// `omitempty` (a false `isConnected`, index 0 and protocol http2 (= 0) are left out).
+fn diag_tunnel(shared: &Shared) -> String {
+    let conns: Vec<String> = shared
+        .conn_statuses()
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let mut fields = Vec::new();
+            if s.registered {
+                fields.push("\"isConnected\":true".to_owned());
+            }
+            let ip = s
+                .edge_addr
+                .parse::<SocketAddr>()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            if !ip.is_empty() {
+                fields.push(format!("\"edgeAddress\":\"{ip}\""));
+            }
+            if index > 0 {
+                fields.push(format!("\"index\":{index}"));
+            }
+            format!("{{{}}}", fields.join(","))
+        })
+        .collect();
+    format!(
+        "{{\"tunnelID\":\"{}\",\"connectorID\":\"{}\",\"connections\":[{}]}}\n",
+        shared.options.credentials.tunnel_id,
+        shared.connector_id,
+        conns.join(",")
+    )
+}
+
+/// cloudflared's `/diag/configuration`: the set non-secret flags and the process's uid.
+fn diag_configuration(shared: &Shared) -> String {
+    let mut map: serde_json::Map<String, serde_json::Value> = shared
+        .options
+        .diag_flags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    let uid = rustix::process::getuid().as_raw();
+    map.insert("uid".into(), uid.to_string().into());
+    format!("{}\n", serde_json::Value::Object(map))
 }
 
 /// Prometheus text for everything the connector counts.
@@ -173,18 +222,20 @@ pub fn render(shared: &Shared) -> String {
         "Count of responses by HTTP status code",
         &codes,
     );
+    // cloudflared keys locations by connection index and keeps a location after the
+    // connection drops (a gauge that stays 1 until the index reconnects elsewhere).
     let locations: Vec<(String, u64)> = statuses
         .iter()
-        .filter(|s| s.registered)
-        .filter_map(|s| {
-            let id = s.connection_id?;
-            Some((
+        .enumerate()
+        .filter(|(_, s)| !s.location.is_empty())
+        .map(|(index, s)| {
+            (
                 format!(
-                    "{{connection_id=\"{id}\",edge_location=\"{}\"}}",
+                    "{{connection_id=\"{index}\",edge_location=\"{}\"}}",
                     escape(&s.location)
                 ),
                 1,
-            ))
+            )
         })
         .collect();
     metric(
@@ -204,16 +255,21 @@ pub fn render(shared: &Shared) -> String {
             shared.register_success.load(Relaxed),
         )],
     );
-    metric(
-        &mut out,
-        &format!("{p}tunnel_register_fail"),
-        "counter",
-        "Count of tunnel registration errors by type",
-        &[(
-            "{error=\"server_error\",rpcName=\"registerConnection\"}".into(),
-            shared.register_fail.load(Relaxed),
-        )],
-    );
+    // A labelled counter has no series (and cloudflared prints no family) until the first
+    // failure.
+    let fails = shared.register_fail.load(Relaxed);
+    if fails > 0 {
+        metric(
+            &mut out,
+            &format!("{p}tunnel_register_fail"),
+            "counter",
+            "Count of tunnel registration errors by type",
+            &[(
+                "{error=\"server_error\",rpcName=\"registerConnection\"}".into(),
+                fails,
+            )],
+        );
+    }
     let tcp_active: i64 = shared
         .cores
         .iter()
@@ -233,6 +289,17 @@ pub fn render(shared: &Shared) -> String {
         "Total count of TCP sessions that have been proxied to any origin",
         &plain(shared.sum(|c| c.tcp_total.load(Relaxed))),
     );
+    let version = *shared
+        .config_version
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let _ = writeln!(
+        out,
+        "# HELP cloudflared_orchestration_config_version Configuration Version\n\
+         # TYPE cloudflared_orchestration_config_version gauge\n\
+         cloudflared_orchestration_config_version {version}"
+    );
+    super::procstat::render(&mut out);
     let _ = writeln!(
         out,
         "# HELP ringflare_uptime_seconds Seconds since the connector started"

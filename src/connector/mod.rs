@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod backoff;
+pub mod connection_state;
 pub mod core;
 pub mod demo;
 pub mod discovery;
@@ -23,7 +24,9 @@ pub mod metrics;
 pub mod options;
 pub mod origin;
 pub mod pipe;
+pub mod procstat;
 pub mod proxy;
+pub mod proxy_env;
 pub mod remote_config;
 pub mod response;
 pub mod socks;
@@ -56,6 +59,9 @@ const CONTROL_TICK: Duration = Duration::from_millis(20);
 /// Runs `tunnel run` to completion and returns the process outcome.
 pub fn run(run: TunnelRun) -> Outcome {
     init_logging(&run);
+    for warning in &run.warnings {
+        log::warn!("{warning}");
+    }
     match start(run) {
         Ok(code) => Outcome {
             stdout: String::new(),
@@ -152,7 +158,8 @@ fn start(run: TunnelRun) -> Result<i32, String> {
     })?;
     let ha = options.ha_connections.min(addrs.len());
     if ha < options.ha_connections {
-        log::warn!(
+        // cloudflared logs this notice at INF.
+        log::info!(
             "You requested {} HA connections but I can give you at most {ha}.",
             options.ha_connections
         );

@@ -72,6 +72,8 @@ pub struct ConnectorOptions {
     pub config_text: Option<String>,
     /// The `Settings: map[...]` line.
     pub settings_line: String,
+    /// The set, non-secret flags `/diag/configuration` reports (cloudflared's list).
+    pub diag_flags: std::collections::BTreeMap<String, String>,
     /// True when no rule came from the file or the CLI (cloudflared warns).
     pub default_503: bool,
     /// Whether a token was used (silences the no-rules warning).
@@ -138,6 +140,7 @@ impl ConnectorOptions {
             config_path,
             config_text,
             settings_line: s.settings_line(),
+            diag_flags: s.diag_flags(),
             default_503,
             from_token: s.opt_string("token").is_some() || s.opt_string("token-file").is_some(),
             credentials,
@@ -328,7 +331,7 @@ mod tests {
         assert_eq!(o.grace_period, Duration::from_secs(30));
         assert_eq!(o.rpc_timeout, Duration::from_secs(5));
         assert_eq!(o.metrics, None, "localhost:0 means the default port search");
-        assert_eq!(o.ip_version, IpVersion::V4);
+        assert_eq!(o.ip_version, IpVersion::Auto, "2026.8.2 defaults to auto");
         assert_eq!(
             o.edge,
             EdgeSource::Srv {

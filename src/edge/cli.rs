@@ -47,6 +47,7 @@ CONFIG FILE ({DEFAULT_CONFIG_NAME} in the state directory unless --config is giv
    eyeball-tls-listen: 127.0.0.1:8443  # optional HTTPS for visitors (certificate from ca.pem)
    eyeball-tls-hostnames: [app.example.com]  # its names; default localhost + tunnel hostnames
    location: rfl01                     # colo name reported to connectors
+   max-eyeball-connections: 16384      # open connections per eyeball listener; more are refused
    tunnels:
      - id: <tunnel uuid>
        credentials-file: <tunnel uuid>.json   # relative to the state directory
@@ -61,6 +62,7 @@ OPTIONS:
    --workers N         worker threads, one per core by default
    --io-driver D       auto (default), io_uring or poll; env {IO_DRIVER_ENV}
    --no-pinning        do not pin workers to cores
+   --max-eyeball-connections N  open connections per eyeball listener (default 16384)
    --loglevel LEVEL    debug, info (default), warn, error
    --hostname NAME     (init) hostname for the new tunnel, repeatable; default \"*\" for the
                        first tunnel
@@ -86,6 +88,7 @@ struct Args {
     eyeball: Option<SocketAddr>,
     eyeball_tls: Option<SocketAddr>,
     workers: Option<usize>,
+    max_eyeball_connections: Option<usize>,
     io_driver: Option<IoDriver>,
     no_pinning: bool,
     loglevel: Option<String>,
@@ -143,6 +146,13 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "io-driver" => {
                 let v = value(flag)?;
                 args.io_driver = Some(v.parse().map_err(|e| format!("{e}"))?);
+            }
+            "max-eyeball-connections" => {
+                let v = value(flag)?;
+                args.max_eyeball_connections = Some(
+                    v.parse()
+                        .map_err(|_| format!("invalid --max-eyeball-connections {v:?}"))?,
+                );
             }
             "no-pinning" => args.no_pinning = true,
             "loglevel" => args.loglevel = Some(value(flag)?),
@@ -210,6 +220,9 @@ pub fn run_cli(argv: &[String], env: &HashMap<String, String>) -> Outcome {
         opts.eyeball_tls_listen = Some(e);
     }
     opts.workers = args.workers.unwrap_or(0);
+    if let Some(n) = args.max_eyeball_connections {
+        opts.max_eyeball_connections = n;
+    }
     opts.no_pinning = args.no_pinning;
     opts.io_driver = match args.io_driver {
         Some(d) => d,

@@ -58,6 +58,9 @@ pub struct EdgeFile {
     /// Colo name in `ConnectionDetails`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Open connections each eyeball listener accepts (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_eyeball_connections: Option<usize>,
     /// Tunnels.
     #[serde(default)]
     pub tunnels: Vec<EdgeFileTunnel>,
@@ -188,6 +191,9 @@ pub(crate) fn apply_file(opts: &mut EdgeOptions, file: &EdgeFile, tunnels: Vec<E
     if let Some(loc) = &file.location {
         opts.location = loc.clone();
     }
+    if let Some(n) = file.max_eyeball_connections {
+        opts.max_eyeball_connections = n;
+    }
     opts.tunnels = tunnels;
 }
 
@@ -257,6 +263,7 @@ pub fn init_state_dir(
             eyeball_tls_listen: None,
             eyeball_tls_hostnames: Vec::new(),
             location: Some("rfl01".into()),
+            max_eyeball_connections: None,
             tunnels: Vec::new(),
         }
     };
@@ -330,6 +337,9 @@ fn render_edge_file(file: &EdgeFile) -> String {
     }
     if let Some(l) = &file.location {
         out.push_str(&format!("location: {l}\n"));
+    }
+    if let Some(n) = file.max_eyeball_connections {
+        out.push_str(&format!("max-eyeball-connections: {n}\n"));
     }
     out.push_str("tunnels:\n");
     for t in &file.tunnels {

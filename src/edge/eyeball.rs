@@ -8,6 +8,7 @@
 //! read buffer, one DATA frame and h2's windows. WebSocket upgrades become a
 //! `cf-cloudflared-proxy-connection-upgrade: websocket` stream spliced both ways.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
@@ -35,12 +36,21 @@ use crate::proto::http2::ResponseMeta;
 use crate::runtime::h2stream::send_all;
 use crate::runtime::{StopSignal, relay};
 
-/// Read size from the eyeball socket.
+/// Read size from the eyeball socket while a body streams.
 const READ_CHUNK: usize = 64 * 1024;
-/// Buffer size of the socket adapter (one large write, few syscalls).
-const SOCKET_BUF: usize = 128 * 1024;
+/// Read size while waiting for a request head: most heads fit, an idle or slow connection
+/// holds no more than this (a bigger head grows the buffer in steps of this size).
+const HEAD_CHUNK: usize = 4 * 1024;
+/// Buffer size of the socket adapter. Both of its buffers live as long as the connection, so
+/// they are kept small: bodies are read in [`READ_CHUNK`]s around them.
+const SOCKET_BUF: usize = 8 * 1024;
 /// An idle keep-alive connection is closed after this long without a new request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Per-connection memory (issue 10 item 6): at rest (idle keep-alive or a slow head) the
+/// socket adapter's two [`SOCKET_BUF`] buffers plus at most one [`HEAD_CHUNK`] read buffer
+/// (and the head bytes received so far, bounded by the head parser's limit); the read buffer
+/// is released after each request. In flight: one [`READ_CHUNK`] read buffer, one DATA frame
+/// and h2's stream windows.
 /// After the response is complete, how long the rest of an unread request body may take.
 const BODY_AFTER_RESPONSE: Duration = Duration::from_secs(10);
 /// Connections tried when opening a stream fails before anything was sent.
@@ -55,6 +65,7 @@ pub(crate) async fn accept_loop(
     tls: Option<TlsAcceptor>,
     stop: StopSignal,
     tasks: Rc<TaskCount>,
+    listener_index: usize,
 ) {
     loop {
         let accepted = {
@@ -73,6 +84,11 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        let Some(slot) = ConnSlot::take(&shared, listener_index) else {
+            log::debug!(peer:% = peer; "Eyeball connection refused: connection limit reached");
+            refuse(tcp, tls.is_some()).await;
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
@@ -81,6 +97,7 @@ pub(crate) async fn accept_loop(
         // Homed: this task waits on tunnel connections owned by other cores (runtime::relay).
         compio::runtime::spawn(relay::homed(async move {
             let _guard = guard;
+            let _slot = slot;
             match tls {
                 None => {
                     let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
@@ -107,6 +124,45 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// One open connection counted against its listener's cap; released on drop.
+struct ConnSlot {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl ConnSlot {
+    fn take(shared: &Arc<Shared>, index: usize) -> Option<ConnSlot> {
+        let open = shared.eyeball_open.get(index)?;
+        let max = shared.max_eyeball_connections;
+        open.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(ConnSlot {
+            shared: shared.clone(),
+            index,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(open) = self.shared.eyeball_open.get(self.index) {
+            open.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Refuses a connection over the cap: a plain one gets a bare 503 (bounded by a short
+/// timeout, never waiting on the visitor), a TLS one is closed.
+async fn refuse(mut tcp: compio::net::TcpStream, tls: bool) {
+    if !tls {
+        const BUSY: &[u8] =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let write = compio::io::AsyncWriteExt::write_all(&mut tcp, BUSY);
+        let _ = compio::time::timeout(Duration::from_millis(100), write).await;
+    }
+    drop(tcp);
+}
+
 /// Serves one eyeball connection (plain or TLS) until it closes.
 pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, scheme: &'static str)
 where
@@ -117,13 +173,32 @@ where
         shared,
         rd,
         wr,
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        buf: BytesMut::new(),
         peer,
         scheme,
     };
+    let head_limit = conn.shared.eyeball_head_timeout;
+    let mut first = true;
     loop {
-        let head = match compio::time::timeout(IDLE_TIMEOUT, conn.read_head()).await {
-            Err(_) | Ok(Ok(None)) => break,
+        // Wait for the first byte of the next request (a new connection gets the head
+        // timeout for it, a keep-alive one the idle timeout), then the whole head must arrive
+        // within the head timeout: a slowloris visitor is closed, not waited for.
+        if conn.buf.is_empty() {
+            let idle = if first { head_limit } else { IDLE_TIMEOUT };
+            match compio::time::timeout(idle, read_more(&mut conn.rd, &mut conn.buf, HEAD_CHUNK))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+        first = false;
+        let head = match compio::time::timeout(head_limit, conn.read_head()).await {
+            Err(_) => {
+                log::debug!(peer:% = peer; "Eyeball request head timed out");
+                break;
+            }
+            Ok(Ok(None)) => break,
             Ok(Ok(Some(head))) => head,
             Ok(Err(e)) => {
                 log::debug!(peer:% = peer, error:% = e; "Bad request from eyeball");
@@ -141,6 +216,10 @@ where
         if !conn.exchange(head).await {
             break;
         }
+        if conn.buf.is_empty() {
+            // Nothing pipelined: give the read buffer back while the connection idles.
+            conn.buf = BytesMut::new();
+        }
     }
     let _ = conn.wr.close().await;
 }
@@ -156,10 +235,14 @@ struct Eyeball<R, W> {
     scheme: &'static str,
 }
 
-/// Reads more bytes from `rd` into `buf`; 0 at EOF.
-async fn read_more<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+/// Reads up to `chunk` more bytes from `rd` into `buf`; 0 at EOF.
+async fn read_more<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    chunk: usize,
+) -> io::Result<usize> {
     let len = buf.len();
-    buf.resize(len + READ_CHUNK, 0);
+    buf.resize(len + chunk, 0);
     let result = rd.read(buf.get_mut(len..).unwrap_or_default()).await;
     let n = *result.as_ref().unwrap_or(&0);
     buf.truncate(len + n);
@@ -204,7 +287,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
             {
                 return Ok(Some(head));
             }
-            match read_more(&mut self.rd, &mut self.buf).await {
+            match read_more(&mut self.rd, &mut self.buf, HEAD_CHUNK).await {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             }
@@ -342,6 +425,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
         // The response may arrive while the body is still streaming (echo), or before the
         // body was read at all (an early error): handle whichever finishes first.
         let (pumped, response) = match select(pump, respond).await {
+            Either::Left((pumped, _)) if bad_body_status(&pumped).is_some() => {
+                // No point waiting for the answer to a stream we reset.
+                (Some(pumped), Err(&pages::BAD_REQUEST))
+            }
             Either::Left((pumped, _)) => {
                 let response = match compio::time::timeout(timeout, response).await {
                     Err(_) => Err(&pages::TIMEOUT),
@@ -360,6 +447,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
                 }
             },
         };
+        // The visitor's body was malformed (bad chunk framing): that is the visitor's error
+        // (400), whatever the connector made of the reset stream.
+        if let Some(status) = pumped.as_ref().and_then(bad_body_status) {
+            log::debug!(host:% = ctx.host; "Bad request body from eyeball");
+            let page = ErrorPage {
+                status,
+                ..pages::BAD_REQUEST
+            };
+            return write_page(wr, &page, &ctx.host, &ctx.ray, false, ctx.version).await;
+        }
         match response {
             Ok(resp) => {
                 let body_ok = pumped.is_some_and(|p| p.is_ok());
@@ -501,7 +598,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
                     .map_err(io::Error::other)?;
             }
             loop {
-                let n = read_more(rd, buf).await?;
+                let n = read_more(rd, buf, READ_CHUNK).await?;
                 if n == 0 {
                     let _ = up.send_data(Bytes::new(), true);
                     return Ok::<(), io::Error>(());
@@ -616,7 +713,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
                     return Ok(());
                 }
                 None => {
-                    let read = compio::time::timeout(IDLE_TIMEOUT, read_more(rd, buf))
+                    let read = compio::time::timeout(IDLE_TIMEOUT, read_more(rd, buf, READ_CHUNK))
                         .await
                         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
                     if read? == 0 {
@@ -634,6 +731,14 @@ async fn pump_body<R: AsyncRead + Unpin>(
         tx.send_reset(h2::Reason::CANCEL);
     }
     result
+}
+
+/// The status for a request body the visitor framed wrongly, when that is why `pumped` failed.
+fn bad_body_status(pumped: &io::Result<()>) -> Option<u16> {
+    let e = pumped.as_ref().err()?;
+    e.get_ref()?
+        .downcast_ref::<crate::http1::Http1Error>()
+        .map(crate::http1::Http1Error::status)
 }
 
 /// Whether the response is the connector's own error (`{"src":"cloudflared"}`).
@@ -786,6 +891,8 @@ async fn write_response<W: AsyncWrite + Unpin>(
             wr.write_all(&chunk).await
         };
         if written.is_err() {
+            // Dropping `body` resets the stream (CANCEL), so the connector stops too.
+            log::debug!(host:% = ctx.host, ray:% = ctx.ray, sent = sent; "Eyeball went away: response aborted");
             return false;
         }
         let _ = body.flow_control().release_capacity(len);
@@ -904,7 +1011,13 @@ async fn write_page<W: AsyncWrite + Unpin>(
 
 /// The request's authority: the Host header, or the authority of an absolute-form target.
 fn authority_of(head: &RequestHead) -> Option<String> {
-    if let Some(host) = head.values(&header::HOST).next() {
+    let mut hosts = head.values(&header::HOST);
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        // RFC 9112 §3.2: more than one Host field is a 400.
+        return None;
+    }
+    if let Some(host) = first {
         let host = std::str::from_utf8(host).ok()?.trim();
         if host.is_empty() {
             return None;

@@ -98,6 +98,11 @@ pub struct EdgeOptions {
     pub drain_timeout: Duration,
     /// How long an eyeball request waits for the connector's response headers (then 524).
     pub response_timeout: Duration,
+    /// Limit for a whole request head, from its first byte (and for the first byte of a new
+    /// connection's first request); then the connection is closed.
+    pub eyeball_head_timeout: Duration,
+    /// Open connections each eyeball listener accepts (all cores together); more are refused.
+    pub max_eyeball_connections: usize,
 }
 
 impl EdgeOptions {
@@ -118,9 +123,17 @@ impl EdgeOptions {
             register_timeout: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(30),
             response_timeout: Duration::from_secs(100),
+            eyeball_head_timeout: DEFAULT_HEAD_TIMEOUT,
+            max_eyeball_connections: DEFAULT_MAX_EYEBALL_CONNECTIONS,
         }
     }
 }
+
+/// Default [`EdgeOptions::eyeball_head_timeout`]: 10 s for the whole request head (nginx's
+/// `client_header_timeout` is 60 s; a demo/benchmark edge has no slow visitors to wait for).
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`EdgeOptions::max_eyeball_connections`].
+pub const DEFAULT_MAX_EYEBALL_CONNECTIONS: usize = 16_384;
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -485,7 +498,7 @@ async fn worker_main(
         let stop = ctx.stop.clone();
         let tasks = tasks.clone();
         compio::runtime::spawn(async move {
-            eyeball::accept_loop(eyeball, shared, None, stop, tasks).await;
+            eyeball::accept_loop(eyeball, shared, None, stop, tasks, 0).await;
         })
         .detach();
     }
@@ -494,7 +507,7 @@ async fn worker_main(
         let stop = ctx.stop.clone();
         let tasks = tasks.clone();
         compio::runtime::spawn(async move {
-            eyeball::accept_loop(listener, shared, Some(acceptor), stop, tasks).await;
+            eyeball::accept_loop(listener, shared, Some(acceptor), stop, tasks, 1).await;
         })
         .detach();
     }

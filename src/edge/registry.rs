@@ -171,6 +171,10 @@ pub(crate) struct Shared {
     pub register_timeout: Duration,
     pub drain_timeout: Duration,
     pub response_timeout: Duration,
+    pub eyeball_head_timeout: Duration,
+    pub max_eyeball_connections: usize,
+    /// Open eyeball connections per listener (0: plain, 1: TLS), all cores together.
+    pub eyeball_open: [AtomicUsize; 2],
     /// Per-process random base for Cf-Ray ids, plus a counter.
     ray_base: u64,
     ray_counter: AtomicU64,
@@ -232,6 +236,9 @@ impl Shared {
             register_timeout: opts.register_timeout,
             drain_timeout: opts.drain_timeout,
             response_timeout: opts.response_timeout,
+            eyeball_head_timeout: opts.eyeball_head_timeout,
+            max_eyeball_connections: opts.max_eyeball_connections,
+            eyeball_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
             ray_base: uuid::Uuid::new_v4().as_u64_pair().0,
             ray_counter: AtomicU64::new(0),
         })

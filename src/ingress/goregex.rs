@@ -1,13 +1,13 @@
 //! Go RE2 path regexes on the `regex` crate, with Go's meaning and Go's error text.
 //!
-//! Both engines take RE2 syntax, but Go's `\d \w \s \b` are ASCII-only while the `regex` crate's
-//! are Unicode-aware. Patterns are rewritten so those classes mean what they mean in Go, and a
-//! pattern the parser rejects is reported as Go reports it
-//! (`error parsing regexp: missing closing ): `(abc``), because cloudflared's validation
-//! message embeds that text.
+//! [`syntax`] parses the pattern as Go's `regexp/syntax` does: it decides what is valid and
+//! which error wins (`error parsing regexp: missing closing ): `(abc``, embedded in
+//! cloudflared's validation message), and writes the pattern in the `regex` crate's dialect
+//! with Go's meaning (ASCII `\d \w \s \b`, `\Q...\E`, octal escapes, literal `{`).
 
-use regex::Regex;
-use regex_syntax::ast::ErrorKind;
+mod syntax;
+
+use regex::{Regex, RegexBuilder};
 
 /// A compiled path regex that remembers the pattern as written (printed by `ingress rule`).
 #[derive(Debug, Clone)]
@@ -19,11 +19,13 @@ pub struct PathRegex {
 impl PathRegex {
     /// Compiles `pattern` with Go semantics, or returns Go's error text.
     pub fn new(pattern: &str) -> Result<PathRegex, String> {
-        if let Err(e) = regex_syntax::ast::parse::Parser::new().parse(pattern) {
-            return Err(go_error(pattern, &e));
-        }
-        let regex =
-            Regex::new(&translate(pattern)).map_err(|e| format!("error parsing regexp: {e}"))?;
+        let translated = syntax::translate(pattern)?;
+        // What Go accepts but the `regex` crate cannot build within its limits (size, and
+        // nesting past its default of 250, which keeps compilation within a thread's stack) is
+        // reported with Go's text for a too large expression.
+        let regex = RegexBuilder::new(&translated)
+            .build()
+            .map_err(|_| format!("error parsing regexp: expression too large: `{pattern}`"))?;
         Ok(PathRegex {
             source: pattern.to_owned(),
             regex,
@@ -43,126 +45,6 @@ impl PathRegex {
 impl PartialEq for PathRegex {
     fn eq(&self, other: &Self) -> bool {
         self.source == other.source
-    }
-}
-
-/// Rewrites Perl classes to Go's ASCII meaning; everything else is passed through.
-fn translate(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut chars = pattern.chars().peekable();
-    let mut class_depth = 0usize;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                let Some(next) = chars.next() else {
-                    out.push('\\');
-                    break;
-                };
-                out.push_str(
-                    &perl_class(next, class_depth > 0).unwrap_or_else(|| format!("\\{next}")),
-                );
-            }
-            '[' => {
-                class_depth += 1;
-                out.push('[');
-                if chars.peek() == Some(&'^') {
-                    out.push(chars.next().unwrap_or('^'));
-                }
-                // A `]` right after `[` or `[^` is a literal in RE2.
-                if chars.peek() == Some(&']') {
-                    chars.next();
-                    out.push_str("\\]");
-                }
-                if chars.peek() == Some(&':') {
-                    // POSIX class like [[:alpha:]] inside an outer class: copy through `:]`.
-                    copy_posix(&mut chars, &mut out);
-                }
-            }
-            ']' if class_depth > 0 => {
-                class_depth -= 1;
-                out.push(']');
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-fn copy_posix(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String) {
-    let mut prev = '\0';
-    for c in chars.by_ref() {
-        out.push(c);
-        if prev == ':' && c == ']' {
-            // This `]` closes the POSIX item, not the class we are in.
-            return;
-        }
-        prev = c;
-    }
-}
-
-/// Go's ASCII definitions of `\d \w \s` (and negations), and ASCII word boundaries.
-fn perl_class(c: char, in_class: bool) -> Option<String> {
-    let (set, negated) = match c {
-        'd' => ("0-9", false),
-        'D' => ("0-9", true),
-        'w' => ("0-9A-Za-z_", false),
-        'W' => ("0-9A-Za-z_", true),
-        's' => ("\\t\\n\\x0C\\r ", false),
-        'S' => ("\\t\\n\\x0C\\r ", true),
-        'b' if !in_class => return Some("(?-u:\\b)".into()),
-        'B' if !in_class => return Some("(?-u:\\B)".into()),
-        _ => return None,
-    };
-    Some(match (in_class, negated) {
-        (true, false) => set.to_owned(),
-        (_, true) => format!("[^{set}]"),
-        (false, false) => format!("[{set}]"),
-    })
-}
-
-/// Go's `regexp/syntax` error codes for the parse failures RE2 and `regex-syntax` share.
-fn go_error(pattern: &str, err: &regex_syntax::ast::Error) -> String {
-    let span = err.span();
-    let fragment = match pattern.get(span.start.offset..span.end.offset) {
-        Some(f) if !f.is_empty() => f,
-        // Zero-width spans point at the offending character (e.g. a bare `*`).
-        _ => pattern
-            .get(span.start.offset..)
-            .and_then(|rest| rest.chars().next().map(|c| &rest[..c.len_utf8()]))
-            .unwrap_or(pattern),
-    };
-    let (code, expr) = match err.kind() {
-        ErrorKind::GroupUnclosed => ("missing closing )", pattern),
-        ErrorKind::GroupUnopened => ("unexpected )", pattern),
-        ErrorKind::ClassUnclosed => ("missing closing ]", &pattern[span.start.offset..]),
-        ErrorKind::ClassRangeInvalid => ("invalid character class range", fragment),
-        ErrorKind::ClassEscapeInvalid | ErrorKind::EscapeUnrecognized => {
-            ("invalid escape sequence", fragment)
-        }
-        ErrorKind::EscapeUnexpectedEof => ("trailing backslash at end of expression", ""),
-        ErrorKind::RepetitionMissing => ("missing argument to repetition operator", fragment),
-        ErrorKind::RepetitionCountInvalid | ErrorKind::RepetitionCountDecimalEmpty => {
-            ("invalid repeat count", fragment)
-        }
-        ErrorKind::RepetitionCountUnclosed => ("missing argument to repetition operator", fragment),
-        ErrorKind::GroupNameInvalid
-        | ErrorKind::GroupNameEmpty
-        | ErrorKind::GroupNameUnexpectedEof => ("invalid named capture", fragment),
-        ErrorKind::GroupNameDuplicate { .. } => ("duplicate capture group name", fragment),
-        ErrorKind::FlagUnrecognized
-        | ErrorKind::FlagDanglingNegation
-        | ErrorKind::FlagRepeatedNegation { .. }
-        | ErrorKind::FlagUnexpectedEof
-        | ErrorKind::FlagDuplicate { .. } => ("invalid or unsupported Perl syntax", fragment),
-        ErrorKind::UnsupportedBackreference | ErrorKind::UnsupportedLookAround => {
-            ("invalid or unsupported Perl syntax", fragment)
-        }
-        _ => ("invalid or unsupported Perl syntax", fragment),
-    };
-    if expr.is_empty() {
-        format!("error parsing regexp: {code}")
-    } else {
-        format!("error parsing regexp: {code}: `{expr}`")
     }
 }
 
@@ -187,6 +69,36 @@ mod tests {
         assert!(posix.is_match("/abc"));
         let bracket = PathRegex::new(r"^/[]a]+$").unwrap();
         assert!(bracket.is_match("/]a]"));
+    }
+
+    #[test]
+    fn go_only_syntax_is_read_as_go_reads_it() {
+        let quoted = PathRegex::new(r"^/\Qa.b*\E$").unwrap();
+        assert!(quoted.is_match("/a.b*") && !quoted.is_match("/axb"));
+        assert!(PathRegex::new(r"^/\101$").unwrap().is_match("/A"));
+        let brace = PathRegex::new(r"^/a{,3}x{$").unwrap();
+        assert!(brace.is_match("/a{,3}x{"));
+        let nested = PathRegex::new(r"(?P<n>a)(?P<n>b)").unwrap();
+        assert!(nested.is_match("/ab"));
+        assert_eq!(
+            PathRegex::new("x**").unwrap_err(),
+            "error parsing regexp: invalid nested repetition operator: `**`"
+        );
+        assert_eq!(
+            PathRegex::new("(a{500}){3}").unwrap_err(),
+            "error parsing regexp: invalid repeat count: `{3}`"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_stays_within_the_stack() {
+        let deep = format!("{}a{}", "(".repeat(999), ")".repeat(999));
+        assert!(PathRegex::new(&deep).is_err());
+        let deeper = format!("{}a{}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(
+            PathRegex::new(&deeper).unwrap_err(),
+            format!("error parsing regexp: expression nests too deeply: `{deeper}`")
+        );
     }
 
     #[test]

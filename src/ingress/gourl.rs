@@ -77,7 +77,7 @@ impl GoUrl {
             Some(after) if !url.scheme.is_empty() || !rest.starts_with("///") => {
                 let end = after.find('/').unwrap_or(after.len());
                 let (authority, path) = after.split_at(end);
-                let (user, host) = parse_authority(authority).map_err(fail)?;
+                let (user, host) = parse_authority(&url.scheme, authority).map_err(fail)?;
                 url.user = user;
                 url.host = host;
                 path
@@ -114,7 +114,7 @@ impl GoUrl {
                     out.push_str(user);
                     out.push('@');
                 }
-                out.push_str(&self.host);
+                out.push_str(&escape_host(&self.host));
             }
             if !self.path.is_empty() && !self.path.starts_with('/') && !self.host.is_empty() {
                 out.push('/');
@@ -147,36 +147,74 @@ fn split_scheme(raw: &str) -> Result<(&str, &str), String> {
     Ok(("", raw))
 }
 
-fn parse_authority(authority: &str) -> Result<(Option<String>, String), String> {
+fn parse_authority(scheme: &str, authority: &str) -> Result<(Option<String>, String), String> {
     let (user, host) = match authority.rfind('@') {
         Some(i) => (Some(authority[..i].to_owned()), &authority[i + 1..]),
         None => (None, authority),
     };
-    validate_host(host)?;
-    let host = unescape(host, Mode::Host)?.into_owned();
-    Ok((user, host))
-}
-
-fn validate_host(host: &str) -> Result<(), String> {
-    let port_part = if host.starts_with('[') {
-        let close = host.find(']').ok_or("missing ']' in host")?;
-        &host[close + 1..]
-    } else {
-        match host.rfind(':') {
-            Some(i) => &host[i..],
-            None => "",
-        }
-    };
-    if !port_part.is_empty() {
-        let digits = port_part.strip_prefix(':').unwrap_or(port_part);
-        if !port_part.starts_with(':') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("invalid port \"{port_part}\" after host"));
-        }
-    }
     if let Some(bad) = host.chars().find(|c| !valid_host_char(*c)) {
         return Err(format!("invalid character \"{bad}\" in host name"));
     }
-    Ok(())
+    Ok((user, parse_host(scheme, host)?))
+}
+
+/// Go's `parseHost`: IP literals in brackets (with an optional `%25zone`), the port checked
+/// for digits only (65536 passes, as in Go), `%XX` in a host only for non-ASCII bytes.
+fn parse_host(scheme: &str, host: &str) -> Result<String, String> {
+    match host.rfind('[') {
+        Some(i) if i > 0 => return Err("invalid IP-literal".into()),
+        Some(_) => return parse_ip_literal(host),
+        None => {}
+    }
+    if let Some(first) = host.find(':') {
+        let last = host.rfind(':').unwrap_or(first);
+        // Go 1.26 is strict about extra colons for http(s) only.
+        let i = if scheme == "http" || scheme == "https" {
+            first
+        } else {
+            last
+        };
+        check_port(&host[i..])?;
+    }
+    Ok(unescape(host, Mode::Host)?.into_owned())
+}
+
+fn parse_ip_literal(host: &str) -> Result<String, String> {
+    let close = host.rfind(']').ok_or("missing ']' in host")?;
+    let colon_port = &host[close + 1..];
+    check_port(colon_port)?;
+    let inner = &host[1..close];
+    let unescaped = match inner.find("%25") {
+        Some(zone) => format!(
+            "{}{}",
+            unescape(&inner[..zone], Mode::Host)?,
+            unescape(&inner[zone..], Mode::Zone)?
+        ),
+        None => unescape(inner, Mode::Host)?.into_owned(),
+    };
+    let addr = unescaped.split('%').next().unwrap_or("");
+    if addr.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("invalid IP-literal".into());
+    }
+    if addr.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(format!(
+            "invalid host: ParseAddr({unescaped:?}): unable to parse IP"
+        ));
+    }
+    Ok(format!("[{unescaped}]{colon_port}"))
+}
+
+/// Go's `validOptionalPort`: empty, or `:` and digits.
+fn check_port(colon_port: &str) -> Result<(), String> {
+    let ok = colon_port.is_empty()
+        || colon_port
+            .strip_prefix(':')
+            .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid port {colon_port:?} after host"))
+    }
 }
 
 /// Go's `validOptionalPort`/host character check (non-ASCII is allowed; Go checks bytes < 0x80).
@@ -184,10 +222,33 @@ fn valid_host_char(c: char) -> bool {
     !c.is_ascii() || c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]%".contains(c)
 }
 
+/// Bytes Go's `URL.String()` writes as they are in a host; all others become `%XX`.
+fn host_byte_unescaped(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]<>\"".contains(&b)
+}
+
+/// The host as `URL.String()` writes it (`escape(host, encodeHost)`).
+fn escape_host(host: &str) -> Cow<'_, str> {
+    if host.bytes().all(host_byte_unescaped) {
+        return Cow::Borrowed(host);
+    }
+    let mut out = String::with_capacity(host.len() * 3);
+    for b in host.bytes() {
+        if host_byte_unescaped(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Path,
     Host,
+    /// An IPv6 zone after `%25`.
+    Zone,
     Fragment,
 }
 
@@ -207,8 +268,18 @@ fn unescape(s: &str, mode: Mode) -> Result<Cow<'_, str>, String> {
             });
             match hex {
                 Some(v) => {
-                    if mode == Mode::Host && v < 0x80 && v != b' ' && !valid_host_char(v as char) {
-                        return Err(format!("invalid URL escape \"{}\"", &s[i..i + 3]));
+                    let escape = &s[i..i + 3];
+                    // In a host only non-ASCII bytes may be escaped (and `%25`, for zones);
+                    // in a zone anything a host may hold, or a space.
+                    let refused = match mode {
+                        Mode::Host => v < 0x80 && escape != "%25",
+                        Mode::Zone => {
+                            escape != "%25" && v != b' ' && !(v >= 0x80 || host_byte_unescaped(v))
+                        }
+                        _ => false,
+                    };
+                    if refused {
+                        return Err(format!("invalid URL escape \"{escape}\""));
                     }
                     out.push(v);
                     i += 3;

@@ -222,7 +222,7 @@ fn validate_rule(
         .service
         .as_ref()
         .or(raw.hostname.as_ref())
-        .map(|s| s.referenced.line())
+        .map(|s| s.line)
         .unwrap_or(0);
     let fail = |msg: String| IngressError::new(msg, Some(i + 1), line);
     let options = OriginRequest::for_rule(defaults, raw.origin_request.as_ref());
