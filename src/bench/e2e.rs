@@ -213,7 +213,7 @@ pub fn workloads(quick: bool, duration: Option<Duration>) -> Vec<Workload> {
 }
 
 /// A free loopback port (bound and released: a tiny race, acceptable for a benchmark).
-fn free_port() -> Result<SocketAddr, String> {
+pub(super) fn free_port() -> Result<SocketAddr, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))
@@ -241,7 +241,7 @@ fn self_exe() -> Result<PathBuf, String> {
 }
 
 /// The benchmark origin, shared by every leg.
-fn start_origin(dir: &Path, threads: usize) -> Result<(Proc, SocketAddr), String> {
+pub(super) fn start_origin(dir: &Path, threads: usize) -> Result<(Proc, SocketAddr), String> {
     let mut cmd = Command::new(self_exe()?);
     cmd.args([
         "bench",
@@ -264,12 +264,12 @@ fn start_origin(dir: &Path, threads: usize) -> Result<(Proc, SocketAddr), String
 }
 
 /// A running edge + connector pair.
-struct Tunnel {
-    edge: Proc,
-    connector: Proc,
-    eyeball: SocketAddr,
+pub(super) struct Tunnel {
+    pub(super) edge: Proc,
+    pub(super) connector: Proc,
+    pub(super) eyeball: SocketAddr,
     /// The connector's metrics server (its `/ready` counts registered connections).
-    metrics: SocketAddr,
+    pub(super) metrics: SocketAddr,
 }
 
 /// `ringflare edge init`, then the edge, then the connector; waits until a request through
@@ -279,6 +279,20 @@ fn start_tunnel(
     connector: Option<&Path>,
     origin: SocketAddr,
     ha: u8,
+) -> Result<Tunnel, String> {
+    let ingress = format!("ingress:\n  - service: http://{origin}\n");
+    launch_tunnel(dir, connector, &ingress, ha, &["--loglevel", "warn"])
+}
+
+/// [`start_tunnel`] with any config.yml text (whose catch-all must serve `GET /bytes/1`) and
+/// extra connector flags placed before `run` (`--loglevel`, ...); the connector always gets
+/// `--metrics` (see [`Tunnel::metrics`]).
+pub(super) fn launch_tunnel(
+    dir: &Path,
+    connector: Option<&Path>,
+    config_text: &str,
+    ha: u8,
+    connector_flags: &[&str],
 ) -> Result<Tunnel, String> {
     let exe = self_exe()?;
     let state = dir.join("edge-state");
@@ -313,7 +327,7 @@ fn start_tunnel(
     cmd.args(["--eyeball", &eyeball.to_string(), "--loglevel", "warn"]);
     let edge = Proc::spawn("edge", cmd, &dir.join("edge.log"), false)?;
     let config = dir.join("config.yml");
-    std::fs::write(&config, format!("ingress:\n  - service: http://{origin}\n"))
+    std::fs::write(&config, config_text)
         .map_err(|e| format!("writing {}: {e}", config.display()))?;
     let (bin, name) = match connector {
         Some(p) => (p.to_owned(), "connector"),
@@ -331,15 +345,10 @@ fn start_tunnel(
     cmd.args(["--ha-connections", &ha.to_string()]);
     cmd.args(["--metrics", &metrics.to_string()]);
     cmd.arg("--cacert");
-    cmd.arg(state.join("ca.pem")).args([
-        "--protocol",
-        "http2",
-        "--loglevel",
-        "warn",
-        "run",
-        "--token",
-        &token,
-    ]);
+    cmd.arg(state.join("ca.pem"))
+        .args(["--protocol", "http2"])
+        .args(connector_flags)
+        .args(["run", "--token", &token]);
     let connector = Proc::spawn(name, cmd, &dir.join(format!("{name}.log")), false)?;
     let mut t = Tunnel {
         edge,
@@ -413,7 +422,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn probe(addr: SocketAddr) -> Result<u16, String> {
+pub(super) fn probe(addr: SocketAddr) -> Result<u16, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@ pub mod report;
 pub mod response;
 pub mod run;
 pub mod serve;
+pub mod soak;
 pub mod stats;
 mod streams;
 pub mod target;
@@ -42,10 +43,10 @@ pub use stats::Report;
     name = "ringflare bench",
     about = "HTTP/1.1, WebSocket and TCP load generator (thread-per-core, HDR latency histograms)",
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  ringflare bench serve --listen 127.0.0.1:8080\n  ringflare bench -c 64 -d 10s http://127.0.0.1:8080/bytes/1024\n  ringflare bench --rate 20000 -c 64 -d 10s --plot lat.svg http://127.0.0.1:8080/bytes/1024\n  ringflare bench -m POST --body-size 1073741824 -c 1 -n 1 http://127.0.0.1:8080/upload\n  ringflare bench --mode ws-idle -c 10000 -d 30s ws://127.0.0.1:8080/ws\n  ringflare bench e2e --quick"
+    after_help = "Examples:\n  ringflare bench serve --listen 127.0.0.1:8080\n  ringflare bench -c 64 -d 10s http://127.0.0.1:8080/bytes/1024\n  ringflare bench --rate 20000 -c 64 -d 10s --plot lat.svg http://127.0.0.1:8080/bytes/1024\n  ringflare bench -m POST --body-size 1073741824 -c 1 -n 1 http://127.0.0.1:8080/upload\n  ringflare bench --mode ws-idle -c 10000 -d 30s ws://127.0.0.1:8080/ws\n  ringflare bench e2e --quick\n  ringflare bench soak -d 5m"
 )]
 pub struct BenchCli {
-    /// `serve` or `e2e`; without one, run a load against URL.
+    /// `serve`, `e2e` or `soak`; without one, run a load against URL.
     #[command(subcommand)]
     pub command: Option<BenchCommand>,
     /// The load to generate.
@@ -60,6 +61,9 @@ pub enum BenchCommand {
     Serve(ServeArgs),
     /// The end-to-end benchmark: origin direct vs built-in edge + connector(s).
     E2e(e2e::E2eArgs),
+    /// The adversarial soak: a normal load through edge + connector while hostile visitors
+    /// and a broken origin attack the same tunnel.
+    Soak(soak::SoakArgs),
 }
 
 /// Flags of a load run.
@@ -214,6 +218,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let result = match cli.command {
         Some(BenchCommand::Serve(a)) => serve_main(&a),
         Some(BenchCommand::E2e(a)) => e2e::main(&a),
+        Some(BenchCommand::Soak(a)) => soak::main(&a),
         None => load_main(&cli.load),
     };
     match result {
