@@ -16,7 +16,6 @@ fn u(v: &Value, path: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "until issue 10 items 1-7 land"]
 fn quick_soak_keeps_the_normal_load_and_the_tunnel() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)

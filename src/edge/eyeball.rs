@@ -685,6 +685,9 @@ where
     }
 }
 
+/// Small request-body chunks are gathered up to this size before they become one DATA frame.
+const COALESCE_MAX: usize = 16 * 1024;
+
 /// Streams the eyeball's request body into the h2 stream.
 async fn pump_body<R: AsyncRead + Unpin>(
     rd: &mut R,
@@ -692,13 +695,33 @@ async fn pump_body<R: AsyncRead + Unpin>(
     mut decoder: BodyDecoder,
     mut tx: h2::SendStream<Bytes>,
 ) -> io::Result<()> {
+    // Body bytes already decoded but not yet sent: small chunks (a visitor's 1-byte chunked
+    // body, say) are gathered into one DATA frame instead of one frame each, which would spend
+    // the connector's budget for small frames (h2's ENHANCE_YOUR_CALM) and cut every stream on
+    // the tunnel connection. Bounded by COALESCE_MAX; sent as soon as the buffered input is
+    // used up, so nothing waits for more input that may never come.
+    let mut pending = BytesMut::new();
     let result = async {
         loop {
             match decoder.decode(buf).map_err(io::Error::other)? {
                 Some(BodyEvent::Data(data)) => {
-                    send_all(&mut tx, data).await.map_err(io::Error::other)?
+                    if pending.is_empty() && data.len() >= COALESCE_MAX {
+                        send_all(&mut tx, data).await.map_err(io::Error::other)?;
+                    } else {
+                        pending.extend_from_slice(&data);
+                        if pending.len() >= COALESCE_MAX {
+                            send_all(&mut tx, pending.split().freeze())
+                                .await
+                                .map_err(io::Error::other)?;
+                        }
+                    }
                 }
                 Some(BodyEvent::End { trailers }) => {
+                    if !pending.is_empty() {
+                        send_all(&mut tx, pending.split().freeze())
+                            .await
+                            .map_err(io::Error::other)?;
+                    }
                     if trailers.is_empty() {
                         tx.send_data(Bytes::new(), true).map_err(io::Error::other)?;
                     } else {
@@ -713,6 +736,11 @@ async fn pump_body<R: AsyncRead + Unpin>(
                     return Ok(());
                 }
                 None => {
+                    if !pending.is_empty() {
+                        send_all(&mut tx, pending.split().freeze())
+                            .await
+                            .map_err(io::Error::other)?;
+                    }
                     let read = compio::time::timeout(IDLE_TIMEOUT, read_more(rd, buf, READ_CHUNK))
                         .await
                         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?;
