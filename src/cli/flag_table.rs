@@ -118,19 +118,16 @@ pub static FLAGS: &[Flag] = &[
         ),
         &["p"],
     ),
-    refuse(
-        alias(
-            f(
-                "post-quantum",
-                Bool,
-                Both,
-                &["TUNNEL_POST_QUANTUM"],
-                "false",
-                "Create an experimental post-quantum secure tunnel connection.",
-            ),
-            &["pq"],
+    alias(
+        f(
+            "post-quantum",
+            Bool,
+            Both,
+            &["TUNNEL_POST_QUANTUM"],
+            "false",
+            "Create an experimental post-quantum secure tunnel connection.",
         ),
-        "post-quantum key agreement needs QUIC, which this ringflare does not speak yet; running without it would silently weaken what was asked for",
+        &["pq"],
     ),
     alias(
         f(
@@ -237,38 +234,29 @@ pub static FLAGS: &[Flag] = &[
         "30s",
         "When cloudflared receives SIGINT/SIGTERM it will stop accepting new requests, wait for in-progress requests to terminate, then shutdown. Max 3m.",
     ),
-    warn(
-        f(
-            "quic-disable-pmtu-discovery",
-            Bool,
-            Tunnel,
-            &["TUNNEL_DISABLE_QUIC_PMTU"],
-            "false",
-            "Disable PMTU discovery for QUIC connections.",
-        ),
-        "applies to QUIC only",
+    f(
+        "quic-disable-pmtu-discovery",
+        Bool,
+        Tunnel,
+        &["TUNNEL_DISABLE_QUIC_PMTU"],
+        "false",
+        "Disable PMTU discovery for QUIC connections.",
     ),
-    warn(
-        f(
-            "quic-connection-level-flow-control-limit",
-            Int,
-            Tunnel,
-            &["TUNNEL_QUIC_CONN_LEVEL_FLOW_CONTROL_LIMIT"],
-            "31457280",
-            "Connection-level flow control limit for QUIC.",
-        ),
-        "applies to QUIC only",
+    f(
+        "quic-connection-level-flow-control-limit",
+        Int,
+        Tunnel,
+        &["TUNNEL_QUIC_CONN_LEVEL_FLOW_CONTROL_LIMIT"],
+        "31457280",
+        "Connection-level flow control limit for QUIC.",
     ),
-    warn(
-        f(
-            "quic-stream-level-flow-control-limit",
-            Int,
-            Tunnel,
-            &["TUNNEL_QUIC_STREAM_LEVEL_FLOW_CONTROL_LIMIT"],
-            "6291456",
-            "Stream-level flow control limit for QUIC.",
-        ),
-        "applies to QUIC only",
+    f(
+        "quic-stream-level-flow-control-limit",
+        Int,
+        Tunnel,
+        &["TUNNEL_QUIC_STREAM_LEVEL_FLOW_CONTROL_LIMIT"],
+        "6291456",
+        "Stream-level flow control limit for QUIC.",
     ),
     f(
         "metrics",
