@@ -183,6 +183,19 @@ fn scrape_shows_cloudflared_families_with_its_types_labels_buckets_and_counting(
             assert_eq!(value(&body, zero), Some(0.0), "{zero}: {body}");
         }
 
+        // `/config`: the running ingress as cloudflared's orchestrator prints it (no remote
+        // configuration yet: version -1).
+        let (line, text) = http_get(&metrics, "/config");
+        assert!(line.contains("200"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["version"], -1, "{text}");
+        assert_eq!(
+            v["config"]["ingress"][0]["service"], "http_status:404",
+            "{text}"
+        );
+        assert_eq!(v["config"]["warp-routing"], serde_json::json!({}), "{text}");
+        assert_eq!(v["config"]["originRequest"]["connectTimeout"], 30, "{text}");
+
         // One private-network TCP flow that connects, one whose origin refuses.
         let mut client = conn.client.clone().ready().await.unwrap();
         let req = http::Request::get(format!("https://{echo}/"))

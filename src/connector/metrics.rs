@@ -1,5 +1,6 @@
 //! The metrics server (spec §9.1): `/metrics` (Prometheus text under cloudflared's names),
-//! `/ready` (cloudflared's JSON), `/healthcheck`. It runs on its own small thread with blocking
+//! `/ready` (cloudflared's JSON), `/healthcheck`, `/config` (the running ingress as cloudflared's
+//! JSON), `/diag/*`. It runs on its own small thread with blocking
 //! std sockets: scrapes are rare, and the data plane only bumps per-core atomics that this
 //! module sums at scrape time. Rendering lives in [`render`], in one place.
 
@@ -101,6 +102,18 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
         "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
         "/diag/tunnel" => ("200 OK", "application/json", diag_tunnel(shared)),
         "/diag/configuration" => ("200 OK", "application/json", diag_configuration(shared)),
+        "/config" => {
+            let version = *shared
+                .config_version
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let table = shared.ingress.load();
+            (
+                "200 OK",
+                "text/plain; charset=utf-8",
+                super::config_json::versioned_config_json(version, table.ingress()),
+            )
+        }
         "/quicktunnel" => ("200 OK", "application/json", "{\"hostname\":\"\"}\n".into()),
         _ => (
             "404 Not Found",
@@ -404,7 +417,7 @@ fn render_rpc_client(out: &mut String, shared: &Shared) {
             &failures,
         );
     }
-    let latencies: Vec<(String, (Vec<u64>, u64, f64))> = stats
+    let latencies: Vec<(String, Merged)> = stats
         .iter()
         .map(|s| {
             (
@@ -425,6 +438,9 @@ fn render_rpc_client(out: &mut String, shared: &Shared) {
     }
 }
 
+/// A merged histogram: cumulative bucket counts, count, sum.
+type Merged = (Vec<u64>, u64, f64);
+
 /// A histogram family: `labels` is `{a="b"}` or empty; each series is (cumulative buckets,
 /// count, sum).
 fn histogram(
@@ -432,7 +448,7 @@ fn histogram(
     name: &str,
     help: &str,
     bounds: &[f64],
-    series: &[(String, (Vec<u64>, u64, f64))],
+    series: &[(String, Merged)],
 ) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");

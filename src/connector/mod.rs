@@ -13,6 +13,7 @@
 //! would have nothing to do: every stream lives on its connection's core).
 
 pub mod backoff;
+pub mod config_json;
 pub mod connection_state;
 pub mod core;
 pub mod demo;
