@@ -334,6 +334,18 @@ pub fn render(shared: &Shared) -> String {
         &plain(shared.local_config_push_errors.load(Relaxed)),
     );
     render_rpc_client(&mut out, shared);
+    // cloudflared's flow limiter counts refusals by flow type; a labelled family, so only once
+    // one was refused (ringflare limits TCP flows; it has no UDP/ICMP flows).
+    let limited = shared.flows_rate_limited.load(Relaxed);
+    if limited > 0 {
+        metric(
+            &mut out,
+            "flow_client_registrations_rate_limited_total",
+            "counter",
+            "Count registrations dropped due to high number of concurrent flows being handled",
+            &[("{flow_type=\"tcp\"}".into(), limited)],
+        );
+    }
     // ringflare proxies no UDP or ICMP (yet): cloudflared's plain families for them, which it
     // prints at zero before any flow. Its per-connection `udp_*_flows` vectors, like every
     // labelled family, appear only once a flow exists, so they are absent here too.

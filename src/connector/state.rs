@@ -170,6 +170,17 @@ impl CoreCounters {
     }
 }
 
+/// An open private-network flow; dropping it releases the slot.
+pub struct FlowSlot<'a>(&'a AtomicU64);
+
+impl Drop for FlowSlot<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+}
+
 /// Status of one HA connection, as `/ready` and the metrics report it.
 #[derive(Debug, Clone, Default)]
 pub struct ConnStatus {
@@ -196,6 +207,10 @@ pub struct Shared {
     /// `updateLocalConfiguration` uploads, and the failed ones.
     pub local_config_pushes: AtomicU64,
     pub local_config_push_errors: AtomicU64,
+    /// Private-network flows open now, across cores (cloudflared's one tunnel-wide limiter),
+    /// and the flows refused for being over `warp-routing.maxActiveFlows`.
+    pub active_flows: AtomicU64,
+    pub flows_rate_limited: AtomicU64,
     /// Version of the last applied remote configuration; -1 until one arrives.
     pub config_version: std::sync::Mutex<i32>,
     pub started: Instant,
@@ -226,9 +241,25 @@ impl Shared {
             },
             local_config_pushes: AtomicU64::new(0),
             local_config_push_errors: AtomicU64::new(0),
+            active_flows: AtomicU64::new(0),
+            flows_rate_limited: AtomicU64::new(0),
             config_version: std::sync::Mutex::new(-1),
             started: Instant::now(),
         }
+    }
+
+    /// Takes a flow slot under `limit` (0 = unlimited), as cloudflared's flow limiter: `None`
+    /// (and one more rate-limited registration) when `limit` flows are open already. The
+    /// limit is read per flow, so a reload that changes it applies to the next flow.
+    pub fn acquire_flow(&self, limit: u64) -> Option<FlowSlot<'_>> {
+        let taken = self.active_flows.fetch_update(Relaxed, Relaxed, |n| {
+            (limit == 0 || n < limit).then_some(n + 1)
+        });
+        if taken.is_err() {
+            self.flows_rate_limited.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(FlowSlot(&self.active_flows))
     }
 
     /// Counters of core `index` (clamped, so a bad index can never panic).

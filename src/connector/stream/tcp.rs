@@ -100,6 +100,12 @@ pub(super) async fn tcp_stream(
         ));
     }
     let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
+    let Some(_slot) = core.shared.acquire_flow(warp.max_active_flows) else {
+        log::warn!(event = 2, destAddr = dest.as_str(); "Too many concurrent flows being handled, rejecting tcp proxy");
+        return Err(StreamError::refused(
+            "failed to start tcp flow due to rate limiting: too many active flows",
+        ));
+    };
     let o = OriginRequest {
         connect_timeout: warp.connect_timeout,
         tcp_keep_alive: warp.tcp_keep_alive,
