@@ -87,6 +87,20 @@ fn sigterm_unregisters_and_lets_the_in_flight_request_finish() {
             log.contains("Unregistered tunnel connection connIndex=0"),
             "{log}"
         );
+        // cloudflared's shutdown sequence, in its order.
+        let mut at = 0;
+        for line in [
+            "Initiating graceful shutdown due to signal terminated",
+            "Unregistered tunnel connection",
+            "no more connections active and exiting",
+            "Tunnel server stopped",
+            "Metrics server stopped",
+        ] {
+            let found = log[at..]
+                .find(line)
+                .unwrap_or_else(|| panic!("{line:?} missing or out of order:\n{log}"));
+            at += found + line.len();
+        }
     });
 }
 

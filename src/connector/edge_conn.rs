@@ -639,7 +639,13 @@ pub(super) async fn run_control<R, W>(
         let _ = driver_events.unbounded_send(ControlEvent::Closed(reason));
     });
     let o = &core.shared.options;
+    let rpc = &core.shared.rpc_client;
+    let started = std::time::Instant::now();
     let reply = compio::time::timeout(o.rpc_timeout, client.register_connection(&params)).await;
+    rpc.register_connection.record(
+        started,
+        matches!(reply, Ok(Ok(ConnectionResponse::Details(_)))),
+    );
     let details = match reply {
         Ok(Ok(ConnectionResponse::Details(d))) => d,
         Ok(Ok(ConnectionResponse::Error(e))) => {
@@ -667,7 +673,17 @@ pub(super) async fn run_control<R, W>(
     if index == 0 && !remotely_managed {
         // cloudflared uploads its local configuration from connection 0 (spec §5.4).
         let json = local_config_json(&core.shared.ingress.load());
-        match compio::time::timeout(o.rpc_timeout, client.update_local_configuration(&json)).await {
+        let started = std::time::Instant::now();
+        let reply =
+            compio::time::timeout(o.rpc_timeout, client.update_local_configuration(&json)).await;
+        let ok = matches!(reply, Ok(Ok(())));
+        rpc.update_local_configuration.record(started, ok);
+        // As cloudflared: every upload is a push, a failed one also an error.
+        core.shared.local_config_pushes.fetch_add(1, Relaxed);
+        if !ok {
+            core.shared.local_config_push_errors.fetch_add(1, Relaxed);
+        }
+        match reply {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 log::warn!(error = e.to_string().as_str(); "unable to send local configuration")
@@ -676,7 +692,11 @@ pub(super) async fn run_control<R, W>(
         }
     }
     core.stop.stopped().await;
-    match compio::time::timeout(o.grace_period, client.unregister_connection()).await {
+    let started = std::time::Instant::now();
+    let reply = compio::time::timeout(o.grace_period, client.unregister_connection()).await;
+    rpc.unregister_connection
+        .record(started, matches!(reply, Ok(Ok(()))));
+    match reply {
         Ok(Ok(())) => log::info!(connIndex = index, event = 0; "Unregistered tunnel connection"),
         Ok(Err(e)) => {
             log::warn!(connIndex = index, error = e.to_string().as_str(); "unregisterConnection failed")

@@ -1,5 +1,6 @@
 //! The metrics server (spec §9.1): `/metrics` (Prometheus text under cloudflared's names),
-//! `/ready` (cloudflared's JSON), `/healthcheck`. It runs on its own small thread with blocking
+//! `/ready` (cloudflared's JSON), `/healthcheck`, `/config` (the running ingress as cloudflared's
+//! JSON), `/diag/*`. It runs on its own small thread with blocking
 //! std sockets: scrapes are rare, and the data plane only bumps per-core atomics that this
 //! module sums at scrape time. Rendering lives in [`render`], in one place.
 
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::state::Shared;
+use super::state::{
+    CONNECT_LATENCY_BUCKETS, Histogram, RPC_LATENCY_BUCKETS, RpcClientStat, Shared,
+};
 
 /// cloudflared's default ports, tried in order when `--metrics` is not given.
 const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 20241..=20245;
@@ -99,6 +102,18 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
         "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
         "/diag/tunnel" => ("200 OK", "application/json", diag_tunnel(shared)),
         "/diag/configuration" => ("200 OK", "application/json", diag_configuration(shared)),
+        "/config" => {
+            let version = *shared
+                .config_version
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let table = shared.ingress.load();
+            (
+                "200 OK",
+                "text/plain; charset=utf-8",
+                super::config_json::versioned_config_json(version, table.ingress()),
+            )
+        }
         "/quicktunnel" => ("200 OK", "application/json", "{\"hostname\":\"\"}\n".into()),
         _ => (
             "404 Not Found",
@@ -193,7 +208,7 @@ pub fn render(shared: &Shared) -> String {
         &mut out,
         &format!("{p}request_errors"),
         "counter",
-        "Amount of errors proxying to origin",
+        "Count of error proxying to origin",
         &plain(errors),
     );
     metric(
@@ -289,6 +304,75 @@ pub fn render(shared: &Shared) -> String {
         "Total count of TCP sessions that have been proxied to any origin",
         &plain(shared.sum(|c| c.tcp_total.load(Relaxed))),
     );
+    let latency = Histogram::merged(shared.cores.iter().map(|c| &c.connect_latency));
+    histogram(
+        &mut out,
+        "cloudflared_proxy_connect_latency",
+        "Time it takes to establish and acknowledge connections in milliseconds",
+        CONNECT_LATENCY_BUCKETS,
+        &[(String::new(), latency)],
+    );
+    metric(
+        &mut out,
+        "cloudflared_proxy_connect_streams_errors",
+        "counter",
+        "Total count of failure to establish and acknowledge connections",
+        &plain(shared.sum(|c| c.connect_stream_errors.load(Relaxed))),
+    );
+    metric(
+        &mut out,
+        "cloudflared_config_local_config_pushes",
+        "counter",
+        "Number of local configuration pushes to the edge",
+        &plain(shared.local_config_pushes.load(Relaxed)),
+    );
+    metric(
+        &mut out,
+        "cloudflared_config_local_config_pushes_errors",
+        "counter",
+        "Number of errors occurred during local configuration pushes",
+        &plain(shared.local_config_push_errors.load(Relaxed)),
+    );
+    render_rpc_client(&mut out, shared);
+    // cloudflared's flow limiter counts refusals by flow type; a labelled family, so only once
+    // one was refused (ringflare limits TCP flows; it has no UDP/ICMP flows).
+    let limited = shared.flows_rate_limited.load(Relaxed);
+    if limited > 0 {
+        metric(
+            &mut out,
+            "flow_client_registrations_rate_limited_total",
+            "counter",
+            "Count registrations dropped due to high number of concurrent flows being handled",
+            &[("{flow_type=\"tcp\"}".into(), limited)],
+        );
+    }
+    // ringflare proxies no UDP or ICMP (yet): cloudflared's plain families for them, which it
+    // prints at zero before any flow. Its per-connection `udp_*_flows` vectors, like every
+    // labelled family, appear only once a flow exists, so they are absent here too.
+    for (name, kind, help) in [
+        (
+            "cloudflared_udp_active_sessions",
+            "gauge",
+            "Concurrent count of UDP sessions that are being proxied to any origin",
+        ),
+        (
+            "cloudflared_udp_total_sessions",
+            "counter",
+            "Total count of UDP sessions that have been proxied to any origin",
+        ),
+        (
+            "cloudflared_icmp_total_requests",
+            "counter",
+            "Total count of ICMP requests that have been proxied to any origin",
+        ),
+        (
+            "cloudflared_icmp_total_replies",
+            "counter",
+            "Total count of ICMP replies that have been proxied from any origin",
+        ),
+    ] {
+        metric(&mut out, name, kind, help, &plain(0));
+    }
     let version = *shared
         .config_version
         .lock()
@@ -311,6 +395,85 @@ pub fn render(shared: &Shared) -> String {
         shared.started.elapsed().as_secs()
     );
     out
+}
+
+/// cloudflared's `rpc_client_*` vectors (handler `registration`): a method's series exists once
+/// it was called (a failure series once one failed), a family once it has a series.
+fn render_rpc_client(out: &mut String, shared: &Shared) {
+    let stats = shared.rpc_client.all();
+    let labels = |m: &str| format!("{{handler=\"registration\",method=\"{m}\"}}");
+    let series = |f: &dyn Fn(&RpcClientStat) -> u64| -> Vec<(String, u64)> {
+        stats
+            .iter()
+            .map(|s| (labels(s.method), f(s)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    let ops = series(&|s| s.operations.load(Relaxed));
+    if !ops.is_empty() {
+        metric(
+            out,
+            "cloudflared_rpc_client_operations",
+            "counter",
+            "Number of rpc methods by handler requested",
+            &ops,
+        );
+    }
+    let failures = series(&|s| s.failures.load(Relaxed));
+    if !failures.is_empty() {
+        metric(
+            out,
+            "cloudflared_rpc_client_failures",
+            "counter",
+            "Number of rpc method failures by handler requested",
+            &failures,
+        );
+    }
+    let latencies: Vec<(String, Merged)> = stats
+        .iter()
+        .map(|s| {
+            (
+                labels(s.method),
+                Histogram::merged(std::iter::once(&s.latency)),
+            )
+        })
+        .filter(|(_, (_, count, _))| *count > 0)
+        .collect();
+    if !latencies.is_empty() {
+        histogram(
+            out,
+            "cloudflared_rpc_client_latency_secs",
+            "Latency of rpc methods by handler requested",
+            RPC_LATENCY_BUCKETS,
+            &latencies,
+        );
+    }
+}
+
+/// A merged histogram: cumulative bucket counts, count, sum.
+type Merged = (Vec<u64>, u64, f64);
+
+/// A histogram family: `labels` is `{a="b"}` or empty; each series is (cumulative buckets,
+/// count, sum).
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    series: &[(String, Merged)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, (cum, count, sum)) in series {
+        let inner = labels.trim_start_matches('{').trim_end_matches('}');
+        let sep = if inner.is_empty() { "" } else { "," };
+        for (b, c) in bounds.iter().zip(cum.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{labels} {sum}");
+        let _ = writeln!(out, "{name}_count{labels} {count}");
+    }
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {

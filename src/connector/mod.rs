@@ -13,6 +13,7 @@
 //! would have nothing to do: every stream lives on its connection's core).
 
 pub mod backoff;
+pub mod config_json;
 pub mod connection_state;
 pub mod core;
 pub mod demo;
@@ -325,6 +326,11 @@ fn supervise(
     });
     match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(results) => {
+            if code == 0 {
+                // cloudflared's supervisor line once every connection ended after the signal
+                // (its connection-aware logger: ERR when no connection is active).
+                log::error!("no more connections active and exiting");
+            }
             for r in results {
                 if let Err(e) = r {
                     log::error!(error = e.to_string().as_str(); "worker failed");

@@ -52,7 +52,9 @@ pub async fn serve(
             return;
         }
         RequestKind::ConfigurationUpdate => config_update(core, req, &mut respond).await,
-        RequestKind::TcpStream => tcp_stream(core, req, &mut respond).await,
+        RequestKind::TcpStream => tcp_stream(core, req, &mut respond)
+            .await
+            .map_err(|e| e.in_rule(None, "warp-routing".into())),
         RequestKind::Http | RequestKind::Websocket => {
             route(
                 core,
@@ -120,7 +122,8 @@ async fn route(
             return status_only(respond, 403);
         }
     }
-    match &rule.service {
+    let service = rule.service.to_string();
+    let result = match &rule.service {
         Service::Status(code) => status_only(respond, *code),
         Service::HelloWorld => Ok(super::hello::serve(req, respond, websocket)
             .await
@@ -161,7 +164,8 @@ async fn route(
                 "stream services need a websocket request (use cloudflared access)",
             ))
         }
-    }
+    };
+    result.map_err(|e| e.in_rule(Some(index), service))
 }
 
 /// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The

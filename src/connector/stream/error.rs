@@ -63,6 +63,10 @@ pub struct StreamError {
     /// (an aborted download): the stream is reset, never ended as if complete.
     pub after_head: Option<u16>,
     pub cause: Cause,
+    /// The ingress rule (index) and its service when the failure happened serving one, for
+    /// cloudflared's `ingressRule` / `originService` log fields (`warp-routing` for
+    /// private-network TCP, which has no rule).
+    pub rule: Option<(Option<usize>, String)>,
 }
 
 /// What the edge is told.
@@ -83,7 +87,14 @@ impl StreamError {
             retry_safe: false,
             after_head: None,
             cause,
+            rule: None,
         }
+    }
+
+    /// Records the ingress rule (or `None` for warp-routing) and service being served.
+    pub fn in_rule(mut self, index: Option<usize>, service: String) -> StreamError {
+        self.rule.get_or_insert((index, service));
+        self
     }
 
     /// An origin failure.
@@ -155,12 +166,34 @@ impl StreamError {
             );
         }
         match self.side {
-            // cloudflared logs every failed proxy request with this one line (the error field
-            // says what failed); the side field is ours.
-            Side::Origin | Side::Local => log::error!(
-                connIndex = conn_index, error = reason.as_str(), side = self.metric_label();
-                "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared"
-            ),
+            // cloudflared logs a failed proxy request twice: the proxy's line with the request's
+            // context (event 1 = HTTP, 2 = TCP; `ingressRule`, `originService`) and the
+            // connection's `failed to serve incoming request`, both carrying the error. The
+            // side field is ours.
+            Side::Origin | Side::Local => {
+                const UNREACHABLE: &str = "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared";
+                let error = format!("{UNREACHABLE}: {reason}");
+                match &self.rule {
+                    Some((Some(rule), service)) => log::error!(
+                        event = 1, connIndex = conn_index, originService = service.as_str(),
+                        ingressRule = *rule, error = error.as_str(), side = self.metric_label();
+                        "{UNREACHABLE}"
+                    ),
+                    Some((None, service)) => log::error!(
+                        event = 2, connIndex = conn_index, originService = service.as_str(),
+                        error = error.as_str(), side = self.metric_label();
+                        "{UNREACHABLE}"
+                    ),
+                    None => log::error!(
+                        connIndex = conn_index, error = error.as_str(), side = self.metric_label();
+                        "{UNREACHABLE}"
+                    ),
+                }
+                log::error!(
+                    connIndex = conn_index, error = error.as_str();
+                    "failed to serve incoming request"
+                );
+            }
             // The visitor went away or the edge cancelled: expected, not an origin problem.
             Side::Edge => log::debug!(
                 connIndex = conn_index, error = reason.as_str(), side = self.metric_label();

@@ -100,19 +100,41 @@ pub(super) async fn tcp_stream(
         ));
     }
     let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
+    let Some(_slot) = core.shared.acquire_flow(warp.max_active_flows) else {
+        log::warn!(event = 2, destAddr = dest.as_str(); "Too many concurrent flows being handled, rejecting tcp proxy");
+        return Err(StreamError::refused(
+            "failed to start tcp flow due to rate limiting: too many active flows",
+        ));
+    };
     let o = OriginRequest {
         connect_timeout: warp.connect_timeout,
         tcp_keep_alive: warp.tcp_keep_alive,
         ..OriginRequest::default()
     };
-    let origin = dial_tcp(&dest, &o).await?;
     let counters = core.counters();
+    // cloudflared's connect latency: dial plus acknowledgement, whole milliseconds; a failure
+    // of either is a connect-stream error.
+    let started = std::time::Instant::now();
+    let origin = match dial_tcp(&dest, &o).await {
+        Ok(origin) => origin,
+        Err(e) => {
+            counters.connect_stream_errors.fetch_add(1, Relaxed);
+            return Err(e);
+        }
+    };
     counters.tcp_active.fetch_add(1, Relaxed);
     counters.tcp_total.fetch_add(1, Relaxed);
     let result = async {
-        let mut send = respond
-            .send_response(origin_head(101, &[]), false)
-            .map_err(StreamError::edge)?;
+        let mut send = match respond.send_response(origin_head(101, &[]), false) {
+            Ok(send) => send,
+            Err(e) => {
+                counters.connect_stream_errors.fetch_add(1, Relaxed);
+                return Err(StreamError::edge(e));
+            }
+        };
+        counters
+            .connect_latency
+            .observe(started.elapsed().as_millis() as f64);
         let mut recv = req.into_body();
         let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
         pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
