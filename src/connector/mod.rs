@@ -22,8 +22,8 @@ pub mod metrics;
 pub mod options;
 pub mod origin;
 pub mod procstat;
-pub mod proxy_env;
 pub mod protocol;
+pub mod proxy_env;
 pub mod quic_conn;
 pub mod remote_config;
 pub mod state;
@@ -36,8 +36,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use compio::tls::TlsConnector;
 
 use self::core::Core;
 use self::edge_conn::FirstRegistered;
@@ -178,10 +176,8 @@ fn start(run: TunnelRun) -> Result<i32, String> {
         Some(p) => EdgeRoots::CaFile(p.clone()),
         None => EdgeRoots::Cloudflare,
     };
-    let edge_tls = TlsConnector::from(
-        connector_client_config_with(roots, quic_conn::kx_policy(&options))
-            .map_err(|e| e.to_string())?,
-    );
+    let edge_tls = connector_client_config_with(roots, quic_conn::kx_policy(&options))
+        .map_err(|e| e.to_string())?;
     let threads = options
         .workers
         .map(NonZeroUsize::get)
