@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
-use compio::buf::BufResult;
+use compio::buf::{BufResult, IntoInner, IoBufMut};
 use compio::io::compat::AsyncStream;
 use compio::net::TcpListener;
 use compio::tls::TlsAcceptor;
@@ -290,7 +290,11 @@ impl EyeballRead for TcpReader {
         let before = owned.len();
         // If this future is dropped mid-read (a timeout), the connection is being closed,
         // so losing the buffered bytes with it is fine.
-        let BufResult(result, owned) = compio::io::AsyncRead::read(&mut self.tcp, owned).await;
+        // `uninit()`: the kernel appends after the bytes already buffered (a plain `read`
+        // would write from offset 0).
+        let BufResult(result, owned) =
+            compio::io::AsyncRead::read(&mut self.tcp, owned.uninit()).await;
+        let owned = owned.into_inner();
         let n = owned.len() - before;
         *buf = owned;
         let n = result.map(|_| n)?;
