@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use compio::tls::TlsConnector;
-
 use super::origin::h2::H2Pool;
 use super::origin::{OriginTls, Pool};
 use super::state::{CoreCounters, Shared};
@@ -17,7 +15,7 @@ pub struct Core {
     /// Worker index, for per-core counters.
     pub worker: usize,
     /// TLS to the edge (`h2.cftunnel.com`, `--cacert` or Cloudflare roots).
-    pub edge_tls: TlsConnector,
+    pub edge_tls: std::sync::Arc<rustls::ClientConfig>,
     pub pool: Pool,
     /// Multiplexed HTTP/2 origin connections (`http2Origin`).
     pub h2_pool: H2Pool,

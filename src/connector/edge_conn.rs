@@ -296,8 +296,11 @@ async fn serve_once(
         .local_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let tls = match compio::time::timeout(DIAL_TIMEOUT, core.edge_tls.connect(H2_SERVER_NAME, tcp))
-        .await
+    let tls = match compio::time::timeout(
+        DIAL_TIMEOUT,
+        h2io::tls_connect(tcp, core.edge_tls.clone(), H2_SERVER_NAME),
+    )
+    .await
     {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -311,7 +314,7 @@ async fn serve_once(
             )));
         }
     };
-    let handshake = super::super::runtime::h2io::connector_h2_server().handshake(h2io::tls(tls));
+    let handshake = h2io::connector_h2_server().handshake(tls);
     let mut conn = match compio::time::timeout(PREFACE_TIMEOUT, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(ConnError::Handshake(format!("http2 handshake: {e}"))),

@@ -38,8 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use compio::tls::TlsConnector;
-
 use self::core::Core;
 use self::edge_conn::FirstRegistered;
 use self::options::{ConnectorOptions, EdgeSource};
@@ -179,10 +177,8 @@ fn start(run: TunnelRun) -> Result<i32, String> {
         Some(p) => EdgeRoots::CaFile(p.clone()),
         None => EdgeRoots::Cloudflare,
     };
-    let edge_tls = TlsConnector::from(
-        connector_client_config_with(roots, quic_conn::kx_policy(&options))
-            .map_err(|e| e.to_string())?,
-    );
+    let edge_tls = connector_client_config_with(roots, quic_conn::kx_policy(&options))
+        .map_err(|e| e.to_string())?;
     let threads = options
         .workers
         .map(NonZeroUsize::get)

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
+use compio::buf::{BufResult, IntoInner, IoBufMut};
 use compio::io::compat::AsyncStream;
 use compio::net::TcpListener;
 use compio::tls::TlsAcceptor;
@@ -100,14 +101,20 @@ pub(crate) async fn accept_loop(
             let _slot = slot;
             match tls {
                 None => {
-                    let stream = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
-                    super::until_stopped(&stop, serve(shared, stream, peer, "http")).await;
+                    // Reads go straight into the connection's buffer (owned-buffer I/O, no
+                    // zeroing); writes keep a small socket adapter.
+                    let rd = TcpReader::new(tcp.clone());
+                    let wr = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
+                    super::until_stopped(&stop, serve(shared, rd, wr, peer, "http")).await;
                 }
                 Some(acceptor) => {
                     let limit = shared.handshake_timeout;
                     let work = async {
                         match compio::time::timeout(limit, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve(shared.clone(), stream, peer, "https").await,
+                            Ok(Ok(stream)) => {
+                                let (rd, wr) = stream.split();
+                                serve(shared.clone(), FuturesReader(rd), wr, peer, "https").await
+                            }
                             Ok(Err(e)) => {
                                 log::debug!(peer:% = peer, error:% = e; "Eyeball TLS handshake failed");
                             }
@@ -164,11 +171,16 @@ async fn refuse(mut tcp: compio::net::TcpStream, tls: bool) {
 }
 
 /// Serves one eyeball connection (plain or TLS) until it closes.
-pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, scheme: &'static str)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
+pub(crate) async fn serve<R, W>(
+    shared: Arc<Shared>,
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    scheme: &'static str,
+) where
+    R: EyeballRead,
+    W: AsyncWrite + Unpin,
 {
-    let (rd, wr) = stream.split();
     let mut conn = Eyeball {
         shared,
         rd,
@@ -236,17 +248,79 @@ struct Eyeball<R, W> {
 }
 
 /// Reads up to `chunk` more bytes from `rd` into `buf`; 0 at EOF.
-async fn read_more<R: AsyncRead + Unpin>(
+async fn read_more<R: EyeballRead>(
     rd: &mut R,
     buf: &mut BytesMut,
     chunk: usize,
 ) -> io::Result<usize> {
-    let len = buf.len();
-    buf.resize(len + chunk, 0);
-    let result = rd.read(buf.get_mut(len..).unwrap_or_default()).await;
-    let n = *result.as_ref().unwrap_or(&0);
-    buf.truncate(len + n);
-    result
+    rd.read_more(buf, chunk).await
+}
+
+/// The eyeball's read side: appends what arrives to the connection's buffer.
+pub(crate) trait EyeballRead {
+    /// Reads about `chunk` more bytes (at most [`READ_CHUNK`]) into `buf`; 0 at EOF.
+    async fn read_more(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize>;
+}
+
+/// Plain TCP, read with compio's owned-buffer API into the spare capacity of the
+/// connection's buffer: nothing is zeroed and nothing is copied after the kernel. Heads are
+/// read [`HEAD_CHUNK`] at a time; a body's reads start there and double (up to
+/// [`READ_CHUNK`]) only while they come back full, so a small request never holds a large
+/// buffer.
+pub(crate) struct TcpReader {
+    tcp: compio::net::TcpStream,
+    body_chunk: usize,
+}
+
+impl TcpReader {
+    pub(crate) fn new(tcp: compio::net::TcpStream) -> Self {
+        Self {
+            tcp,
+            body_chunk: HEAD_CHUNK,
+        }
+    }
+}
+
+impl EyeballRead for TcpReader {
+    async fn read_more(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        let body = chunk > HEAD_CHUNK;
+        let want = if body { self.body_chunk } else { chunk };
+        let mut owned = std::mem::take(buf);
+        owned.reserve(want);
+        let before = owned.len();
+        // If this future is dropped mid-read (a timeout), the connection is being closed,
+        // so losing the buffered bytes with it is fine.
+        // `uninit()`: the kernel appends after the bytes already buffered (a plain `read`
+        // would write from offset 0).
+        let BufResult(result, owned) =
+            compio::io::AsyncRead::read(&mut self.tcp, owned.uninit()).await;
+        let owned = owned.into_inner();
+        let n = owned.len() - before;
+        *buf = owned;
+        let n = result.map(|_| n)?;
+        if body {
+            self.body_chunk = if n >= want {
+                (want * 2).min(READ_CHUNK)
+            } else {
+                HEAD_CHUNK
+            };
+        }
+        Ok(n)
+    }
+}
+
+/// A `futures-io` reader (the TLS eyeball side), read into a zeroed chunk of the buffer.
+pub(crate) struct FuturesReader<R>(pub(crate) R);
+
+impl<R: AsyncRead + Unpin> EyeballRead for FuturesReader<R> {
+    async fn read_more(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        let len = buf.len();
+        buf.resize(len + chunk, 0);
+        let result = self.0.read(buf.get_mut(len..).unwrap_or_default()).await;
+        let n = *result.as_ref().unwrap_or(&0);
+        buf.truncate(len + n);
+        result
+    }
 }
 
 /// Connection-specific request headers HTTP/2 forbids, plus `host` (it becomes
@@ -279,7 +353,7 @@ fn dropped_response_header(name: &str, upgrade: bool) -> bool {
     }
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Eyeball<R, W> {
+impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
     async fn read_head(&mut self) -> Result<Option<RequestHead>, crate::http1::Http1Error> {
         loop {
             if !self.buf.is_empty()
@@ -689,7 +763,7 @@ where
 const COALESCE_MAX: usize = 16 * 1024;
 
 /// Streams the eyeball's request body into the h2 stream.
-async fn pump_body<R: AsyncRead + Unpin>(
+async fn pump_body<R: EyeballRead>(
     rd: &mut R,
     buf: &mut BytesMut,
     mut decoder: BodyDecoder,

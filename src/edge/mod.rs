@@ -193,7 +193,7 @@ impl std::fmt::Debug for Edge {
 /// What each worker needs to start serving.
 struct WorkerPlan {
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<rustls::ServerConfig>,
     tunnel_addrs: Vec<SocketAddr>,
     eyeball_addr: SocketAddr,
     eyeball_tls: Option<(SocketAddr, TlsAcceptor)>,
@@ -237,7 +237,7 @@ impl Edge {
 
         let plan = Arc::new(WorkerPlan {
             shared: shared.clone(),
-            acceptor: TlsAcceptor::from(tls),
+            acceptor: tls,
             tunnel_addrs: tunnel_addrs.clone(),
             eyeball_addr,
             eyeball_tls,

@@ -26,7 +26,6 @@ use std::{
 
 use bytes::Bytes;
 use compio::net::{TcpListener, TcpStream};
-use compio::tls::TlsAcceptor;
 use futures_channel::mpsc;
 use futures_util::{FutureExt, StreamExt};
 
@@ -85,7 +84,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     listen_addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<rustls::ServerConfig>,
     worker: usize,
     stop: StopSignal,
     tasks: Rc<TaskCount>,
@@ -170,17 +169,21 @@ enum ConnError {
 }
 
 impl Connection {
-    async fn serve(self, tcp: TcpStream, acceptor: TlsAcceptor) {
+    async fn serve(self, tcp: TcpStream, acceptor: Arc<rustls::ServerConfig>) {
         if let Err(e) = self.serve_inner(tcp, acceptor).await {
             log::warn!(peer:% = self.peer, listener:% = self.listener, error:% = e;
                 "Closed tunnel connection");
         }
     }
 
-    async fn serve_inner(&self, tcp: TcpStream, acceptor: TlsAcceptor) -> Result<(), ConnError> {
+    async fn serve_inner(
+        &self,
+        tcp: TcpStream,
+        acceptor: Arc<rustls::ServerConfig>,
+    ) -> Result<(), ConnError> {
         let _ = apply_tuning(&tcp, TcpTuning::default());
         let limit = self.shared.handshake_timeout;
-        let tls = compio::time::timeout(limit, acceptor.accept(tcp))
+        let tls = compio::time::timeout(limit, h2io::tls_accept(tcp, acceptor))
             .await
             .map_err(|_| ConnError::TlsTimeout(limit))?
             .map_err(ConnError::Tls)?;
@@ -192,7 +195,7 @@ impl Connection {
             .max_concurrent_reset_streams(1024)
             .max_send_buffer_size(1 << 20)
             .enable_push(false);
-        let (send, h2conn) = compio::time::timeout(limit, builder.handshake(h2io::tls(tls)))
+        let (send, h2conn) = compio::time::timeout(limit, builder.handshake(tls))
             .await
             .map_err(|_| ConnError::H2Timeout(limit))?
             .map_err(ConnError::H2)?;

@@ -25,15 +25,21 @@
 //! `unsafe` zero-copy path would need a benchmark first (STYLE.md §10).
 
 use std::{
-    io,
+    future::Future,
+    io::{self, Read as _, Write as _},
+    ops::DerefMut,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
+use compio::buf::BufResult;
 use compio::io::compat::AsyncStream;
+use compio::io::{AsyncRead as _, AsyncWrite as _, AsyncWriteExt as _};
 use compio::net::TcpStream;
 use compio::tls::TlsStream;
 use futures_util::io::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
+use rustls::{ConnectionCommon, SideData, pki_types::ServerName};
 use tokio::io::{AsyncRead as TokioRead, AsyncWrite as TokioWrite, ReadBuf};
 
 /// Buffer size for the plain-TCP `AsyncStream`: one TLS record plus headroom, and large
@@ -135,4 +141,325 @@ pub fn connector_h2_server() -> h2::server::Builder {
         .initial_window_size(1 << 20)
         .initial_connection_window_size(1 << 20);
     b
+}
+
+/// A TLS stream for `h2`: rustls driven directly over a compio `TcpStream` with owned
+/// buffers, no `futures-io` layer in between.
+///
+/// # Buffers and copies
+/// - Reading: the kernel writes ciphertext into the spare capacity of one reused `Vec`
+///   (`READ_BUF` bytes, allocated once, never zeroed); `read_tls` hands it to rustls, which
+///   decrypts in place and copies the plaintext into h2's `ReadBuf`. Only the bytes about
+///   to be written there are initialised (`initialize_unfilled_to(n)`, `n` = the plaintext
+///   rustls holds), never the whole unfilled region.
+/// - Writing: `writer().write` encrypts h2's frames into rustls' queue; each flush drains
+///   the queue with `write_tls` into one reused `Vec` and submits it as one owned write.
+///
+/// The in-flight read and write are futures held here (boxed: `async fn` types cannot be
+/// named) and polled from `poll_read` / `poll_write` / `poll_flush`; each owns its buffer
+/// and a clone of the socket handle, so dropping the adapter mid-operation is safe on both
+/// drivers. One connection holds at most `READ_BUF` of ciphertext plus rustls' own buffers
+/// (its outgoing queue is capped by rustls' buffer limit, 64 KiB by default: when it is full
+/// `poll_write` waits for the socket).
+pub struct RustlsIo<C> {
+    tcp: TcpStream,
+    conn: C,
+    /// Ciphertext read but not yet handed to rustls: `rbuf[rpos..]`. `None` while a read
+    /// owns the buffer.
+    rbuf: Option<Vec<u8>>,
+    rpos: usize,
+    reading: Option<OpFuture<usize>>,
+    /// Reused buffer for outgoing ciphertext; `None` while a write owns it.
+    wbuf: Option<Vec<u8>>,
+    writing: Option<OpFuture<()>>,
+    shutting: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    /// The peer closed TCP (a read returned 0).
+    tcp_eof: bool,
+}
+
+type OpFuture<T> = Pin<Box<dyn Future<Output = BufResult<T, Vec<u8>>>>>;
+
+/// Ciphertext read buffer: four full TLS records.
+const READ_BUF: usize = 4 * (16 * 1024 + 256);
+
+/// A TLS client (connector side) ready for `h2`.
+pub type ClientTlsIo = RustlsIo<rustls::ClientConnection>;
+/// A TLS server (built-in edge side) ready for `h2`.
+pub type ServerTlsIo = RustlsIo<rustls::ServerConnection>;
+
+impl<C> std::fmt::Debug for RustlsIo<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RustlsIo")
+            .field("tcp", &self.tcp)
+            .field("tcp_eof", &self.tcp_eof)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects TLS over `tcp` as a client (the connector dialing the edge) and completes the
+/// handshake.
+pub async fn tls_connect(
+    tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> io::Result<ClientTlsIo> {
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut io = RustlsIo::new(tcp, conn);
+    io.handshake().await?;
+    Ok(io)
+}
+
+/// Accepts TLS over `tcp` as a server (the built-in edge) and completes the handshake.
+pub async fn tls_accept(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<ServerTlsIo> {
+    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut io = RustlsIo::new(tcp, conn);
+    io.handshake().await?;
+    Ok(io)
+}
+
+impl<C, S> RustlsIo<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+{
+    fn new(tcp: TcpStream, conn: C) -> Self {
+        Self {
+            tcp,
+            conn,
+            rbuf: Some(Vec::new()),
+            rpos: 0,
+            reading: None,
+            wbuf: Some(Vec::new()),
+            writing: None,
+            shutting: None,
+            tcp_eof: false,
+        }
+    }
+
+    /// The rustls connection (ALPN, negotiated key exchange, peer certificates).
+    pub fn tls(&self) -> &C {
+        &self.conn
+    }
+
+    /// Drives the handshake to completion, sending what rustls queues (including a fatal
+    /// alert before an error is returned).
+    async fn handshake(&mut self) -> io::Result<()> {
+        loop {
+            std::future::poll_fn(|cx| self.poll_flush_tls(cx)).await?;
+            if !self.conn.is_handshaking() {
+                return Ok(());
+            }
+            match std::future::poll_fn(|cx| self.poll_feed(cx)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed the connection during the TLS handshake",
+                    ));
+                }
+                Err(e) => {
+                    // Best effort: tell the peer why (rustls queued an alert).
+                    let _ = std::future::poll_fn(|cx| self.poll_flush_tls(cx)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Hands buffered ciphertext to rustls and processes it, reading from the socket when
+    /// none is buffered. `Ok(false)` when the socket is at EOF and nothing is left to feed.
+    fn poll_feed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            if let Some(buf) = self.rbuf.as_mut()
+                && self.rpos < buf.len()
+            {
+                let n = self.conn.read_tls(&mut &buf[self.rpos..])?;
+                self.rpos += n;
+                if self.rpos == buf.len() {
+                    buf.clear();
+                    self.rpos = 0;
+                }
+                self.conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                return Poll::Ready(Ok(true));
+            }
+            if self.tcp_eof {
+                return Poll::Ready(Ok(false));
+            }
+            if self.reading.is_none() {
+                let mut buf = self.rbuf.take().unwrap_or_default();
+                buf.clear();
+                self.rpos = 0;
+                buf.reserve(READ_BUF);
+                let mut tcp = self.tcp.clone();
+                // compio reads into the spare capacity: nothing is zeroed.
+                self.reading = Some(Box::pin(async move { tcp.read(buf).await }));
+            }
+            let Some(fut) = self.reading.as_mut() else {
+                continue;
+            };
+            let BufResult(res, buf) = ready!(fut.as_mut().poll(cx));
+            self.reading = None;
+            self.rbuf = Some(buf);
+            match res {
+                Ok(0) => {
+                    self.tcp_eof = true;
+                    // Tell rustls, so it can tell a clean close from a truncation.
+                    let _ = self.conn.read_tls(&mut &[][..]);
+                    self.conn
+                        .process_new_packets()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    return Poll::Ready(Ok(false));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Polls the write in flight, if any, to completion.
+    fn poll_writing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(fut) = self.writing.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let BufResult(res, mut buf) = ready!(fut.as_mut().poll(cx));
+        self.writing = None;
+        buf.clear();
+        self.wbuf = Some(buf);
+        Poll::Ready(res)
+    }
+
+    /// Sends everything rustls has queued: one owned write per batch.
+    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_writing(cx))?;
+            if !self.conn.wants_write() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = self.wbuf.take().unwrap_or_default();
+            while self.conn.wants_write() {
+                if self.conn.write_tls(&mut buf)? == 0 {
+                    break;
+                }
+            }
+            let mut tcp = self.tcp.clone();
+            self.writing = Some(Box::pin(async move { tcp.write_all(buf).await }));
+        }
+    }
+
+    /// Starts sending queued ciphertext without waiting for it (alerts, key updates and
+    /// session tickets produced while reading).
+    fn kick_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.poll_flush_tls(cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<C, S> TokioRead for RustlsIo<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let state = this
+                .conn
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if state.tls_bytes_to_write() > 0 {
+                this.kick_write(cx)?;
+            }
+            let avail = state.plaintext_bytes_to_read().min(buf.remaining());
+            if avail > 0 {
+                // Initialise only what rustls is about to overwrite.
+                let dst = buf.initialize_unfilled_to(avail);
+                let n = this.conn.reader().read(dst)?;
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if state.peer_has_closed() || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if !ready!(this.poll_feed(cx))? {
+                // TCP EOF without close_notify: h2 sees EOF and decides whether it was clean.
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl<C, S> TokioWrite for RustlsIo<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            let n = this.conn.writer().write(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Poll::Ready(Ok(n));
+            }
+            // rustls' queue is full (its buffer limit): send it, then retry.
+            ready!(this.poll_flush_tls(cx))?;
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            let n = this.conn.writer().write_vectored(bufs)?;
+            if n > 0 || bufs.iter().all(|b| b.is_empty()) {
+                return Poll::Ready(Ok(n));
+            }
+            ready!(this.poll_flush_tls(cx))?;
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.conn.writer().flush()?;
+        this.poll_flush_tls(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.shutting.is_none() {
+            this.conn.send_close_notify();
+            ready!(this.poll_flush_tls(cx))?;
+            let mut tcp = this.tcp.clone();
+            this.shutting = Some(Box::pin(async move { tcp.shutdown().await }));
+        }
+        let Some(fut) = this.shutting.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        // The peer may already be gone; a failed TCP shutdown changes nothing for h2.
+        let _ = ready!(fut.as_mut().poll(cx));
+        Poll::Ready(Ok(()))
+    }
 }
