@@ -114,7 +114,7 @@ pub(super) async fn tcp_stream(
             .send_response(origin_head(101, &[]), false)
             .map_err(StreamError::edge)?;
         let mut recv = req.into_body();
-        let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
+        let (rd, wr) = origin.split();
         pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
         Ok(101)
     }
