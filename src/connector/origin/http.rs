@@ -6,8 +6,8 @@
 
 use std::io;
 
+use super::ReadInto;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::io::{AsyncRead, AsyncReadExt};
 use http::Method;
 
 use crate::http1::{BodyDecoder, BodyFraming};
@@ -117,9 +117,9 @@ pub fn encode_head(method: &Method, target: &str, headers: &[(String, Bytes)], o
 
 /// Reads more bytes into `buf`; returns 0 at EOF.
 ///
-/// Copy: the stream's owned I/O buffer is copied into `buf` here, once.
-pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
-    fill_n(r, buf, READ_CHUNK).await
+/// Bare sockets read into `buf`'s spare capacity (no copy); the compat stream copies once.
+pub async fn fill<R: ReadInto>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    r.read_into(buf, READ_CHUNK).await
 }
 
 /// Smallest read of a [`ReadSize`].
@@ -158,62 +158,20 @@ impl Default for ReadSize {
 }
 
 /// [`fill`] with a [`ReadSize`].
-pub async fn fill_sized<R: AsyncRead + Unpin>(
+pub async fn fill_sized<R: ReadInto>(
     r: &mut R,
     buf: &mut BytesMut,
     size: &mut ReadSize,
 ) -> io::Result<usize> {
-    // Polled by hand so that a read that has to wait gives its buffer back: an idle stream
-    // holds no read buffer (the compat stream below keeps its own).
-    std::future::poll_fn(|cx| {
-        let start = buf.len();
-        buf.resize(start + size.get(), 0);
-        let res = std::pin::Pin::new(&mut *r).poll_read(cx, &mut buf[start..]);
-        match res {
-            std::task::Poll::Ready(Ok(n)) => {
-                buf.truncate(start + n);
-                size.update(n);
-                std::task::Poll::Ready(Ok(n))
-            }
-            std::task::Poll::Ready(Err(e)) => {
-                buf.truncate(start);
-                std::task::Poll::Ready(Err(e))
-            }
-            std::task::Poll::Pending => {
-                buf.truncate(start);
-                if start == 0 {
-                    *buf = BytesMut::new();
-                }
-                std::task::Poll::Pending
-            }
-        }
-    })
-    .await
-}
-
-async fn fill_n<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-    len: usize,
-) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + len, 0);
-    match r.read(&mut buf[start..]).await {
-        Ok(n) => {
-            buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(e)
-        }
-    }
+    let n = r.read_into(buf, size.get()).await?;
+    size.update(n);
+    Ok(n)
 }
 
 /// Reads the final response head (skipping 1xx interim responses other than 101).
 /// Leftover bytes (the start of the body) stay in `buf`. `got_bytes` tells the caller whether
 /// the origin sent anything at all, for retry decisions on reused connections.
-pub async fn read_head<R: AsyncRead + Unpin>(
+pub async fn read_head<R: ReadInto>(
     r: &mut R,
     buf: &mut BytesMut,
     got_bytes: &mut bool,
@@ -353,10 +311,22 @@ mod tests {
         );
     }
 
+    /// Bytes to read, front first.
+    struct Slab(Vec<u8>);
+
+    impl ReadInto for Slab {
+        async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+            let n = want.min(self.0.len());
+            buf.extend_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+
     #[test]
     fn fill_sized_reads_at_most_the_current_size() {
         let data = vec![7u8; 20_000];
-        let mut reader = futures_util::io::Cursor::new(data);
+        let mut reader = Slab(data);
         let mut buf = BytesMut::new();
         let mut size = ReadSize::new();
         let n = futures::executor::block_on(fill_sized(&mut reader, &mut buf, &mut size)).unwrap();

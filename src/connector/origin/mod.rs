@@ -3,10 +3,12 @@
 //! locks); an origin connection never leaves the core that dialled it.
 //!
 //! # Copies
-//! Origin sockets are wrapped in compio's `AsyncStream` (`futures-io` over owned-buffer I/O):
-//! the kernel fills that stream's buffer, and one copy moves bytes into the `BytesMut` the HTTP
-//! decoder splits into `Bytes` for h2 (no further copy until h2/TLS framing). Writes copy request
-//! bytes once into the stream's write buffer. With TLS, rustls' own buffers replace those copies.
+//! Plain origins of the HTTP exchange are bare compio sockets driven with owned buffers: the
+//! kernel writes straight into the spare capacity of the `BytesMut` the HTTP decoder splits into
+//! `Bytes` for h2 (not zeroed first, no copy), and request head and body `Bytes` go to the kernel
+//! as they are (vectored for chunk framing). TLS origins, HTTP/2 origins and stream services
+//! still use compio's `futures-io` compat stream ([`CompatStream`]): one copy each way, and
+//! rustls' own buffers with TLS.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use compio::io::compat::AsyncStream;
 use compio::net::{TcpStream, UnixStream};
 use futures_util::io::{AsyncRead, AsyncWrite};
@@ -29,8 +32,6 @@ pub use tls::OriginTls;
 
 use crate::runtime::{TcpTuning, apply_tuning};
 
-/// Buffer of an HTTP origin socket's `AsyncStream`, per direction.
-const STREAM_BUF: usize = 64 * 1024;
 /// Buffer per direction of a stream service's origin socket (WebSocket-wrapped TCP, private
 /// TCP, SOCKS). The compat stream allocates both at once and keeps them for the stream's life,
 /// so this is most of what an idle stream costs: 2 x 4 KiB.
@@ -39,7 +40,20 @@ pub const STREAM_SERVICE_BUF: usize = 4 * 1024;
 /// A connected origin stream: one concrete type, so a connection taken from the pool and
 /// returned to it is the same value, never wrapped again (a `Box<dyn>` per check-in once made
 /// every read recurse through one more layer per reuse).
+///
+/// Plain TCP and unix origins of the HTTP exchange are the bare compio sockets, driven with
+/// owned buffers ([`OriginRead`], [`OriginWrite`]): no compat layer, no stream buffers. TLS
+/// origins, HTTP/2 origins and stream services (which use `futures-io`) go through
+/// [`CompatStream`].
 pub enum OriginStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Compat(CompatStream),
+}
+
+/// An origin stream behind `futures-io`: compio's compat layer (own buffers, a copy each way)
+/// or rustls over it.
+pub enum CompatStream {
     Tcp(Pin<Box<AsyncStream<TcpStream>>>),
     Unix(Pin<Box<AsyncStream<UnixStream>>>),
     TlsTcp(Box<compio::tls::TlsStream<TcpStream>>),
@@ -47,32 +61,195 @@ pub enum OriginStream {
 }
 
 impl OriginStream {
-    /// A plain TCP origin connection with `buf` bytes of buffer per direction.
+    /// A plain TCP origin connection behind the compat layer, with `buf` bytes of buffer per
+    /// direction.
     pub fn tcp_with(tcp: TcpStream, buf: usize) -> OriginStream {
-        OriginStream::Tcp(Box::pin(AsyncStream::with_capacity(buf, tcp)))
+        OriginStream::Compat(CompatStream::Tcp(Box::pin(AsyncStream::with_capacity(
+            buf, tcp,
+        ))))
+    }
+
+    /// This stream behind `futures-io` (a bare socket gets [`STREAM_SERVICE_BUF`] buffers).
+    pub fn into_compat(self) -> CompatStream {
+        match self {
+            OriginStream::Tcp(s) => {
+                CompatStream::Tcp(Box::pin(AsyncStream::with_capacity(STREAM_SERVICE_BUF, s)))
+            }
+            OriginStream::Unix(s) => {
+                CompatStream::Unix(Box::pin(AsyncStream::with_capacity(STREAM_SERVICE_BUF, s)))
+            }
+            OriginStream::Compat(c) => c,
+        }
+    }
+
+    /// Read and write halves that can be driven at once. A bare socket's halves are two
+    /// handles of one descriptor (compio sockets are reference-counted).
+    pub fn split(self) -> (OriginRead, OriginWrite) {
+        match self {
+            OriginStream::Tcp(s) => (OriginRead::Tcp(s.clone()), OriginWrite::Tcp(s)),
+            OriginStream::Unix(s) => (OriginRead::Unix(s.clone()), OriginWrite::Unix(s)),
+            OriginStream::Compat(c) => {
+                let (r, w) = futures_util::io::AsyncReadExt::split(c);
+                (OriginRead::Compat(r), OriginWrite::Compat(w))
+            }
+        }
     }
 }
 
 /// Puts the halves of a split connection back together for the pool: the result is the
 /// connection itself, not a wrapper around it. `None` when the halves are of two connections.
-pub fn reunite(
-    rd: futures_util::io::ReadHalf<OriginStream>,
-    wr: futures_util::io::WriteHalf<OriginStream>,
-) -> Option<OriginStream> {
-    rd.reunite(wr).ok()
+pub fn reunite(rd: OriginRead, wr: OriginWrite) -> Option<OriginStream> {
+    use std::os::fd::AsRawFd;
+    match (rd, wr) {
+        (OriginRead::Tcp(r), OriginWrite::Tcp(w)) => {
+            (r.as_raw_fd() == w.as_raw_fd()).then_some(OriginStream::Tcp(w))
+        }
+        (OriginRead::Unix(r), OriginWrite::Unix(w)) => {
+            (r.as_raw_fd() == w.as_raw_fd()).then_some(OriginStream::Unix(w))
+        }
+        (OriginRead::Compat(r), OriginWrite::Compat(w)) => {
+            r.reunite(w).ok().map(OriginStream::Compat)
+        }
+        _ => None,
+    }
+}
+
+/// The read half of an [`OriginStream`].
+pub enum OriginRead {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Compat(futures_util::io::ReadHalf<CompatStream>),
+}
+
+/// The write half of an [`OriginStream`].
+pub enum OriginWrite {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Compat(futures_util::io::WriteHalf<CompatStream>),
+}
+
+/// One read that appends at most `want` bytes to a `BytesMut`; 0 at EOF.
+pub trait ReadInto {
+    fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> impl std::future::Future<Output = io::Result<usize>>;
+}
+
+/// Reads once with an owned buffer: the kernel writes into `buf`'s spare capacity (never
+/// zeroed first), after the bytes already in it.
+async fn owned_read<R: compio::io::AsyncRead>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<usize> {
+    use compio::buf::{IntoInner, IoBuf};
+    let mut owned = std::mem::take(buf);
+    if owned.capacity() - owned.len() < want {
+        owned.reserve(want);
+    }
+    let len = owned.len();
+    // compio fills a buffer from its `buf_len()`: the slice begins at the current length.
+    let compio::BufResult(res, slice) = r.read(owned.slice(len..len + want)).await;
+    *buf = slice.into_inner();
+    res
+}
+
+impl ReadInto for OriginRead {
+    async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        #[cfg(test)]
+        tests::probe();
+        match self {
+            OriginRead::Tcp(s) => owned_read(s, buf, want).await,
+            OriginRead::Unix(s) => owned_read(s, buf, want).await,
+            OriginRead::Compat(s) => {
+                // Polled by hand so that a read that has to wait gives its buffer back.
+                std::future::poll_fn(|cx| {
+                    let start = buf.len();
+                    buf.resize(start + want, 0);
+                    match Pin::new(&mut *s).poll_read(cx, &mut buf[start..]) {
+                        Poll::Ready(Ok(n)) => {
+                            buf.truncate(start + n);
+                            Poll::Ready(Ok(n))
+                        }
+                        Poll::Ready(Err(e)) => {
+                            buf.truncate(start);
+                            Poll::Ready(Err(e))
+                        }
+                        Poll::Pending => {
+                            buf.truncate(start);
+                            if start == 0 {
+                                *buf = BytesMut::new();
+                            }
+                            Poll::Pending
+                        }
+                    }
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl OriginWrite {
+    /// Writes all of `data`; a bare socket gets the `Bytes` itself (no copy).
+    pub async fn write_bytes(&mut self, data: Bytes) -> io::Result<()> {
+        use compio::io::AsyncWriteExt as _;
+        #[cfg(test)]
+        tests::probe();
+        match self {
+            OriginWrite::Tcp(s) => s.write_all(data).await.0,
+            OriginWrite::Unix(s) => s.write_all(data).await.0,
+            OriginWrite::Compat(s) => futures_util::io::AsyncWriteExt::write_all(s, &data).await,
+        }
+    }
+
+    /// Writes all of `bufs` in order, in one vectored write where the socket is bare.
+    pub async fn write_vectored<const N: usize>(&mut self, bufs: [Bytes; N]) -> io::Result<()> {
+        use compio::io::AsyncWriteExt as _;
+        match self {
+            OriginWrite::Tcp(s) => s.write_vectored_all(bufs).await.0,
+            OriginWrite::Unix(s) => s.write_vectored_all(bufs).await.0,
+            OriginWrite::Compat(s) => {
+                for b in bufs {
+                    futures_util::io::AsyncWriteExt::write_all(s, &b).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Pushes buffered bytes to the socket (bare sockets buffer nothing).
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            OriginWrite::Tcp(_) | OriginWrite::Unix(_) => Ok(()),
+            OriginWrite::Compat(s) => futures_util::io::AsyncWriteExt::flush(s).await,
+        }
+    }
+
+    /// Ends the write direction (`shutdown(SHUT_WR)`, or TLS close_notify).
+    pub async fn close(&mut self) -> io::Result<()> {
+        use compio::io::AsyncWrite as _;
+        match self {
+            OriginWrite::Tcp(s) => s.shutdown().await,
+            OriginWrite::Unix(s) => s.shutdown().await,
+            OriginWrite::Compat(s) => futures_util::io::AsyncWriteExt::close(s).await,
+        }
+    }
 }
 
 /// Forwards one `futures-io` call to the variant's stream.
 macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            OriginStream::Tcp($s) => $e,
-            OriginStream::Unix($s) => $e,
-            OriginStream::TlsTcp($s) => {
+            CompatStream::Tcp($s) => $e,
+            CompatStream::Unix($s) => $e,
+            CompatStream::TlsTcp($s) => {
                 let mut $s = Pin::new(&mut **$s);
                 $e
             }
-            OriginStream::TlsUnix($s) => {
+            CompatStream::TlsUnix($s) => {
                 let mut $s = Pin::new(&mut **$s);
                 $e
             }
@@ -80,26 +257,22 @@ macro_rules! each {
     };
 }
 
-impl AsyncRead for OriginStream {
+impl AsyncRead for CompatStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        #[cfg(test)]
-        tests::probe();
         each!(self, s => s.as_mut().poll_read(cx, buf))
     }
 }
 
-impl AsyncWrite for OriginStream {
+impl AsyncWrite for CompatStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        #[cfg(test)]
-        tests::probe();
         each!(self, s => s.as_mut().poll_write(cx, buf))
     }
 
@@ -182,7 +355,7 @@ pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> 
 
 /// Opens a new connection; the flag says whether TLS negotiated HTTP/2.
 pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool), DialError> {
-    dial_sized(d, tls, STREAM_BUF).await
+    dial_sized(d, tls, 0).await
 }
 
 /// Opens a connection for a stream service (WebSocket-wrapped TCP, private TCP): no TLS, and
@@ -199,6 +372,8 @@ pub async fn dial_upgrade(d: &Dial, tls: &OriginTls) -> Result<OriginStream, Dia
     dial_sized(d, tls, STREAM_SERVICE_BUF).await.map(|(s, _)| s)
 }
 
+/// `buf` 0: a bare socket (plain origins); otherwise the compat layer with `buf` bytes of
+/// buffer per direction.
 async fn dial_sized(
     d: &Dial,
     tls: &OriginTls,
@@ -223,10 +398,11 @@ async fn dial_sized(
                 },
             );
             match &d.tls {
+                None if buf == 0 => Ok((OriginStream::Tcp(tcp), false)),
                 None => Ok((OriginStream::tcp_with(tcp, buf), false)),
                 Some(p) => {
                     let (s, h2) = tls.connect(tcp, p, d.tls_timeout, &addr).await?;
-                    Ok((OriginStream::TlsTcp(Box::new(s)), h2))
+                    Ok((OriginStream::Compat(CompatStream::TlsTcp(Box::new(s))), h2))
                 }
             }
         }
@@ -243,13 +419,16 @@ async fn dial_sized(
                 Err(_) => return Err(DialError::ConnectTimeout { addr: path.clone() }),
             };
             match &d.tls {
+                None if buf == 0 => Ok((OriginStream::Unix(sock), false)),
                 None => Ok((
-                    OriginStream::Unix(Box::pin(AsyncStream::with_capacity(buf, sock))),
+                    OriginStream::Compat(CompatStream::Unix(Box::pin(AsyncStream::with_capacity(
+                        buf, sock,
+                    )))),
                     false,
                 )),
                 Some(p) => {
                     let (s, h2) = tls.connect(sock, p, d.tls_timeout, path).await?;
-                    Ok((OriginStream::TlsUnix(Box::new(s)), h2))
+                    Ok((OriginStream::Compat(CompatStream::TlsUnix(Box::new(s))), h2))
                 }
             }
         }
@@ -318,8 +497,6 @@ mod tests {
 
     use std::cell::Cell;
     use std::io::{Read, Write};
-
-    use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
@@ -397,12 +574,16 @@ mod tests {
             };
             let (mut rd, mut wr) = stream.split();
             take_probe();
-            wr.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            wr.write_bytes(Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
                 .await
                 .unwrap();
             wr.flush().await.unwrap();
-            let mut resp = [0u8; 40];
-            rd.read_exact(&mut resp).await.unwrap();
+            let mut resp = BytesMut::new();
+            while resp.len() < 40 {
+                let want = 40 - resp.len();
+                let n = rd.read_into(&mut resp, want).await.unwrap();
+                assert!(n > 0, "origin closed");
+            }
             assert!(resp.ends_with(b"ok"));
             let sample = take_probe();
             // The same path the proxy takes to return a connection.

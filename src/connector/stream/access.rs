@@ -26,7 +26,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::BytesMut;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
-use futures_util::io::AsyncWriteExt;
 use http::Method;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use serde::Deserialize;
@@ -541,7 +540,7 @@ async fn get(url: &str) -> Result<Vec<u8>, String> {
         tcp_keep_alive: Duration::ZERO,
     };
     let tls = TLS.with(Rc::clone);
-    let mut s = dial(&d, &tls).await.map_err(|e| e.to_string())?;
+    let (mut s, mut w) = dial(&d, &tls).await.map_err(|e| e.to_string())?.split();
     let host = if u.host.contains(':') {
         format!("[{}]", u.host)
     } else {
@@ -551,10 +550,10 @@ async fn get(url: &str) -> Result<Vec<u8>, String> {
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringflare\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         u.path
     );
-    s.write_all(req.as_bytes())
+    w.write_bytes(bytes::Bytes::from(req))
         .await
         .map_err(|e| e.to_string())?;
-    s.flush().await.map_err(|e| e.to_string())?;
+    w.flush().await.map_err(|e| e.to_string())?;
     let mut buf = BytesMut::new();
     let mut got = false;
     let head = read_head(&mut s, &mut buf, &mut got)

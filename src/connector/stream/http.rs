@@ -25,7 +25,6 @@ use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
-use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Method, Request};
@@ -294,7 +293,7 @@ async fn exchange(
     websocket: bool,
 ) -> Exchange {
     let (mut rd, mut wr) = stream.split();
-    if let Err(e) = write_all(&mut wr, head).await {
+    if let Err(e) = write_all(&mut wr, head.clone()).await {
         return Exchange::Failed {
             error: ProxyError::Write(e),
             silent_origin: true,
@@ -416,11 +415,11 @@ where
     .await
 }
 
-type Rd = ReadHalf<OriginStream>;
-type Wr = WriteHalf<OriginStream>;
+type Rd = crate::connector::origin::OriginRead;
+type Wr = crate::connector::origin::OriginWrite;
 
-async fn write_all(wr: &mut Wr, data: &[u8]) -> std::io::Result<()> {
-    wr.write_all(data).await?;
+async fn write_all(wr: &mut Wr, data: Bytes) -> std::io::Result<()> {
+    wr.write_bytes(data).await?;
     wr.flush().await
 }
 
@@ -444,19 +443,15 @@ async fn upload_rest(
         if n == 0 {
             continue;
         }
-        // Copy: into the origin stream's write buffer (or rustls) — the one the socket needs.
+        // No copy on a bare socket: the chunk goes to the kernel as it is (with its chunk
+        // framing in one vectored write); the compat stream copies it into its buffer (or rustls).
         let res = match body {
             RequestBody::Chunked => {
-                let size = format!("{n:x}\r\n");
-                match wr.write_all(size.as_bytes()).await {
-                    Ok(()) => match wr.write_all(&chunk).await {
-                        Ok(()) => wr.write_all(b"\r\n").await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
+                let size = Bytes::from(format!("{n:x}\r\n"));
+                wr.write_vectored([size, chunk, Bytes::from_static(b"\r\n")])
+                    .await
             }
-            _ => wr.write_all(&chunk).await,
+            _ => wr.write_bytes(chunk).await,
         };
         res.map_err(ProxyError::Write)?;
         // Flushed per chunk: a slow, interactive upload must reach the origin as it arrives.
@@ -472,7 +467,7 @@ async fn upload_rest(
     }
     match body {
         RequestBody::Chunked => wr
-            .write_all(b"0\r\n\r\n")
+            .write_bytes(Bytes::from_static(b"0\r\n\r\n"))
             .await
             .map_err(ProxyError::Write)?,
         RequestBody::Raw => wr.close().await.map_err(ProxyError::Write)?,
@@ -597,9 +592,10 @@ async fn h2_client(core: &Core, d: &Dial) -> Result<H2Choice, ProxyError> {
     if !is_h2 {
         return Ok(H2Choice::Http1(stream));
     }
-    let (client, conn) = h2::client::handshake(crate::runtime::h2io::TokioIo::new(stream))
-        .await
-        .map_err(ProxyError::Http2Origin)?;
+    let (client, conn) =
+        h2::client::handshake(crate::runtime::h2io::TokioIo::new(stream.into_compat()))
+            .await
+            .map_err(ProxyError::Http2Origin)?;
     compio::runtime::spawn(async move {
         let _ = conn.await;
     })

@@ -10,24 +10,21 @@ use std::pin::pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use h2::{RecvStream, SendStream};
 
 use crate::connector::origin::http::{ReadSize, fill_sized};
+use crate::connector::origin::{OriginRead, OriginWrite};
 use crate::runtime::h2stream::{release, send_all};
 
 /// Pipes until either direction ends, then ends the h2 stream. `leftover` holds origin bytes
 /// already read (e.g. after a 101 response head).
-pub async fn pipe_raw<R, W>(
-    mut rd: R,
-    mut wr: W,
+pub async fn pipe_raw(
+    mut rd: OriginRead,
+    mut wr: OriginWrite,
     mut leftover: BytesMut,
     recv: &mut RecvStream,
     send: &mut SendStream<Bytes>,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+) {
     {
         let down = pin!(async {
             if !leftover.is_empty() {
@@ -51,14 +48,11 @@ pub async fn pipe_raw<R, W>(
 }
 
 /// Copies request DATA into `wr`, releasing window after each write.
-pub async fn edge_to_origin<W: AsyncWrite + Unpin>(
-    recv: &mut RecvStream,
-    wr: &mut W,
-) -> Option<()> {
+pub async fn edge_to_origin(recv: &mut RecvStream, wr: &mut OriginWrite) -> Option<()> {
     while let Some(chunk) = recv.data().await {
         let chunk = chunk.ok()?;
         let n = chunk.len();
-        wr.write_all(&chunk).await.ok()?;
+        wr.write_bytes(chunk).await.ok()?;
         wr.flush().await.ok()?;
         release(recv, n);
     }

@@ -326,7 +326,8 @@ async fn run(
     dialer: Dialer<'_>,
 ) {
     match handshake(recv, send, ws, dialer).await {
-        Ok(mut origin) => {
+        Ok(origin) => {
+            let mut origin = origin.into_compat();
             let early = ws.payload.split();
             if !early.is_empty()
                 && (origin.write_all(&early).await.is_err() || origin.flush().await.is_err())
@@ -335,6 +336,7 @@ async fn run(
                 end(send).await;
                 return;
             }
+            let origin = OriginStream::Compat(origin);
             super::websocket::bridge_from(recv, send, origin, ws.raw.split()).await;
         }
         Err(e) => {

@@ -136,7 +136,7 @@ pub(super) async fn tcp_stream(
             .connect_latency
             .observe(started.elapsed().as_millis() as f64);
         let mut recv = req.into_body();
-        let (rd, wr) = futures_util::io::AsyncReadExt::split(origin);
+        let (rd, wr) = origin.split();
         pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
         Ok(101)
     }

@@ -62,7 +62,7 @@ pub async fn bridge_from(
     origin: OriginStream,
     pending: BytesMut,
 ) {
-    let (mut rd, mut wr) = origin.split();
+    let (mut rd, mut wr) = origin.into_compat().split();
     // At most one pong waits to be sent; a newer ping replaces it (RFC 6455 §5.5.3 allows
     // answering only the most recent ping).
     let pong: RefCell<Option<Bytes>> = RefCell::new(None);
@@ -167,7 +167,7 @@ enum Down {
 /// Waits for a pending pong or origin bytes, whichever comes first. The read happens inside
 /// one poll, so a pending read never leaves the buffer half-resized.
 async fn next_down(
-    rd: &mut futures_util::io::ReadHalf<OriginStream>,
+    rd: &mut futures_util::io::ReadHalf<crate::connector::origin::CompatStream>,
     buf: &mut BytesMut,
     size: &mut ReadSize,
     pong: &RefCell<Option<Bytes>>,
