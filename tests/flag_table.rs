@@ -140,5 +140,9 @@ fn refused_and_warned_flags_say_why() {
     }
     // QUIC landed with post-quantum key agreement: `--pq` is implemented, no longer refused.
     let pq = flags::find("pq").unwrap();
-    assert!(matches!(pq.support, Support::Implemented), "{:?}", pq.support);
+    assert!(
+        matches!(pq.support, Support::Implemented),
+        "{:?}",
+        pq.support
+    );
 }
