@@ -20,14 +20,25 @@ use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::edge::{Edge, EdgeOptions};
 
 fn start_edge(dir: &std::path::Path, t: &TestTunnel, listen: Vec<SocketAddr>) -> Edge {
-    let mut opts = EdgeOptions::new(dir);
-    opts.tunnel_listen = listen;
-    opts.eyeball_listen = "127.0.0.1:0".parse().unwrap();
-    opts.tunnels = vec![t.edge_tunnel(&["*"])];
-    opts.workers = 1;
-    opts.no_pinning = true;
-    opts.drain_timeout = Duration::from_secs(20);
-    Edge::start(opts).unwrap()
+    // A restarted edge rebinds its previous port: until the old listener is gone, or while
+    // another test's outgoing connection happens to use that port as its source, the bind
+    // fails with EADDRINUSE. Retried for a bounded time.
+    let mut last = None;
+    for _ in 0..100 {
+        let mut opts = EdgeOptions::new(dir);
+        opts.tunnel_listen = listen.clone();
+        opts.eyeball_listen = "127.0.0.1:0".parse().unwrap();
+        opts.tunnels = vec![t.edge_tunnel(&["*"])];
+        opts.workers = 1;
+        opts.no_pinning = true;
+        opts.drain_timeout = Duration::from_secs(20);
+        match Edge::start(opts) {
+            Ok(edge) => return edge,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the edge did not start on {listen:?}: {last:?}")
 }
 
 fn token(t: &TestTunnel) -> String {
