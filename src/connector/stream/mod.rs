@@ -46,12 +46,17 @@ pub mod error;
 pub mod h2;
 pub mod hello;
 pub mod http;
+#[cfg(test)]
+pub mod mem;
 pub mod pipe;
 pub mod response;
 pub mod socks;
 mod status;
 mod tcp;
 pub mod websocket;
+
+#[cfg(test)]
+mod pipeline_tests;
 
 use std::future::Future;
 use std::task::{Context, Poll};
