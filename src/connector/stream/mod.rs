@@ -49,6 +49,7 @@ pub mod http;
 #[cfg(test)]
 pub mod mem;
 pub mod pipe;
+pub mod quic;
 pub mod response;
 pub mod socks;
 mod status;
