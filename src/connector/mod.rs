@@ -24,6 +24,7 @@ pub mod options;
 pub mod origin;
 pub mod procstat;
 pub mod protocol;
+pub mod proxy_connect;
 pub mod proxy_env;
 pub mod quic_conn;
 pub mod remote_config;

@@ -219,7 +219,8 @@ pub async fn proxy_http(
             Err(e) => return Outcome::Failed(e),
         }
     }
-    let out = outgoing(core, &req, opts, websocket);
+    let mut out = outgoing(core, &req, opts, websocket);
+    crate::connector::origin::proxy_request(d, &mut out.target, &mut out.headers);
     let mut head = BytesMut::new();
     encode_head(&out.method, &out.target, &out.headers, &mut head);
     let head = head.freeze();
