@@ -102,6 +102,11 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
         "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
         "/diag/tunnel" => ("200 OK", "application/json", diag_tunnel(shared)),
         "/diag/configuration" => ("200 OK", "application/json", diag_configuration(shared)),
+        "/diag/system" => (
+            "200 OK",
+            "application/json",
+            super::sysinfo::collect(crate::cli::help::VERSION),
+        ),
         "/config" => {
             let version = *shared
                 .config_version
