@@ -61,7 +61,8 @@ struct PartError {
     raw_info: String,
 }
 
-/// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in KiB: (maximum, current).
+/// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in KiB: (total, available). cloudflared
+/// reports total - available as the memory in use.
 pub fn parse_meminfo(text: &str) -> Result<(u64, u64), String> {
     let field = |key: &str| {
         text.lines()
@@ -177,7 +178,9 @@ pub fn collect(version: &str) -> String {
     };
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     match parse_meminfo(&meminfo) {
-        Ok((max, cur)) => (info.memory_maximum, info.memory_current) = (max, cur),
+        Ok((max, available)) => {
+            (info.memory_maximum, info.memory_current) = (max, max.saturating_sub(available))
+        }
         Err(e) => fail("memoryInformationError", e, meminfo),
     }
     let file_nr = std::fs::read_to_string("/proc/sys/fs/file-nr").unwrap_or_default();
@@ -207,7 +210,13 @@ pub fn collect(version: &str) -> String {
             uname.unwrap_or_default(),
         ),
     }
-    let body = serde_json::json!({ "info": info, "errors": errors });
+    /// The answer, in cloudflared's field order.
+    #[derive(Serialize)]
+    struct Response {
+        info: SystemInformation,
+        errors: BTreeMap<String, PartError>,
+    }
+    let body = serde_json::to_string(&Response { info, errors }).unwrap_or_default();
     format!("{body}\n")
 }
 

@@ -11,7 +11,7 @@ use h2::server::SendResponse;
 use http::Request;
 
 use super::config_push::config_update;
-use super::error::{Answer, Cause, Side, StreamError};
+use super::error::{Cause, Side, StreamError};
 use super::http::{Outcome, proxy_http};
 use super::status::status_only;
 use super::tcp::{jump_destination, socks_error, stream_service, tcp_stream};
@@ -247,10 +247,7 @@ fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_
         counters.response(status);
         return;
     }
+    // cloudflared counts `response_by_code` only for responses an origin sent: its own 502
+    // and an Access 403 are not counted.
     super::h2::H2Respond::fail_on(respond, err);
-    match err.answer(false) {
-        Answer::BadGateway => counters.response(502),
-        Answer::Forbidden => counters.response(403),
-        Answer::Reset => {}
-    }
 }
