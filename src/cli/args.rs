@@ -109,7 +109,6 @@ pub const API_ONLY: &[&str] = &[
     "token",
     "proxy-dns",
     "db-connect",
-    "diag",
 ];
 
 /// Parses flags allowed at `level` until the first non-flag argument; returns the remainder.

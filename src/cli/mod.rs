@@ -4,12 +4,15 @@
 //! [`Outcome`] (stdout text, stderr text, exit code) so tests can check them byte for byte.
 
 pub mod args;
+mod diag;
+mod diag_net;
 pub mod flag_table;
 pub mod flags;
 pub mod help;
 pub mod ingress_cmd;
 pub mod other_cmds;
 pub mod settings;
+mod zip;
 
 use std::collections::HashMap;
 
@@ -158,7 +161,7 @@ fn tunnel_after(argv: &[String], app: Invocation, env: HashMap<String, String>) 
     let command: Vec<&str> = inv.command.iter().map(String::as_str).collect();
     match command.as_slice() {
         ["ready"] => return Command::Done(other_cmds::ready(&settings)),
-        ["diag"] => return Command::Done(other_cmds::diag()),
+        ["diag"] => return Command::Done(diag::diag(&settings, &inv.args)),
         [cmd] if API_ONLY.contains(cmd) => {
             return Command::Done(other_cmds::api_only(&format!("tunnel {cmd}")));
         }

@@ -71,7 +71,7 @@ fn get_ready(addr: &str) -> Result<(u16, String), String> {
     Ok((code, body.to_owned()))
 }
 
-fn go_net_reason(e: &std::io::Error) -> String {
+pub(super) fn go_net_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
         std::io::ErrorKind::TimedOut => "i/o timeout".into(),
@@ -120,18 +120,6 @@ pub fn api_only(command: &str) -> Outcome {
              Do this in the Cloudflare dashboard (https://one.dash.cloudflare.com) or with cloudflared, \
              then run the tunnel with `ringflare tunnel run`."
         ),
-    )
-}
-
-/// `tunnel diag`: not built into ringflare yet; the endpoints it collects are served, so
-/// cloudflared's own `tunnel diag` works against a running ringflare.
-pub fn diag() -> Outcome {
-    Outcome::failure(
-        String::new(),
-        "ringflare has no built-in `tunnel diag` yet. Its metrics server serves what the report collects \
-         (/metrics, /diag/tunnel, /diag/configuration): run `cloudflared tunnel diag --metrics ADDR` \
-         against the running ringflare."
-            .into(),
     )
 }
 

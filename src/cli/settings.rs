@@ -194,7 +194,11 @@ impl Settings {
             .iter()
             .filter_map(|name| {
                 let value = self.opt_string(name).filter(|v| !v.is_empty())?;
-                let value = if matches!(*name, "logfile" | "log-directory") {
+                let is_list = flags::find(name).is_some_and(|f| f.kind == flags::Kind::List);
+                let value = if is_list {
+                    // urfave/cli's `String()` of a slice flag: Go's `%s` of the slice.
+                    format!("[{}]", self.strings(name).join(" "))
+                } else if matches!(*name, "logfile" | "log-directory") {
                     std::path::absolute(&value)
                         .map(|p| p.display().to_string())
                         .unwrap_or(value)

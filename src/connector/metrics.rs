@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -19,6 +20,12 @@ use super::state::{
 const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 20241..=20245;
 /// Read/write timeout per request, as cloudflared's server.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Scrapes of `/metrics` being rendered now (`promhttp_metric_handler_requests_in_flight`).
+static SCRAPES_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+/// Scrapes served (`promhttp_metric_handler_requests_total{code="200"}`); a scrape here never
+/// answers 500 or 503, which stay at 0 as in cloudflared.
+static SCRAPES_OK: AtomicU64 = AtomicU64::new(0);
 
 /// Binds `addr`, or cloudflared's default search (localhost:20241..20245, then any free port).
 pub fn bind(addr: Option<&str>) -> std::io::Result<TcpListener> {
@@ -80,11 +87,14 @@ fn handle(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 
 fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
     match path {
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(shared),
-        ),
+        "/metrics" => {
+            SCRAPES_IN_FLIGHT.fetch_add(1, Relaxed);
+            let body = render(shared);
+            SCRAPES_IN_FLIGHT.fetch_sub(1, Relaxed);
+            // Counted once served, as promhttp's instrumented handler counts.
+            SCRAPES_OK.fetch_add(1, Relaxed);
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+        }
         "/ready" => {
             let n = shared.ready_connections();
             let code = if n > 0 { 200 } else { 503 };
@@ -102,6 +112,11 @@ fn route(path: &str, shared: &Shared) -> (&'static str, &'static str, String) {
         "/healthcheck" => ("200 OK", "text/plain; charset=utf-8", "OK\n".into()),
         "/diag/tunnel" => ("200 OK", "application/json", diag_tunnel(shared)),
         "/diag/configuration" => ("200 OK", "application/json", diag_configuration(shared)),
+        "/diag/system" => (
+            "200 OK",
+            "application/json",
+            super::sysinfo::collect(crate::cli::help::VERSION),
+        ),
         "/config" => {
             let version = *shared
                 .config_version
@@ -182,7 +197,7 @@ pub fn render(shared: &Shared) -> String {
         "Build and version information",
         &[(
             format!(
-                "{{goversion=\"rust\",type=\"ringflare\",revision=\"\",version=\"{}\"}}",
+                "{{goversion=\"rust\",revision=\"\",type=\"ringflare\",version=\"{}\"}}",
                 env!("CARGO_PKG_VERSION")
             ),
             1,
@@ -373,10 +388,13 @@ pub fn render(shared: &Shared) -> String {
     ] {
         metric(&mut out, name, kind, help, &plain(0));
     }
-    let version = *shared
+    // cloudflared sets this gauge only when it applies a remote configuration: a local
+    // config (version -1 in /config) shows 0.
+    let version = (*shared
         .config_version
         .lock()
-        .unwrap_or_else(|e| e.into_inner());
+        .unwrap_or_else(|e| e.into_inner()))
+    .max(0);
     let _ = writeln!(
         out,
         "# HELP cloudflared_orchestration_config_version Configuration Version\n\
@@ -394,7 +412,47 @@ pub fn render(shared: &Shared) -> String {
         "ringflare_uptime_seconds {}",
         shared.started.elapsed().as_secs()
     );
-    out
+    render_promhttp(&mut out);
+    sort_families(&out)
+}
+
+/// client_golang's instrumentation of the scrape handler itself.
+fn render_promhttp(out: &mut String) {
+    metric(
+        out,
+        "promhttp_metric_handler_requests_in_flight",
+        "gauge",
+        "Current number of scrapes being served.",
+        &[(String::new(), SCRAPES_IN_FLIGHT.load(Relaxed))],
+    );
+    let ok = SCRAPES_OK.load(Relaxed);
+    metric(
+        out,
+        "promhttp_metric_handler_requests_total",
+        "counter",
+        "Total number of scrapes by HTTP status code.",
+        &[
+            ("{code=\"200\"}".into(), ok),
+            ("{code=\"500\"}".into(), 0),
+            ("{code=\"503\"}".into(), 0),
+        ],
+    );
+}
+
+/// Families in name order, as client_golang's registry gathers them (each family is its
+/// `# HELP` line and what follows up to the next one).
+fn sort_families(text: &str) -> String {
+    let mut families: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (at, _) in text.match_indices("# HELP ").filter(|(at, _)| *at > 0) {
+        if text.as_bytes()[at - 1] == b'\n' {
+            families.push(&text[start..at]);
+            start = at;
+        }
+    }
+    families.push(&text[start..]);
+    families.sort_by_key(|f| f.split_whitespace().nth(2).unwrap_or_default());
+    families.concat()
 }
 
 /// cloudflared's `rpc_client_*` vectors (handler `registration`): a method's series exists once

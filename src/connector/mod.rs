@@ -24,11 +24,13 @@ pub mod options;
 pub mod origin;
 pub mod procstat;
 pub mod protocol;
+pub mod proxy_connect;
 pub mod proxy_env;
 pub mod quic_conn;
 pub mod remote_config;
 pub mod state;
 pub mod stream;
+pub mod sysinfo;
 // The services moved under stream/; these paths stay for the rest of the crate, tests, benches.
 pub use stream::{access, hello, http as proxy, pipe, response, socks, websocket as ws};
 

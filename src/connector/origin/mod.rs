@@ -30,6 +30,8 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 
 pub use tls::OriginTls;
 
+use super::proxy_connect;
+use super::proxy_env::ProxyUrl;
 use crate::runtime::{TcpTuning, apply_tuning};
 
 /// Buffer per direction of a stream service's origin socket (WebSocket-wrapped TCP, private
@@ -346,6 +348,9 @@ pub enum DialError {
     ConnectTimeout { addr: String },
     #[error("TLS handshake with {addr}: {reason}")]
     Tls { addr: String, reason: String },
+    /// Through `HTTP(S)_PROXY`: "proxyconnect tcp: ...", as Go's transport says.
+    #[error("{0}")]
+    Proxy(io::Error),
 }
 
 /// Opens a new connection to the origin.
@@ -355,13 +360,14 @@ pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> 
 
 /// Opens a new connection; the flag says whether TLS negotiated HTTP/2.
 pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool), DialError> {
-    dial_sized(d, tls, 0).await
+    dial_sized(d, tls, 0, true).await
 }
 
 /// Opens a connection for a stream service (WebSocket-wrapped TCP, private TCP): no TLS, and
-/// [`STREAM_SERVICE_BUF`] buffers, since such a stream may sit idle for hours.
+/// [`STREAM_SERVICE_BUF`] buffers, since such a stream may sit idle for hours. Never through
+/// an HTTP proxy (cloudflared dials these directly).
 pub async fn dial_stream(d: &Dial) -> Result<OriginStream, DialError> {
-    dial_sized(d, &OriginTls::default(), STREAM_SERVICE_BUF)
+    dial_sized(d, &OriginTls::default(), STREAM_SERVICE_BUF, false)
         .await
         .map(|(s, _)| s)
 }
@@ -369,24 +375,47 @@ pub async fn dial_stream(d: &Dial) -> Result<OriginStream, DialError> {
 /// Opens a connection for a WebSocket upgrade (TLS as the rule says), with
 /// [`STREAM_SERVICE_BUF`] buffers: it leaves HTTP once upgraded and may then idle for hours.
 pub async fn dial_upgrade(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> {
-    dial_sized(d, tls, STREAM_SERVICE_BUF).await.map(|(s, _)| s)
+    dial_sized(d, tls, STREAM_SERVICE_BUF, true)
+        .await
+        .map(|(s, _)| s)
+}
+
+/// The `HTTP_PROXY`/`HTTPS_PROXY` proxy an HTTP request to `d` goes through, if any.
+fn http_proxy(d: &Dial) -> Option<&'static ProxyUrl> {
+    let Target::Tcp { host, port } = &d.target else {
+        return None;
+    };
+    let scheme = if d.tls.is_some() { "https" } else { "http" };
+    proxy_connect::global().proxy_for(scheme, host, *port)
+}
+
+/// The proxy hook of the HTTP exchange: a plain-http request going through a proxy gets an
+/// absolute-form target (`http://host:port/path`) and the proxy's credentials, as Go sends it.
+pub fn proxy_request(d: &Dial, target: &mut String, headers: &mut Vec<(String, Bytes)>) {
+    let (Some(proxy), Target::Tcp { host, port }, None) = (http_proxy(d), &d.target, &d.tls) else {
+        return;
+    };
+    *target = format!("http://{}{target}", join(host, *port));
+    if let Some(auth) = proxy_connect::authorization(proxy) {
+        headers.push(("Proxy-Authorization".into(), auth));
+    }
 }
 
 /// `buf` 0: a bare socket (plain origins); otherwise the compat layer with `buf` bytes of
-/// buffer per direction.
+/// buffer per direction. `proxied`: HTTP requests, which honour `HTTP(S)_PROXY`.
 async fn dial_sized(
     d: &Dial,
     tls: &OriginTls,
     buf: usize,
+    proxied: bool,
 ) -> Result<(OriginStream, bool), DialError> {
     match &d.target {
         Target::Tcp { host, port } => {
+            let proxy = proxied.then(|| http_proxy(d)).flatten();
             let addr = join(host, *port);
-            let connect = TcpStream::connect((host.as_str(), *port));
-            let tcp = match compio::time::timeout(d.connect_timeout, connect).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(DialError::Connect { addr, source }),
-                Err(_) => return Err(DialError::ConnectTimeout { addr }),
+            let tcp = match proxy {
+                None => tcp_connect(d, host, *port).await?,
+                Some(p) => via_proxy(d, p, host, *port).await?,
             };
             let keepalive = (!d.tcp_keep_alive.is_zero()).then_some(d.tcp_keep_alive);
             // Tuning failures only cost latency; the connection is still usable.
@@ -433,6 +462,41 @@ async fn dial_sized(
             }
         }
     }
+}
+
+async fn tcp_connect(d: &Dial, host: &str, port: u16) -> Result<TcpStream, DialError> {
+    let addr = join(host, port);
+    match compio::time::timeout(d.connect_timeout, TcpStream::connect((host, port))).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(source)) => Err(DialError::Connect { addr, source }),
+        Err(_) => Err(DialError::ConnectTimeout { addr }),
+    }
+}
+
+/// A connection to `proxy` carrying bytes for `host:port`: a CONNECT tunnel for TLS origins,
+/// the bare proxy connection for plain http (whose requests then go in absolute form).
+async fn via_proxy(
+    d: &Dial,
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, DialError> {
+    proxy_connect::supported(proxy).map_err(DialError::Proxy)?;
+    let mut tcp = tcp_connect(d, &proxy.host, proxy.port)
+        .await
+        .map_err(|e| DialError::Proxy(proxy_connect::proxy_error(e)))?;
+    if d.tls.is_some() {
+        let connect = proxy_connect::tunnel(&mut tcp, host, port, proxy);
+        match compio::time::timeout(d.connect_timeout, connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(DialError::Proxy(e)),
+            Err(_) => {
+                let addr = join(&proxy.host, proxy.port);
+                return Err(DialError::ConnectTimeout { addr });
+            }
+        }
+    }
+    Ok(tcp)
 }
 
 /// `net.JoinHostPort`.

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::config_push::config_update;
-use super::error::{Answer, Cause, Side, StreamError};
+use super::error::{Cause, Side, StreamError};
 use super::http::{Outcome, proxy_http};
 use super::status::status_only;
 use super::tcp::{jump_destination, socks_error, stream_service, tcp_stream};
@@ -236,10 +236,7 @@ fn fail<R: ResponseSender>(core: &Core, respond: &mut R, err: &StreamError, conn
         counters.response(status);
         return;
     }
+    // cloudflared counts `response_by_code` only for responses an origin sent: its own 502
+    // and an Access 403 are not counted.
     respond.fail(err);
-    match err.answer(false) {
-        Answer::BadGateway => counters.response(502),
-        Answer::Forbidden => counters.response(403),
-        Answer::Reset => {}
-    }
 }

@@ -220,7 +220,8 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
             Err(e) => return Outcome::Failed(e),
         }
     }
-    let out = outgoing(core, req, recv.is_end(), opts, websocket);
+    let mut out = outgoing(core, req, recv.is_end(), opts, websocket);
+    crate::connector::origin::proxy_request(d, &mut out.target, &mut out.headers);
     let mut head = BytesMut::new();
     encode_head(&out.method, &out.target, &out.headers, &mut head);
     let head = head.freeze();
