@@ -438,7 +438,7 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
             match opened.await {
                 Ok((response, body_tx)) => break (guard, response, body_tx),
                 Err(OpenError::Retry(e, unsent)) => {
-                    request = unsent;
+                    request = *unsent;
                     log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
                         "Tunnel connection not usable, trying another");
                     if attempts >= OPEN_ATTEMPTS {

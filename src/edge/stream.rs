@@ -66,7 +66,7 @@ pub(crate) fn quic_opener() -> (Opener, mpsc::Receiver<OpenRequest>) {
 /// Why a stream could not be opened.
 pub(crate) enum OpenError {
     /// Nothing was sent: another connection may be tried with the request given back.
-    Retry(String, http::Request<()>),
+    Retry(String, Box<http::Request<()>>),
     /// The request may have reached the connector.
     Failed(String),
 }
@@ -84,7 +84,7 @@ pub(crate) async fn open(
         Opener::H2(send) => {
             let mut send = match send.clone().ready().await {
                 Ok(send) => send,
-                Err(e) => return Err(OpenError::Retry(e.to_string(), request)),
+                Err(e) => return Err(OpenError::Retry(e.to_string(), Box::new(request))),
             };
             let (response, body) = send
                 .send_request(request, end_of_stream)
@@ -113,7 +113,7 @@ pub(crate) async fn open(
             if tx.clone().send(open).await.is_err() {
                 return Err(OpenError::Retry(
                     "QUIC connection closed".to_owned(),
-                    request,
+                    Box::new(request),
                 ));
             }
             let pending = Pending::Quic {
