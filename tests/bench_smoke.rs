@@ -336,7 +336,7 @@ fn e2e_quick_smoke() {
     assert_eq!(legs[1]["connections_wanted"], 4, "{}", legs[1]);
     assert_eq!(legs[1]["connections"], 4, "{}", legs[1]);
     assert!(
-        stdout.contains("ringflare: 4 of 4 HA connections registered"),
+        stdout.contains("ringflare/http2: 4 of 4 HA connections registered"),
         "{stdout}"
     );
     for r in legs[1]["results"].as_array().unwrap() {
