@@ -32,7 +32,7 @@ pub struct E2eArgs {
     #[arg(long)]
     pub quick: bool,
     /// Another connector binary to compare (e.g. cloudflared), repeatable. It is started as
-    /// `PATH tunnel --no-autoupdate --config CONFIG --edge ADDR... --ha-connections N --metrics ADDR --cacert CA --protocol http2 run --token TOKEN`.
+    /// `PATH tunnel --no-autoupdate --config CONFIG --edge ADDR... --ha-connections N --metrics ADDR --cacert CA --protocol P run --token TOKEN`.
     #[arg(long = "connector", value_name = "PATH")]
     pub connectors: Vec<PathBuf>,
     /// Skip the ringflare connector leg (b).
@@ -67,6 +67,29 @@ pub struct E2eArgs {
     /// four connections to four edge addresses.
     #[arg(long = "ha", default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub ha: u8,
+    /// Tunnel transport of the connector legs: each connector runs once per transport, and
+    /// the legs are labelled `NAME/quic`, `NAME/http2`.
+    #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
+    pub protocol: ProtocolChoice,
+}
+
+/// `bench e2e --protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolChoice {
+    Quic,
+    Http2,
+    Both,
+}
+
+impl ProtocolChoice {
+    /// The `--protocol` values the connector legs run with, in table order.
+    pub fn transports(self) -> &'static [&'static str] {
+        match self {
+            ProtocolChoice::Quic => &["quic"],
+            ProtocolChoice::Http2 => &["http2"],
+            ProtocolChoice::Both => &["http2", "quic"],
+        }
+    }
 }
 
 /// Set in the re-executed child so it does not try to isolate itself again.
@@ -279,14 +302,21 @@ fn start_tunnel(
     connector: Option<&Path>,
     origin: SocketAddr,
     ha: u8,
+    protocol: &str,
 ) -> Result<Tunnel, String> {
     let ingress = format!("ingress:\n  - service: http://{origin}\n");
-    launch_tunnel(dir, connector, &ingress, ha, &["--loglevel", "warn"])
+    launch_tunnel(
+        dir,
+        connector,
+        &ingress,
+        ha,
+        &["--loglevel", "warn", "--protocol", protocol],
+    )
 }
 
 /// [`start_tunnel`] with any config.yml text (whose catch-all must serve `GET /bytes/1`) and
-/// extra connector flags placed before `run` (`--loglevel`, ...); the connector always gets
-/// `--metrics` (see [`Tunnel::metrics`]).
+/// extra connector flags placed before `run` (`--loglevel`, ...; `--protocol http2` unless
+/// they name one); the connector always gets `--metrics` (see [`Tunnel::metrics`]).
 pub(super) fn launch_tunnel(
     dir: &Path,
     connector: Option<&Path>,
@@ -345,10 +375,11 @@ pub(super) fn launch_tunnel(
     cmd.args(["--ha-connections", &ha.to_string()]);
     cmd.args(["--metrics", &metrics.to_string()]);
     cmd.arg("--cacert");
-    cmd.arg(state.join("ca.pem"))
-        .args(["--protocol", "http2"])
-        .args(connector_flags)
-        .args(["run", "--token", &token]);
+    cmd.arg(state.join("ca.pem"));
+    if !connector_flags.contains(&"--protocol") {
+        cmd.args(["--protocol", "http2"]);
+    }
+    cmd.args(connector_flags).args(["run", "--token", &token]);
     let connector = Proc::spawn(name, cmd, &dir.join(format!("{name}.log")), false)?;
     let mut t = Tunnel {
         edge,
@@ -527,19 +558,22 @@ fn machine() -> Machine {
 fn tunnel_leg(
     name: String,
     bin: Option<&Path>,
+    protocol: &str,
     origin: SocketAddr,
     dir: &Path,
     suite: &[Workload],
     args: &E2eArgs,
 ) -> LegResult {
+    let name = format!("{name}/{protocol}");
     let label = bin.map_or_else(|| "ringflare".to_owned(), |b| b.display().to_string());
+    let label = format!("{label} --protocol {protocol}");
     let mut leg = LegResult::new(&name, &label);
-    let leg_dir = dir.join(&name);
+    let leg_dir = dir.join(name.replace('/', "-"));
     if let Err(e) = std::fs::create_dir_all(&leg_dir) {
         leg.skipped = Some(format!("creating {}: {e}", leg_dir.display()));
         return leg;
     }
-    let mut tunnel = start_tunnel(&leg_dir, bin, origin, args.ha);
+    let mut tunnel = start_tunnel(&leg_dir, bin, origin, args.ha, protocol);
     if let Ok(t) = &tunnel {
         leg.connections = registered_connections(t, args.ha, Duration::from_secs(15));
         leg.connections_wanted = Some(args.ha.into());
@@ -566,7 +600,7 @@ fn tunnel_leg(
             );
             t.connector.stop(Duration::from_secs(5));
             t.edge.stop(Duration::from_secs(5));
-            tunnel = start_tunnel(&leg_dir, bin, origin, args.ha);
+            tunnel = start_tunnel(&leg_dir, bin, origin, args.ha, protocol);
         }
         leg.results.push(result);
     }
@@ -615,25 +649,29 @@ pub fn run_e2e(args: &E2eArgs) -> Result<Results, String> {
     let (mut origin, origin_addr) = start_origin(&dir, cores)?;
     let mut legs = vec![LegResult::new("origin", "direct")];
     legs[0].results = run_workloads("origin", origin_addr, None, &suite, args);
-    if !args.no_ringflare {
-        legs.push(tunnel_leg(
-            "ringflare".into(),
-            None,
-            origin_addr,
-            &dir,
-            &suite,
-            args,
-        ));
-    }
-    for (i, bin) in args.connectors.iter().enumerate() {
-        legs.push(tunnel_leg(
-            format!("other{}", i + 1),
-            Some(bin),
-            origin_addr,
-            &dir,
-            &suite,
-            args,
-        ));
+    for protocol in args.protocol.transports() {
+        if !args.no_ringflare {
+            legs.push(tunnel_leg(
+                "ringflare".into(),
+                None,
+                protocol,
+                origin_addr,
+                &dir,
+                &suite,
+                args,
+            ));
+        }
+        for (i, bin) in args.connectors.iter().enumerate() {
+            legs.push(tunnel_leg(
+                format!("other{}", i + 1),
+                Some(bin),
+                protocol,
+                origin_addr,
+                &dir,
+                &suite,
+                args,
+            ));
+        }
     }
     origin.stop(Duration::from_secs(5));
     if args.work_dir.is_none() {

@@ -157,7 +157,7 @@ pub fn render_table(res: &Results) -> String {
         m.kernel
     );
     out += &format!(
-        "{:<10} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
+        "{:<15} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
         "leg",
         "workload",
         "req/s",
@@ -173,7 +173,7 @@ pub fn render_table(res: &Results) -> String {
     let origin = res.legs.first();
     for leg in &res.legs {
         if let Some(why) = &leg.skipped {
-            out += &format!("{:<10} skipped: {why}\n", leg.name);
+            out += &format!("{:<15} skipped: {why}\n", leg.name);
             continue;
         }
         for w in &leg.results {
@@ -186,7 +186,7 @@ pub fn render_table(res: &Results) -> String {
             };
             let Some(r) = &w.report else {
                 out += &format!(
-                    "{:<10} {:<20} failed: {}\n",
+                    "{:<15} {:<20} failed: {}\n",
                     leg.name,
                     w.workload,
                     w.error.as_deref().unwrap_or("?")
@@ -194,7 +194,7 @@ pub fn render_table(res: &Results) -> String {
                 continue;
             };
             out += &format!(
-                "{:<10} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
+                "{:<15} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
                 leg.name,
                 w.workload,
                 r.requests_per_s,
@@ -208,7 +208,7 @@ pub fn render_table(res: &Results) -> String {
                 r.error_total
             );
             if let Some(note) = &w.note {
-                out += &format!("{:<10} {:<20} note: {note}\n", "", "");
+                out += &format!("{:<15} {:<20} note: {note}\n", "", "");
             }
         }
     }
@@ -319,7 +319,7 @@ mod tests {
         let row = table.lines().find(|l| l.starts_with("ringflare")).unwrap();
         assert!(row.contains(" 0.50 "), "{row}");
         assert!(row.contains("20.0"), "{row}");
-        assert!(table.contains("other1     skipped: no such binary"));
+        assert!(table.contains("other1          skipped: no such binary"));
         assert!(table.contains("ringflare: 3 of 4 HA connections registered"));
         let svg = plot_legs(&res, w.name);
         assert_eq!(svg.matches("<polyline").count(), 2);

@@ -19,22 +19,17 @@ use compio::tls::TlsAcceptor;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use h2::RecvStream;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use super::pages::{self, ErrorPage};
 use super::registry::{RouteError, Shared};
+use super::stream::{self, OpenError, Pending, TunnelResponse, Up};
 use super::tunnel::TaskCount;
 use crate::http1::{
     BodyDecoder, BodyEvent, BodyFraming, Header, RequestHead, ResponseHead, Version,
     encode_last_chunk, parse_request_head,
 };
-use crate::proto::headers::{
-    DecodedHeaders, PROXY_CONNECTION_UPGRADE, RESPONSE_HEADERS, RESPONSE_META, UPGRADE_WEBSOCKET,
-    deserialize_headers_into,
-};
-use crate::proto::http2::ResponseMeta;
-use crate::runtime::h2stream::send_all;
+use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, UPGRADE_WEBSOCKET};
 use crate::runtime::{StopSignal, relay};
 
 /// Read size from the eyeball socket while a body streams.
@@ -392,7 +387,7 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
         };
         let host = route_host(&authority);
         let websocket = head.is_websocket_upgrade();
-        let Some(request) = self.build_request(&head, &authority, &ray, websocket) else {
+        let Some(mut request) = self.build_request(&head, &authority, &ray, websocket) else {
             let _ = self
                 .write_page(&pages::BAD_REQUEST, &host, &ray, false, head.version)
                 .await;
@@ -432,9 +427,18 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
                         .await;
                 }
             };
-            let mut send = match guard.conn.send.clone().ready().await {
-                Ok(send) => send,
-                Err(e) => {
+            let chunked = framing == BodyFraming::Chunked;
+            let opened = stream::open(
+                &guard.conn.opener,
+                request,
+                end_of_stream,
+                websocket,
+                chunked,
+            );
+            match opened.await {
+                Ok((response, body_tx)) => break (guard, response, body_tx),
+                Err(OpenError::Retry(e, unsent)) => {
+                    request = *unsent;
                     log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
                         "Tunnel connection not usable, trying another");
                     if attempts >= OPEN_ATTEMPTS {
@@ -442,12 +446,8 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
                             .write_page(&pages::TUNNEL_FAILED, &host, &ray, false, head.version)
                             .await;
                     }
-                    continue;
                 }
-            };
-            match send.send_request(request, end_of_stream) {
-                Ok((response, body_tx)) => break (guard, response, body_tx),
-                Err(e) => {
+                Err(OpenError::Failed(e)) => {
                     log::warn!(host:% = host, connection:% = guard.conn.id, error:% = e;
                         "Opening a stream on the tunnel connection failed");
                     return self
@@ -615,12 +615,7 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
     }
 
     /// A websocket: wait for the connector's answer, then splice both ways.
-    async fn websocket(
-        &mut self,
-        ctx: Exchange,
-        response: h2::client::ResponseFuture,
-        mut up: h2::SendStream<Bytes>,
-    ) -> bool {
+    async fn websocket(&mut self, ctx: Exchange, response: Pending, mut up: Up) -> bool {
         let resp = match compio::time::timeout(self.shared.response_timeout, response).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => {
@@ -635,7 +630,7 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
                 .await;
             }
             Err(_) => {
-                up.send_reset(h2::Reason::CANCEL);
+                up.reset(h2::Reason::CANCEL);
                 return write_page(
                     &mut self.wr,
                     &pages::TIMEOUT,
@@ -647,16 +642,14 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
                 .await;
             }
         };
-        if resp.status() != StatusCode::OK || is_connector_error(resp.headers()) {
+        if !resp.switched() || resp.connector_error {
             // Not switched: an ordinary response; the request stream is ours to end.
-            up.send_reset(h2::Reason::NO_ERROR);
+            up.reset(h2::Reason::NO_ERROR);
             let _ = write_response(&mut self.wr, resp, &ctx, false).await;
             return false;
         }
-        let (parts, mut down) = resp.into_parts();
-        let Some(mut head) = response_head(&parts.headers, StatusCode::SWITCHING_PROTOCOLS, true)
-        else {
-            up.send_reset(h2::Reason::PROTOCOL_ERROR);
+        let Some(mut head) = response_head(&resp, StatusCode::SWITCHING_PROTOCOLS, true) else {
+            up.reset(h2::Reason::PROTOCOL_ERROR);
             return bad_gateway(&mut self.wr, &ctx, false).await;
         };
         ensure(&mut head.headers, header::CONNECTION, "Upgrade");
@@ -664,31 +657,28 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
         if !write_head(&mut self.wr, &head).await {
             return false;
         }
+        let mut down = resp.body;
         let Eyeball { rd, wr, buf, .. } = self;
         let upstream = pin!(async move {
             if !buf.is_empty() {
-                send_all(&mut up, buf.split().freeze())
-                    .await
-                    .map_err(io::Error::other)?;
+                up.send(buf.split().freeze()).await?;
             }
             loop {
                 let n = read_more(rd, buf, READ_CHUNK).await?;
                 if n == 0 {
-                    let _ = up.send_data(Bytes::new(), true);
+                    let _ = up.finish(None).await;
                     return Ok::<(), io::Error>(());
                 }
-                send_all(&mut up, buf.split().freeze())
-                    .await
-                    .map_err(io::Error::other)?;
+                up.send(buf.split().freeze()).await?;
             }
         });
         let downstream = pin!(async move {
             while let Some(chunk) = down.data().await {
-                let chunk = chunk.map_err(io::Error::other)?;
+                let chunk = chunk?;
                 let len = chunk.len();
                 wr.write_all(&chunk).await?;
                 wr.flush().await?;
-                let _ = down.flow_control().release_capacity(len);
+                down.release(len);
             }
             wr.close().await
         });
@@ -716,14 +706,14 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
 }
 
 /// The page for a stream that failed before its response headers.
-fn response_error(e: h2::Error) -> &'static ErrorPage {
+fn response_error(e: String) -> &'static ErrorPage {
     log::debug!(error:% = e; "Tunnel stream failed before the response");
     &pages::TUNNEL_FAILED
 }
 
 /// Abandons a request stream whose body will never come.
-fn body_tx_reset(mut tx: h2::SendStream<Bytes>) {
-    tx.send_reset(h2::Reason::CANCEL);
+fn body_tx_reset(mut tx: Up) {
+    tx.reset(h2::Reason::CANCEL);
 }
 
 /// What the response writer needs to know about the request.
@@ -740,7 +730,7 @@ struct Exchange {
 async fn join_response<P, W>(
     pump: std::pin::Pin<&mut P>,
     wr: &mut W,
-    resp: http::Response<RecvStream>,
+    resp: TunnelResponse,
     ctx: &Exchange,
 ) -> (io::Result<()>, bool)
 where
@@ -767,7 +757,7 @@ async fn pump_body<R: EyeballRead>(
     rd: &mut R,
     buf: &mut BytesMut,
     mut decoder: BodyDecoder,
-    mut tx: h2::SendStream<Bytes>,
+    mut tx: Up,
 ) -> io::Result<()> {
     // Body bytes already decoded but not yet sent: small chunks (a visitor's 1-byte chunked
     // body, say) are gathered into one DATA frame instead of one frame each, which would spend
@@ -780,24 +770,20 @@ async fn pump_body<R: EyeballRead>(
             match decoder.decode(buf).map_err(io::Error::other)? {
                 Some(BodyEvent::Data(data)) => {
                     if pending.is_empty() && data.len() >= COALESCE_MAX {
-                        send_all(&mut tx, data).await.map_err(io::Error::other)?;
+                        tx.send(data).await?;
                     } else {
                         pending.extend_from_slice(&data);
                         if pending.len() >= COALESCE_MAX {
-                            send_all(&mut tx, pending.split().freeze())
-                                .await
-                                .map_err(io::Error::other)?;
+                            tx.send(pending.split().freeze()).await?;
                         }
                     }
                 }
                 Some(BodyEvent::End { trailers }) => {
                     if !pending.is_empty() {
-                        send_all(&mut tx, pending.split().freeze())
-                            .await
-                            .map_err(io::Error::other)?;
+                        tx.send(pending.split().freeze()).await?;
                     }
                     if trailers.is_empty() {
-                        tx.send_data(Bytes::new(), true).map_err(io::Error::other)?;
+                        tx.finish(None).await?;
                     } else {
                         let mut map = HeaderMap::new();
                         for t in trailers {
@@ -805,15 +791,13 @@ async fn pump_body<R: EyeballRead>(
                                 map.append(t.name, v);
                             }
                         }
-                        tx.send_trailers(map).map_err(io::Error::other)?;
+                        tx.finish(Some(map)).await?;
                     }
                     return Ok(());
                 }
                 None => {
                     if !pending.is_empty() {
-                        send_all(&mut tx, pending.split().freeze())
-                            .await
-                            .map_err(io::Error::other)?;
+                        tx.send(pending.split().freeze()).await?;
                     }
                     let read = compio::time::timeout(IDLE_TIMEOUT, read_more(rd, buf, READ_CHUNK))
                         .await
@@ -830,7 +814,7 @@ async fn pump_body<R: EyeballRead>(
     }
     .await;
     if result.is_err() {
-        tx.send_reset(h2::Reason::CANCEL);
+        tx.reset(h2::Reason::CANCEL);
     }
     result
 }
@@ -843,38 +827,22 @@ fn bad_body_status(pumped: &io::Result<()>) -> Option<u16> {
         .map(crate::http1::Http1Error::status)
 }
 
-/// Whether the response is the connector's own error (`{"src":"cloudflared"}`).
-fn is_connector_error(headers: &HeaderMap) -> bool {
-    headers
-        .get(RESPONSE_META)
-        .and_then(|v| ResponseMeta::parse(v.as_bytes()).ok())
-        .is_some_and(|m| m.src == "cloudflared")
-}
-
-/// The eyeball response head from the serialized origin headers; `None` when they cannot
+/// The eyeball response head from the connector's origin headers; `None` when they cannot
 /// be decoded.
-fn response_head(
-    h2_headers: &HeaderMap,
-    status: StatusCode,
-    upgrade: bool,
-) -> Option<ResponseHead> {
-    let mut decoded = DecodedHeaders::default();
-    if let Some(v) = h2_headers.get(RESPONSE_HEADERS) {
-        deserialize_headers_into(v.as_bytes(), &mut decoded).ok()?;
-    }
-    let mut headers = Vec::with_capacity(decoded.len() + 3);
-    for (name, value) in decoded.iter() {
+fn response_head(resp: &TunnelResponse, status: StatusCode, upgrade: bool) -> Option<ResponseHead> {
+    let mut headers = Vec::with_capacity(16);
+    resp.for_each_header(|name, value| {
         let Ok(name) = HeaderName::from_bytes(name) else {
-            continue;
+            return;
         };
         if dropped_response_header(name.as_str(), upgrade) {
-            continue;
+            return;
         }
         headers.push(Header {
             name,
             value: Bytes::copy_from_slice(value),
         });
-    }
+    })?;
     Some(ResponseHead { status, headers })
 }
 
@@ -900,20 +868,20 @@ async fn write_head<W: AsyncWrite + Unpin>(wr: &mut W, head: &ResponseHead) -> b
 /// Writes the connector's response to the eyeball; true when the connection stays usable.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    resp: http::Response<RecvStream>,
+    resp: TunnelResponse,
     ctx: &Exchange,
     _upgrade: bool,
 ) -> bool {
-    if is_connector_error(resp.headers()) {
-        log::debug!(host:% = ctx.host, status = resp.status().as_u16(); "Connector reported an origin error");
+    if resp.connector_error {
+        log::debug!(host:% = ctx.host, status = resp.status.as_u16(); "Connector reported an origin error");
         return bad_gateway(wr, ctx, ctx.keep_alive).await;
     }
-    let (parts, mut body) = resp.into_parts();
-    let Some(mut head) = response_head(&parts.headers, parts.status, false) else {
+    let Some(mut head) = response_head(&resp, resp.status, false) else {
         log::warn!(host:% = ctx.host; "Connector sent undecodable response headers");
         return bad_gateway(wr, ctx, false).await;
     };
-    let status = parts.status.as_u16();
+    let mut body = resp.body;
+    let status = resp.status.as_u16();
     let no_body = ctx.method == Method::HEAD || status < 200 || status == 204 || status == 304;
     let mut content_length = None;
     for h in &head.headers {
@@ -997,7 +965,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
             log::debug!(host:% = ctx.host, ray:% = ctx.ray, sent = sent; "Eyeball went away: response aborted");
             return false;
         }
-        let _ = body.flow_control().release_capacity(len);
+        body.release(len);
         // Take the next frame if it is already here; flush only before waiting. A bulk
         // download then costs one write per socket buffer, while an event stream (the
         // connector flushes each event as its own frame) still reaches the eyeball at once.

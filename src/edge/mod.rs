@@ -24,6 +24,7 @@ mod eyeball;
 mod pages;
 mod quic;
 mod registry;
+mod stream;
 mod tunnel;
 
 use std::{

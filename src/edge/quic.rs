@@ -6,12 +6,13 @@
 //! 2. the connector's first bidirectional stream is the control stream: raw capnp RPC with
 //!    the edge serving `RegistrationServer`; `registerConnection` must arrive within
 //!    `register_timeout` and is checked as on http2 (`tunnel::authorize`);
-//! 3. registered: the registration is visible to `Edge::registered`; the connection lives
-//!    until the control stream ends, the connector unregisters or closes, or the edge stops;
+//! 3. registered: the connection is published for eyeball traffic (its [`Opener`] is a
+//!    bounded channel to this core, where one task per request drives the data stream, see
+//!    [`super::stream`]) until the control stream ends, the connector unregisters or closes,
+//!    or the edge stops; after `unregisterConnection` (or the control stream's end) no new
+//!    work is routed and in-flight streams get `drain_timeout`;
 //! 4. close with QUIC error code 0 and a reason.
 //!
-//! Not yet: eyeball requests are not routed to QUIC connections (data streams opened by the
-//! edge need a cross-core stream opener, since compio-quic connections are `!Send`).
 //! Nothing here panics on peer input.
 
 use std::{
@@ -30,13 +31,14 @@ use futures_channel::mpsc;
 use futures_util::{FutureExt, StreamExt};
 use uuid::Uuid;
 
-use super::registry::{Registration, Shared};
+use super::registry::{ConnHandle, Registration, Shared};
+use super::stream::{OpenRequest, quic_opener, run_quic_stream, serve_opens};
 use super::tunnel::{TaskCount, already_registered, authorize};
 use crate::proto::{
     ConnectionDetails, ConnectionError, ConnectionResponse, RegisterConnectionParams,
     RegistrationServer, RpcError, serve_registration,
 };
-use crate::runtime::StopSignal;
+use crate::runtime::{StopSignal, relay};
 
 /// How long a closing connection keeps its RPC running so the last reply is delivered.
 const LINGER: Duration = Duration::from_secs(1);
@@ -64,6 +66,8 @@ pub(crate) async fn accept_loop(
             listener: listen_addr,
             peer: incoming.remote_address(),
             worker,
+            stop: stop.clone(),
+            tasks: tasks.clone(),
         };
         let stop = stop.clone();
         let guard = tasks.enter_guard();
@@ -84,6 +88,8 @@ struct QuicConn {
     listener: SocketAddr,
     peer: SocketAddr,
     worker: usize,
+    stop: StopSignal,
+    tasks: Rc<TaskCount>,
 }
 
 /// What the registration server tells the connection task.
@@ -95,9 +101,11 @@ enum Event {
 
 /// Per-connection state the RPC server shares with the connection task.
 struct State {
-    /// (tunnel id, edge connection id) once registered.
-    registered: RefCell<Option<(Uuid, Uuid)>>,
+    /// The published connection and its tunnel, once registered.
+    registered: RefCell<Option<(Arc<ConnHandle>, Uuid)>>,
     events: mpsc::UnboundedSender<Event>,
+    /// Resolves when the connection task ends; handed to the opener task.
+    ended: RefCell<Option<futures_channel::oneshot::Receiver<()>>>,
 }
 
 impl QuicConn {
@@ -147,16 +155,22 @@ impl QuicConn {
             Ok(Ok(streams)) => streams,
         };
         let (events_tx, mut events) = mpsc::unbounded();
+        // Dropped when this function returns: the opener task (if any) then ends.
+        let (_ending, ended) = futures_channel::oneshot::channel::<()>();
         let state = Rc::new(State {
             registered: RefCell::new(None),
             events: events_tx,
+            ended: RefCell::new(Some(ended)),
         });
         let server = QuicRegistration {
             shared: self.shared.clone(),
             state: state.clone(),
+            conn: conn.clone(),
             listener: self.listener,
             peer: self.peer,
             worker: self.worker,
+            stop: self.stop.clone(),
+            tasks: self.tasks.clone(),
         };
         let mut rpc =
             pin!(serve_registration(server, recv.into_compat(), send.into_compat()).fuse());
@@ -187,12 +201,20 @@ impl QuicConn {
                     break Err(format!("registration refused: {reason}"));
                 }
                 Step::Event(Some(Event::Unregistered)) => {
+                    self.drain(&state, rpc.as_mut(), closed.as_mut()).await;
                     linger(rpc.as_mut()).await;
                     break Ok("connector unregistered".to_owned());
                 }
                 Step::Event(None) => {}
-                Step::RpcEnded(None) if registered => {
-                    break Ok("control stream closed by connector".to_owned());
+                Step::RpcEnded(error) if registered => {
+                    // The connection may still carry in-flight requests: stop routing to
+                    // it, drain, then close.
+                    unpublish(&self.shared, &state);
+                    self.drain(&state, rpc.as_mut(), closed.as_mut()).await;
+                    break Ok(match error {
+                        None => "control stream closed by connector".to_owned(),
+                        Some(e) => format!("control stream ended: {e}"),
+                    });
                 }
                 Step::RpcEnded(None) => {
                     break Err("control stream ended before registration".to_owned());
@@ -208,10 +230,45 @@ impl QuicConn {
                 }
             }
         };
-        if let Some((tunnel_id, conn_id)) = state.registered.borrow_mut().take() {
-            self.shared.remove(&tunnel_id, &conn_id);
+        if let Some((handle, tunnel_id)) = state.registered.borrow_mut().take() {
+            self.shared.remove(&tunnel_id, &handle.id);
         }
         outcome
+    }
+
+    /// After unregistration: waits for in-flight streams (bounded by `drain_timeout`, and
+    /// only while the connection lives), keeping the RPC running so its replies go out.
+    async fn drain<R: Future, C: Future>(
+        &self,
+        state: &State,
+        mut rpc: std::pin::Pin<&mut futures_util::future::Fuse<R>>,
+        mut closed: std::pin::Pin<&mut futures_util::future::Fuse<C>>,
+    ) {
+        let handle = state.registered.borrow().as_ref().map(|(h, _)| h.clone());
+        let Some(handle) = handle else { return };
+        let mut idle = pin!(handle.idle());
+        let wait = poll_fn(|cx| {
+            let _ = rpc.as_mut().poll(cx);
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            idle.as_mut().poll(cx)
+        });
+        if compio::time::timeout(self.shared.drain_timeout, wait)
+            .await
+            .is_err()
+        {
+            log::warn!(connection:% = handle.id, inflight = handle.active(), protocol = "quic";
+                "Drain timeout: closing tunnel connection with requests in flight");
+        }
+    }
+}
+
+/// Stops routing new requests to the connection.
+fn unpublish(shared: &Shared, state: &State) {
+    if let Some((h, tunnel_id)) = state.registered.borrow().as_ref() {
+        h.set_draining();
+        shared.remove(tunnel_id, &h.id);
     }
 }
 
@@ -233,12 +290,42 @@ enum Step {
 struct QuicRegistration {
     shared: Arc<Shared>,
     state: Rc<State>,
+    conn: Connection,
     listener: SocketAddr,
     peer: SocketAddr,
     worker: usize,
+    stop: StopSignal,
+    tasks: Rc<TaskCount>,
 }
 
 impl QuicRegistration {
+    /// Runs the connection's opener task on this core: one stream task per eyeball request.
+    fn spawn_opener(&self, opens: mpsc::Receiver<OpenRequest>) {
+        let tasks = self.tasks.clone();
+        let stop = self.stop.clone();
+        let guard = tasks.enter_guard();
+        let conn = self.conn.clone();
+        let spawn = move |conn: Connection, open: OpenRequest| {
+            let guard = tasks.enter_guard();
+            let stop = stop.clone();
+            // Homed: woken by eyeball tasks on other cores (runtime::relay).
+            compio::runtime::spawn(relay::homed(async move {
+                let _guard = guard;
+                super::until_stopped(&stop, run_quic_stream(conn, open)).await;
+            }))
+            .detach();
+        };
+        let stop = self.stop.clone();
+        let Some(ended) = self.state.ended.borrow_mut().take() else {
+            return;
+        };
+        compio::runtime::spawn(relay::homed(async move {
+            let _guard = guard;
+            super::until_stopped(&stop, serve_opens(conn, opens, ended, spawn)).await;
+        }))
+        .detach();
+    }
+
     fn refuse(&self, tunnel_id: &Uuid, conn_index: u8, cause: &str) -> ConnectionResponse {
         log::warn!(tunnelID:% = tunnel_id, connIndex = conn_index, peer:% = self.peer,
             cause:% = cause, protocol = "quic"; "Refused tunnel registration");
@@ -274,20 +361,26 @@ impl RegistrationServer for QuicRegistration {
             clientID:% = client_id, clientVersion:% = client.version, arch:% = client.arch,
             peer:% = self.peer, listener:% = self.listener, worker = self.worker,
             protocol = "quic"; "Registered tunnel connection");
-        *self.state.registered.borrow_mut() = Some((tunnel_id, connection_id));
-        self.shared.record(Registration {
-            tunnel_id,
-            conn_index,
-            client_id,
-            version: client.version.clone(),
-            arch: client.arch.clone(),
-            features: client.features.clone(),
-            connection_id,
-            listener: self.listener,
-            peer: self.peer,
-            worker: self.worker,
-            protocol: "quic",
-        });
+        let (opener, opens) = quic_opener();
+        let handle = Arc::new(ConnHandle::with_opener(connection_id, conn_index, opener));
+        self.spawn_opener(opens);
+        *self.state.registered.borrow_mut() = Some((handle.clone(), tunnel_id));
+        self.shared.add(
+            handle,
+            Registration {
+                tunnel_id,
+                conn_index,
+                client_id,
+                version: client.version.clone(),
+                arch: client.arch.clone(),
+                features: client.features.clone(),
+                connection_id,
+                listener: self.listener,
+                peer: self.peer,
+                worker: self.worker,
+                protocol: "quic",
+            },
+        );
         let _ = self.state.events.unbounded_send(Event::Registered);
         Ok(ConnectionResponse::Details(ConnectionDetails {
             uuid: *connection_id.as_bytes(),
@@ -297,9 +390,10 @@ impl RegistrationServer for QuicRegistration {
     }
 
     async fn unregister_connection(&self) -> Result<(), RpcError> {
-        if let Some((tunnel_id, conn_id)) = *self.state.registered.borrow() {
-            self.shared.remove(&tunnel_id, &conn_id);
-            log::info!(tunnelID:% = tunnel_id, connection:% = conn_id, protocol = "quic";
+        if let Some((handle, tunnel_id)) = self.state.registered.borrow().as_ref() {
+            handle.set_draining();
+            self.shared.remove(tunnel_id, &handle.id);
+            log::info!(tunnelID:% = tunnel_id, connection:% = handle.id, protocol = "quic";
                 "Unregistered tunnel connection");
         }
         let _ = self.state.events.unbounded_send(Event::Unregistered);

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use uuid::Uuid;
 
+use super::stream::Opener;
 use super::{EdgeOptions, EdgeTunnel};
 
 /// One registered connector connection, as [`super::Edge::registered`] reports it.
@@ -53,8 +54,8 @@ pub(crate) struct ConnHandle {
     pub id: Uuid,
     /// The connector's connIndex, for logs.
     pub conn_index: u8,
-    /// Opens streams on the connection; `Send + Clone`, so usable from any core.
-    pub send: h2::client::SendRequest<Bytes>,
+    /// Opens streams on the connection; `Send + Sync`, so usable from any core.
+    pub opener: Opener,
     /// Streams in flight on this connection.
     active: AtomicUsize,
     /// Set by `unregisterConnection`: no new work.
@@ -65,10 +66,14 @@ pub(crate) struct ConnHandle {
 
 impl ConnHandle {
     pub fn new(id: Uuid, conn_index: u8, send: h2::client::SendRequest<Bytes>) -> Self {
+        Self::with_opener(id, conn_index, Opener::H2(send))
+    }
+
+    pub fn with_opener(id: Uuid, conn_index: u8, opener: Opener) -> Self {
         Self {
             id,
             conn_index,
-            send,
+            opener,
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             idle: AtomicWaker::new(),
@@ -298,14 +303,6 @@ impl Shared {
                 v
             });
         }
-        let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
-        regs.insert(reg.connection_id, reg);
-        self.regs_changed.notify_all();
-    }
-
-    /// Records a registration that eyeball requests cannot use yet (QUIC connections, until
-    /// the edge can open data streams on them from any core); `remove` drops it.
-    pub fn record(&self, reg: Registration) {
         let mut regs = self.regs.lock().unwrap_or_else(|p| p.into_inner());
         regs.insert(reg.connection_id, reg);
         self.regs_changed.notify_all();
