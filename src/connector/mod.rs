@@ -29,6 +29,7 @@ pub mod quic_conn;
 pub mod remote_config;
 pub mod state;
 pub mod stream;
+pub mod udp;
 // The services moved under stream/; these paths stay for the rest of the crate, tests, benches.
 pub use stream::{access, hello, http as proxy, pipe, response, socks, websocket as ws};
 
