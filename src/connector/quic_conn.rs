@@ -27,6 +27,7 @@ use super::edge_conn::{
 };
 use super::options::ConnectorOptions;
 use super::protocol::Protocol;
+use super::udp;
 use crate::quic::{HANDSHAKE_TIMEOUT, QuicSettings, bind_udp};
 use crate::tls::{EdgeRoots, KxPolicy, QUIC_SERVER_NAME, connector_quic_client_config_with};
 
@@ -138,6 +139,18 @@ async fn serve_conn(
         ev_tx.clone(),
         index,
     ));
+    // UDP sessions (spec §4.4) live as long as this connection: dropping the task and the
+    // manager at return closes every session socket.
+    let o = &core.shared.options;
+    let udp = udp::quic::sessions_for(
+        conn,
+        index,
+        udp::quic::version_for(&o.features),
+        o.rpc_timeout,
+        core.shared.clone(),
+        core.shared.udp.clone(),
+    );
+    let _datagrams = compio::runtime::spawn(udp::quic::serve(conn.clone(), udp.clone()));
     let mut stop = pin!(core.stop.stopped().fuse());
     let mut stopping = false;
     let mut deadline: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = None;

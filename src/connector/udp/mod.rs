@@ -14,6 +14,7 @@
 //! [`DatagramSink::session_closed`] tells the edge), decode wire bytes (that is
 //! `proto::datagram`).
 
+pub mod quic;
 pub mod session;
 pub mod stats;
 

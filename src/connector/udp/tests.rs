@@ -1,6 +1,5 @@
 //! The session manager against a real UDP echo origin on loopback.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,8 +29,8 @@ impl DatagramSink for Recorder {
 
 struct Harness {
     manager: UdpSessions,
-    datagrams: RefCell<mpsc::UnboundedReceiver<Bytes>>,
-    closed: RefCell<mpsc::UnboundedReceiver<(SessionId, String)>>,
+    datagrams: mpsc::UnboundedReceiver<Bytes>,
+    closed: mpsc::UnboundedReceiver<(SessionId, String)>,
     stats: Arc<UdpStats>,
     flows: Arc<FlowLimit>,
 }
@@ -50,25 +49,23 @@ fn harness(version: DatagramVersion, limit: u64) -> Harness {
     });
     Harness {
         manager: UdpSessions::new(0, version, sink, flows.clone(), stats.clone()),
-        datagrams: RefCell::new(dr),
-        closed: RefCell::new(cr),
+        datagrams: dr,
+        closed: cr,
         stats,
         flows,
     }
 }
 
 impl Harness {
-    async fn next_datagram(&self) -> Bytes {
-        let mut rx = self.datagrams.borrow_mut();
-        compio::time::timeout(Duration::from_secs(5), rx.next())
+    async fn next_datagram(&mut self) -> Bytes {
+        compio::time::timeout(Duration::from_secs(5), self.datagrams.next())
             .await
             .expect("no datagram from the manager within 5 s")
             .expect("sink closed")
     }
 
-    async fn next_closed(&self) -> (SessionId, String) {
-        let mut rx = self.closed.borrow_mut();
-        compio::time::timeout(Duration::from_secs(5), rx.next())
+    async fn next_closed(&mut self) -> (SessionId, String) {
+        compio::time::timeout(Duration::from_secs(5), self.closed.next())
             .await
             .expect("no session ended within 5 s")
             .expect("sink closed")
@@ -129,7 +126,7 @@ fn unregister(n: u8) -> UnregisterUdpSessionParams {
 #[compio::test]
 async fn v2_session_echoes_both_ways_until_unregistered() {
     let (origin, _echo) = echo_origin().await;
-    let h = harness(DatagramVersion::V2, 0);
+    let mut h = harness(DatagramVersion::V2, 0);
     let resp = h
         .manager
         .register_v2(&v2_params(1, origin, Duration::ZERO))
@@ -161,7 +158,7 @@ async fn v2_session_echoes_both_ways_until_unregistered() {
 #[compio::test]
 async fn v2_idle_session_closes_and_tells_the_edge() {
     let (origin, _echo) = echo_origin().await;
-    let h = harness(DatagramVersion::V2, 0);
+    let mut h = harness(DatagramVersion::V2, 0);
     h.manager
         .register_v2(&v2_params(2, origin, Duration::from_millis(300)))
         .unwrap();
@@ -182,7 +179,7 @@ async fn v2_origin_refusal_ends_the_session() {
     let closed_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dest = closed_port.local_addr().unwrap();
     drop(closed_port);
-    let h = harness(DatagramVersion::V2, 0);
+    let mut h = harness(DatagramVersion::V2, 0);
     assert_eq!(
         h.manager
             .register_v2(&v2_params(3, dest, Duration::ZERO))
@@ -200,7 +197,7 @@ async fn v2_origin_refusal_ends_the_session() {
 #[compio::test]
 async fn max_active_flows_refuses_then_admits_after_a_close() {
     let (origin, _echo) = echo_origin().await;
-    let h = harness(DatagramVersion::V2, 1);
+    let mut h = harness(DatagramVersion::V2, 1);
     let p = |n| v2_params(n, origin, Duration::ZERO);
     assert_eq!(h.manager.register_v2(&p(4)).unwrap().err, None);
     assert_eq!(
@@ -293,7 +290,7 @@ fn response_of(d: &[u8]) -> (SessionId, v3::ResponseStatus) {
 #[compio::test]
 async fn v3_flow_registers_by_datagram_and_echoes() {
     let (origin, _echo) = echo_origin().await;
-    let h = harness(DatagramVersion::V3, 1);
+    let mut h = harness(DatagramVersion::V3, 1);
     h.manager
         .on_datagram(v3_registration(7, origin, 0, b"bundled"));
     assert_eq!(
@@ -350,7 +347,7 @@ async fn v3_flow_registers_by_datagram_and_echoes() {
 #[compio::test]
 async fn v3_idle_flow_closes_without_an_rpc() {
     let (origin, _echo) = echo_origin().await;
-    let h = harness(DatagramVersion::V3, 0);
+    let mut h = harness(DatagramVersion::V3, 0);
     h.manager.on_datagram(v3_registration(9, origin, 1, b""));
     assert_eq!(
         response_of(&h.next_datagram().await),
@@ -364,8 +361,5 @@ async fn v3_idle_flow_closes_without_an_rpc() {
     }
     assert!(h.manager.is_empty(), "flow still open after 5 s");
     assert_eq!(h.stats.active_flows.load(Relaxed), 0);
-    assert!(
-        h.closed.borrow_mut().try_recv().is_err(),
-        "v3 must not call unregister"
-    );
+    assert!(h.closed.try_recv().is_err(), "v3 must not call unregister");
 }
