@@ -363,3 +363,70 @@ async fn v3_idle_flow_closes_without_an_rpc() {
     assert_eq!(h.stats.active_flows.load(Relaxed), 0);
     assert!(h.closed.try_recv().is_err(), "v3 must not call unregister");
 }
+
+/// Configuration half of the RPC server for the test below: refuses everything.
+struct NoConfig;
+
+impl crate::proto::CloudflaredServer for NoConfig {
+    async fn update_configuration(
+        &self,
+        _: i32,
+        _: Vec<u8>,
+    ) -> Result<crate::proto::UpdateConfigurationResponse, crate::proto::RpcError> {
+        Err(crate::proto::RpcError::failed("not here"))
+    }
+    async fn register_udp_session(
+        &self,
+        _: RegisterUdpSessionParams,
+    ) -> Result<RegisterUdpSessionResponse, crate::proto::RpcError> {
+        Err(crate::proto::RpcError::failed("not here"))
+    }
+    async fn unregister_udp_session(
+        &self,
+        _: UnregisterUdpSessionParams,
+    ) -> Result<(), crate::proto::RpcError> {
+        Err(crate::proto::RpcError::failed("not here"))
+    }
+}
+
+#[compio::test]
+async fn v2_session_rpcs_over_capnp_reach_the_manager() {
+    use crate::proto::rpc::pipe::duplex;
+    use crate::proto::{CloudflaredClient, serve_cloudflared};
+
+    let (origin, _echo) = echo_origin().await;
+    let mut h = harness(DatagramVersion::V2, 0);
+    let ((conn_r, conn_w), (edge_r, edge_w)) = duplex();
+    let server = quic::WithSessions {
+        sessions: h.manager.clone(),
+        config: NoConfig,
+    };
+    let _server = compio::runtime::spawn(serve_cloudflared(server, conn_r, conn_w));
+    let (client, driver) = CloudflaredClient::connect(edge_r, edge_w);
+    let _driver = compio::runtime::spawn(driver);
+    let r = client
+        .register_udp_session(&v2_params(20, origin, Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(r.err, None);
+    h.manager.on_datagram(v2_payload(20, b"via rpc"));
+    assert!(matches!(
+        v2::decode(&h.next_datagram().await).unwrap(),
+        v2::Datagram::Udp {
+            payload: b"via rpc",
+            ..
+        }
+    ));
+    let mut bad = v2_params(21, origin, Duration::ZERO);
+    bad.session_id = vec![1; 3];
+    let err = client.register_udp_session(&bad).await.unwrap_err();
+    assert!(
+        err.to_string().contains("invalid UUID (got 3 bytes)"),
+        "{err}"
+    );
+    client
+        .unregister_udp_session(&unregister(20))
+        .await
+        .unwrap();
+    assert!(h.manager.is_empty());
+}
