@@ -1,7 +1,9 @@
 //! `--protocol quic` on loopback: the `ringflare` connector binary registers with the built-in
 //! edge over QUIC (UDP on the tunnel listen address), on both io drivers; a bad secret is
 //! refused over QUIC and the connector never falls back to http2; `--post-quantum` registers
-//! with X25519MLKEM768; SIGTERM unregisters.
+//! with X25519MLKEM768; SIGTERM unregisters. Data streams (a test peer registers the connector
+//! and opens streams as the edge would): HTTP GET and a checksummed POST, WebSocket, private TCP,
+//! a stream the edge resets mid-body, an unreachable origin, and an RPC configuration push.
 
 mod connector_support;
 #[path = "edge_support/mod.rs"]
@@ -164,4 +166,523 @@ fn strict_post_quantum_fails_clearly_against_an_edge_without_ml_kem() {
     );
     assert!(edge.wait_registered(1, WAIT), "log:\n{}", ok.log_text());
     edge.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data streams: a minimal QUIC edge peer in the test registers the connector, then opens data
+// streams on its connection as the edge would (preamble + ConnectRequest, body bytes raw) and
+// reads the ConnectResponse and the response bytes.
+
+mod peer {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::mpsc;
+
+    use bytes::{Bytes, BytesMut};
+    use compio::quic::{Connection, Endpoint, RecvStream, SendStream};
+    use futures_channel::oneshot;
+    use ringflare::proto::{
+        ConnectRequest, ConnectResponse, ConnectionDetails, ConnectionResponse, ConnectionType,
+        FrameLimits, RegisterConnectionParams, RegistrationServer, RpcError, serve_registration,
+    };
+    use ringflare::quic::{QuicSettings, bind_udp};
+    use ringflare::tls::{EdgeCa, edge_quic_server_config};
+
+    use super::WAIT;
+
+    /// The edge end of one registered QUIC connection.
+    pub struct Peer {
+        pub conn: Connection,
+        _endpoint: Endpoint,
+        _rpc: compio::runtime::JoinHandle<()>,
+    }
+
+    struct Registration(std::cell::RefCell<Option<oneshot::Sender<()>>>);
+
+    impl RegistrationServer for Registration {
+        async fn register_connection(
+            &self,
+            _params: RegisterConnectionParams,
+        ) -> Result<ConnectionResponse, RpcError> {
+            if let Some(tx) = self.0.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+            Ok(ConnectionResponse::Details(ConnectionDetails {
+                uuid: [7; 16],
+                location_name: "tst01".into(),
+                tunnel_is_remotely_managed: false,
+            }))
+        }
+
+        async fn unregister_connection(&self) -> Result<(), RpcError> {
+            Ok(())
+        }
+
+        async fn update_local_configuration(&self, _config: Vec<u8>) -> Result<(), RpcError> {
+            Ok(())
+        }
+    }
+
+    /// Binds the peer's UDP endpoint; the connector dials the returned address.
+    pub fn bind(ca: &EdgeCa) -> (Endpoint, SocketAddr) {
+        let server = QuicSettings::default()
+            .server(edge_quic_server_config(ca).unwrap())
+            .unwrap();
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = udp.local_addr().unwrap();
+        let endpoint = Endpoint::new(udp, QuicSettings::endpoint(), Some(server), None).unwrap();
+        (endpoint, addr)
+    }
+
+    /// Accepts the connector's connection and serves its registration.
+    pub async fn accept(endpoint: Endpoint) -> Peer {
+        let incoming = compio::time::timeout(WAIT, endpoint.wait_incoming())
+            .await
+            .expect("the connector dialled")
+            .expect("an incoming connection");
+        let conn = incoming.accept().unwrap().await.expect("QUIC handshake");
+        let (send, recv) = conn.accept_bi().await.expect("the control stream");
+        let (tx, rx) = oneshot::channel();
+        let server = Registration(std::cell::RefCell::new(Some(tx)));
+        let rpc = serve_registration(server, recv.into_compat(), send.into_compat());
+        let rpc = compio::runtime::spawn(async move {
+            let _ = rpc.await;
+        });
+        compio::time::timeout(WAIT, rx)
+            .await
+            .expect("registered in time")
+            .unwrap();
+        Peer {
+            conn,
+            _endpoint: endpoint,
+            _rpc: rpc,
+        }
+    }
+
+    /// Opens a data stream and sends its ConnectRequest.
+    pub async fn open(
+        conn: &Connection,
+        kind: ConnectionType,
+        dest: &str,
+        meta: &[(&str, &str)],
+    ) -> (SendStream, RecvStream) {
+        let (mut send, recv) = conn.open_bi().unwrap();
+        let req = ConnectRequest {
+            dest: dest.into(),
+            kind,
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf);
+        send.write_all_chunks(&mut [buf.freeze()]).await.unwrap();
+        (send, recv)
+    }
+
+    /// Reads the ConnectResponse; returns it and the response bytes read past it.
+    pub async fn response(recv: &mut RecvStream) -> (ConnectResponse, BytesMut) {
+        let mut buf = BytesMut::new();
+        loop {
+            let mut view = &buf[..];
+            match ConnectResponse::decode(&mut view, &FrameLimits::default()) {
+                Ok(r) => {
+                    let used = buf.len() - view.len();
+                    let _ = buf.split_to(used);
+                    return (r, buf);
+                }
+                Err(e) if e.is_incomplete() => {}
+                Err(e) => panic!("bad ConnectResponse: {e}"),
+            }
+            let chunk = compio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
+                .await
+                .expect("a ConnectResponse in time")
+                .expect("stream readable")
+                .expect("no FIN before the ConnectResponse");
+            buf.extend_from_slice(&chunk.bytes);
+        }
+    }
+
+    /// Reads until the edge-side stream ends (FIN); `Err` when it was reset.
+    pub async fn read_to_end(recv: &mut RecvStream, mut got: BytesMut) -> Result<Bytes, String> {
+        loop {
+            match compio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
+                .await
+                .expect("the response ended in time")
+            {
+                Ok(Some(c)) => got.extend_from_slice(&c.bytes),
+                Ok(None) => return Ok(got.freeze()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Reads until at least `n` bytes arrived.
+    pub async fn read_n(recv: &mut RecvStream, mut got: BytesMut, n: usize) -> Bytes {
+        while got.len() < n {
+            let c = compio::time::timeout(WAIT, recv.read_chunk(64 * 1024, true))
+                .await
+                .expect("bytes in time")
+                .expect("readable")
+                .expect("not ended");
+            got.extend_from_slice(&c.bytes);
+        }
+        got.freeze()
+    }
+
+    pub fn meta<'a>(r: &'a ConnectResponse, key: &str) -> Option<&'a str> {
+        r.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn fnv(data: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in data {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    }
+
+    /// An HTTP/1.1 origin on its own threads: `GET /hello`, `POST /sum` (answers the body's
+    /// length and checksum; reports a body cut short on `aborted`), `GET /ws` (101, then echo).
+    /// `started` gets the declared length of every `POST /sum` whose head arrived.
+    pub fn http_origin() -> (SocketAddr, mpsc::Receiver<usize>, mpsc::Receiver<usize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (started_tx, started) = mpsc::channel();
+        let (aborted_tx, aborted) = mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                let (started_tx, aborted_tx) = (started_tx.clone(), aborted_tx.clone());
+                std::thread::spawn(move || serve_origin(s, started_tx, aborted_tx));
+            }
+        });
+        (addr, started, aborted)
+    }
+
+    fn serve_origin(mut s: TcpStream, started: mpsc::Sender<usize>, aborted: mpsc::Sender<usize>) {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let end = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if line.starts_with("GET /hello") {
+                let body = "hello from origin";
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            } else if line.starts_with("POST /sum") {
+                let _ = started.send(length);
+                while buf.len() < length {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => {
+                            let _ = aborted.send(buf.len());
+                            return;
+                        }
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body: Vec<u8> = buf.drain(..length).collect();
+                let reply = format!("{} {:016x}", body.len(), fnv(&body));
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+                    reply.len()
+                );
+            } else if line.starts_with("GET /ws") {
+                let _ = s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-Websocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                );
+                if !buf.is_empty() && s.write_all(&buf).is_err() {
+                    return;
+                }
+                loop {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&chunk[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            } else {
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    }
+
+    /// A TCP echo origin.
+    pub fn echo_origin() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 4096];
+                    loop {
+                        match s.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&b[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+}
+
+fn serves_data_streams(driver: &str) {
+    use bytes::{Bytes, BytesMut};
+    use ringflare::proto::ConnectionType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let ca = ringflare::tls::EdgeCa::load_or_create(dir.path()).unwrap();
+    let (origin, started, aborted) = peer::http_origin();
+    let echo = peer::echo_origin();
+    let rt = compio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (endpoint, addr) = peer::bind(&ca);
+        let url = format!("http://{origin}");
+        let c = Connector::spawn_env(
+            &[addr],
+            ca.ca_pem_path(),
+            &token(&t, &t.secret),
+            None,
+            &[
+                "--ha-connections".into(),
+                "1".into(),
+                "--protocol".into(),
+                "quic".into(),
+                "--loglevel".into(),
+                "debug".into(),
+            ],
+            &["--url", &url],
+            &[("RINGFLARE_IO_DRIVER", driver)],
+        );
+        let p = peer::accept(endpoint).await;
+        let host = [("HttpHost", "tunnel.test")];
+
+        // HTTP GET.
+        let (mut send, mut recv) = peer::open(
+            &p.conn,
+            ConnectionType::Http,
+            "http://tunnel.test/hello",
+            &[host[0], ("HttpMethod", "GET")],
+        )
+        .await;
+        send.finish().unwrap();
+        let (resp, rest) = peer::response(&mut recv).await;
+        assert_eq!(resp.error, "", "log:\n{}", c.log_text());
+        assert_eq!(peer::meta(&resp, "HttpStatus"), Some("200"), "{resp:?}");
+        assert_eq!(
+            peer::meta(&resp, "HttpHeader:Content-Type"),
+            Some("text/plain")
+        );
+        let body = peer::read_to_end(&mut recv, rest).await.unwrap();
+        assert_eq!(body, &b"hello from origin"[..]);
+
+        // HTTP POST with a 4 MiB body, checked end to end.
+        let upload: Bytes = (0..4 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
+        let len = upload.len().to_string();
+        let (mut send, mut recv) = peer::open(
+            &p.conn,
+            ConnectionType::Http,
+            "http://tunnel.test/sum",
+            &[
+                host[0],
+                ("HttpMethod", "POST"),
+                ("HttpHeader:Content-Length", &len),
+            ],
+        )
+        .await;
+        let writer = async {
+            send.write_all_chunks(&mut [upload.clone()]).await.unwrap();
+            send.finish().unwrap();
+        };
+        let reader = async {
+            let (resp, rest) = peer::response(&mut recv).await;
+            (resp, peer::read_to_end(&mut recv, rest).await.unwrap())
+        };
+        let ((), (resp, body)) = futures_util::future::join(writer, reader).await;
+        assert_eq!(peer::meta(&resp, "HttpStatus"), Some("200"), "{resp:?}");
+        let want = format!("{} {:016x}", upload.len(), peer::fnv(&upload));
+        assert_eq!(String::from_utf8_lossy(&body), want);
+
+        // WebSocket: 101 stays 101 on QUIC, then raw bytes both ways.
+        let (mut send, mut recv) = peer::open(
+            &p.conn,
+            ConnectionType::Websocket,
+            "http://tunnel.test/ws",
+            &[
+                host[0],
+                ("HttpMethod", "GET"),
+                ("HttpHeader:Sec-Websocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("HttpHeader:Sec-Websocket-Version", "13"),
+            ],
+        )
+        .await;
+        let (resp, rest) = peer::response(&mut recv).await;
+        assert_eq!(peer::meta(&resp, "HttpStatus"), Some("101"), "{resp:?}");
+        send.write_all_chunks(&mut [Bytes::from_static(b"raw websocket bytes")])
+            .await
+            .unwrap();
+        let got = peer::read_n(&mut recv, rest, 19).await;
+        assert_eq!(got, &b"raw websocket bytes"[..]);
+        send.finish().unwrap();
+        peer::read_to_end(&mut recv, BytesMut::new()).await.ok();
+
+        // Private-network TCP: an empty acknowledgement, then raw bytes.
+        let (mut send, mut recv) =
+            peer::open(&p.conn, ConnectionType::Tcp, &echo.to_string(), &[]).await;
+        let (resp, rest) = peer::response(&mut recv).await;
+        assert_eq!(resp.error, "", "{resp:?}");
+        assert!(resp.metadata.is_empty(), "{resp:?}");
+        send.write_all_chunks(&mut [Bytes::from_static(b"ping over tcp")])
+            .await
+            .unwrap();
+        assert_eq!(
+            peer::read_n(&mut recv, rest, 13).await,
+            &b"ping over tcp"[..]
+        );
+        send.finish().unwrap();
+
+        // The edge resets a stream in the middle of its body: the origin sees the upload cut
+        // short, and the connection keeps serving.
+        let (mut send, mut recv) = peer::open(
+            &p.conn,
+            ConnectionType::Http,
+            "http://tunnel.test/sum",
+            &[
+                host[0],
+                ("HttpMethod", "POST"),
+                ("HttpHeader:Content-Length", "10000000"),
+            ],
+        )
+        .await;
+        send.write_all_chunks(&mut [upload.slice(..256 * 1024)])
+            .await
+            .unwrap();
+        // Reset only once the connector is uploading to the origin.
+        let started = compio::runtime::spawn_blocking(move || {
+            loop {
+                match started.recv_timeout(WAIT) {
+                    Ok(10_000_000) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(started, "the origin never got the upload");
+        send.reset(0u32.into()).unwrap();
+        recv.stop(0u32.into()).unwrap();
+        let cut = compio::runtime::spawn_blocking(move || aborted.recv_timeout(WAIT))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the origin did not see the upload cut short ({e}); log:\n{}",
+                    c.log_text()
+                )
+            });
+        assert!(cut < 10_000_000, "{cut}");
+
+        let (mut send, mut recv) = peer::open(
+            &p.conn,
+            ConnectionType::Http,
+            "http://tunnel.test/hello",
+            &[host[0], ("HttpMethod", "GET")],
+        )
+        .await;
+        send.finish().unwrap();
+        let (resp, rest) = peer::response(&mut recv).await;
+        assert_eq!(peer::meta(&resp, "HttpStatus"), Some("200"), "{resp:?}");
+        assert_eq!(
+            peer::read_to_end(&mut recv, rest).await.unwrap(),
+            &b"hello from origin"[..]
+        );
+
+        // An unreachable origin: the error travels in the ConnectResponse, no status.
+        let (mut send, mut recv) =
+            peer::open(&p.conn, ConnectionType::Tcp, "127.0.0.1:1", &[]).await;
+        send.finish().unwrap();
+        let (resp, _) = peer::response(&mut recv).await;
+        assert!(!resp.error.is_empty(), "{resp:?}");
+        assert_eq!(peer::meta(&resp, "HttpStatus"), None);
+
+        // An RPC stream: the edge pushes a remote configuration (spec §5.5-§5.6).
+        let (mut send, recv) = p.conn.open_bi().unwrap();
+        send.write_all_chunks(&mut [Bytes::from_static(
+            &ringflare::proto::framing::RPC_STREAM_SIGNATURE,
+        )])
+        .await
+        .unwrap();
+        let (client, driver) =
+            ringflare::proto::CloudflaredClient::connect(recv.into_compat(), send.into_compat());
+        let driver = compio::runtime::spawn(async move {
+            let _ = driver.await;
+        });
+        let config = br#"{"ingress":[{"service":"http_status:418"}]}"#;
+        let reply = compio::time::timeout(WAIT, client.update_configuration(3, config))
+            .await
+            .expect("an RPC reply in time")
+            .expect("updateConfiguration");
+        assert_eq!(reply.latest_applied_version, 3, "{reply:?}");
+        assert_eq!(reply.err, None);
+        drop(driver);
+        let (mut send, mut recv) = peer::open(
+            &p.conn,
+            ConnectionType::Http,
+            "http://tunnel.test/hello",
+            &[host[0], ("HttpMethod", "GET")],
+        )
+        .await;
+        send.finish().unwrap();
+        let (resp, _) = peer::response(&mut recv).await;
+        assert_eq!(peer::meta(&resp, "HttpStatus"), Some("418"), "{resp:?}");
+        drop(c);
+    });
+}
+
+#[test]
+fn serves_data_streams_poll() {
+    serves_data_streams("poll");
+}
+
+#[test]
+fn serves_data_streams_io_uring() {
+    if ringflare::runtime::select_driver(ringflare::runtime::IoDriver::IoUring).is_ok() {
+        serves_data_streams("io_uring");
+    }
 }

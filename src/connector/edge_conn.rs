@@ -412,7 +412,8 @@ async fn serve_once(
                         let core = core.clone();
                         let guard = inflight.enter();
                         compio::runtime::spawn(async move {
-                            super::stream::serve(&core, req, respond, index).await;
+                            let stream = super::stream::h2::H2Stream { req, respond };
+                            super::stream::serve(&core, stream, index).await;
                             drop(guard);
                         })
                         .detach();
@@ -476,20 +477,20 @@ enum Step {
 
 /// Data streams in flight on one connection, with a waker for "reached zero".
 #[derive(Default)]
-struct InflightCount {
+pub(super) struct InflightCount {
     n: Cell<usize>,
     waker: Cell<Option<Waker>>,
 }
 
-struct InflightGuard(Rc<InflightCount>);
+pub(super) struct InflightGuard(Rc<InflightCount>);
 
 impl InflightCount {
-    fn enter(self: &Rc<Self>) -> InflightGuard {
+    pub(super) fn enter(self: &Rc<Self>) -> InflightGuard {
         self.n.set(self.n.get() + 1);
         InflightGuard(self.clone())
     }
 
-    fn poll_zero(&self, cx: &mut std::task::Context<'_>) -> bool {
+    pub(super) fn poll_zero(&self, cx: &mut std::task::Context<'_>) -> bool {
         if self.n.get() == 0 {
             return true;
         }

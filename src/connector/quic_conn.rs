@@ -3,9 +3,10 @@
 //! client-initiated bidirectional stream) carrying registration, then the connection until the
 //! edge closes it or shutdown ends it. The retry loop is `edge_conn::run`'s, shared with http2.
 //!
-//! Not yet: edge-opened data and RPC streams are refused (reset with code 0, as cloudflared
-//! does for a stream it cannot serve) until they are served through `connector::stream`'s
-//! transport-agnostic interface.
+//! Edge-opened bidirectional streams are served on this core: data streams through
+//! `connector::stream` (their QUIC side is `stream::quic`), RPC streams (`CloudflaredServer`:
+//! configuration updates, UDP session calls) for at most `--rpc-timeout` each. A stream whose
+//! preamble is unknown or malformed is reset with code 0, as cloudflared does.
 
 use std::cell::Cell;
 use std::future::poll_fn;
@@ -17,17 +18,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use compio::quic::{Connection, Endpoint};
+use compio::quic::{Connection, Endpoint, RecvStream, SendStream};
 use futures_channel::mpsc;
 use futures_util::{FutureExt, StreamExt};
 
 use super::core::Core;
 use super::edge_conn::{
-    ConnError, ControlEvent, FirstRegistered, on_registered, register_params, run_control,
+    ConnError, ControlEvent, FirstRegistered, InflightCount, on_registered, register_params,
+    run_control,
 };
 use super::options::ConnectorOptions;
 use super::protocol::Protocol;
-use super::udp;
+use super::stream::quic::{self, Opened};
+use super::udp::{self, UdpSessions};
+use crate::proto::rpc::RpcError;
+use crate::proto::rpc::{CloudflaredServer, serve_cloudflared};
+use crate::proto::rpc_types::{
+    RegisterUdpSessionParams, RegisterUdpSessionResponse, UnregisterUdpSessionParams,
+    UpdateConfigurationResponse,
+};
 use crate::quic::{HANDSHAKE_TIMEOUT, QuicSettings, bind_udp};
 use crate::tls::{EdgeRoots, KxPolicy, QUIC_SERVER_NAME, connector_quic_client_config_with};
 
@@ -110,9 +119,76 @@ pub(super) async fn serve_once(
 
 enum Step {
     Control(Option<ControlEvent>),
-    Accept(Result<(), compio::quic::ConnectionError>),
+    Accept(Result<(SendStream, RecvStream), compio::quic::ConnectionError>),
     Stop,
     Deadline,
+    Drained,
+}
+
+/// Serves one edge-opened stream to its end.
+async fn serve_stream(
+    core: Rc<Core>,
+    index: u8,
+    udp: UdpSessions,
+    send: SendStream,
+    recv: RecvStream,
+) {
+    match quic::open(send, recv).await {
+        Ok(Opened::Data(stream)) => super::stream::serve(&core, stream, index).await,
+        Ok(Opened::Rpc {
+            send,
+            recv,
+            pending,
+        }) => {
+            let reader = futures_util::io::AsyncReadExt::chain(
+                futures_util::io::Cursor::new(pending),
+                recv.into_compat(),
+            );
+            let server = RpcServer(core.clone(), udp);
+            let driver = serve_cloudflared(server, reader, send.into_compat());
+            // One short-lived stream per call: served for at most --rpc-timeout.
+            let limit = core.shared.options.rpc_timeout;
+            if let Ok(Err(e)) = compio::time::timeout(limit, driver).await {
+                log::debug!(connIndex = index, error:% = e; "RPC stream ended");
+            }
+        }
+        Err(e) => {
+            log::debug!(connIndex = index, error:% = e; "Failed to handle QUIC stream");
+        }
+    }
+}
+
+/// The connector's `CloudflaredServer` on QUIC RPC streams; session calls go to the
+/// connection's UDP session manager.
+struct RpcServer(Rc<Core>, UdpSessions);
+
+impl CloudflaredServer for RpcServer {
+    async fn update_configuration(
+        &self,
+        version: i32,
+        config: Vec<u8>,
+    ) -> Result<UpdateConfigurationResponse, RpcError> {
+        let text = String::from_utf8_lossy(&config);
+        let r = super::stream::config_push::apply(&self.0, version, &text);
+        Ok(UpdateConfigurationResponse {
+            latest_applied_version: r.last_applied_version,
+            err: r.err,
+        })
+    }
+
+    async fn register_udp_session(
+        &self,
+        params: RegisterUdpSessionParams,
+    ) -> Result<RegisterUdpSessionResponse, RpcError> {
+        self.1.rpc_register(params)
+    }
+
+    async fn unregister_udp_session(
+        &self,
+        params: UnregisterUdpSessionParams,
+    ) -> Result<(), RpcError> {
+        self.1.rpc_unregister(params)
+    }
 }
 
 async fn serve_conn(
@@ -142,7 +218,7 @@ async fn serve_conn(
     // UDP sessions (spec §4.4) live as long as this connection: dropping the task and the
     // manager at return closes every session socket.
     let o = &core.shared.options;
-    let udp = udp::quic::sessions_for(
+    let sessions = udp::quic::sessions_for(
         conn,
         index,
         udp::quic::version_for(&o.features),
@@ -150,9 +226,11 @@ async fn serve_conn(
         core.shared.clone(),
         core.shared.udp.clone(),
     );
-    let _datagrams = compio::runtime::spawn(udp::quic::serve(conn.clone(), udp.clone()));
+    let _datagrams = compio::runtime::spawn(udp::quic::serve(conn.clone(), sessions.clone()));
     let mut stop = pin!(core.stop.stopped().fuse());
     let mut stopping = false;
+    let mut unregistered = false;
+    let inflight = Rc::new(InflightCount::default());
     let mut deadline: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = None;
     let mut accept = pin!(conn.accept_bi());
     loop {
@@ -168,20 +246,26 @@ async fn serve_conn(
             {
                 return Poll::Ready(Step::Deadline);
             }
+            if unregistered && inflight.poll_zero(cx) {
+                return Poll::Ready(Step::Drained);
+            }
             if let Poll::Ready(r) = accept.as_mut().poll(cx) {
-                return Poll::Ready(Step::Accept(r.map(|(mut send, mut recv)| {
-                    // Data and RPC streams are not served over QUIC yet: refuse the stream.
-                    let _ = send.reset(0u32.into());
-                    let _ = recv.stop(0u32.into());
-                })));
+                return Poll::Ready(Step::Accept(r));
             }
             Poll::Pending
         })
         .await;
         match step {
-            Step::Accept(Ok(())) => {
-                log::debug!(connIndex = index; "refused an edge-opened QUIC stream: not served over QUIC yet");
+            Step::Accept(Ok((send, recv))) => {
                 accept.set(conn.accept_bi());
+                let guard = inflight.enter();
+                let core = core.clone();
+                let sessions = sessions.clone();
+                compio::runtime::spawn(async move {
+                    serve_stream(core, index, sessions, send, recv).await;
+                    drop(guard);
+                })
+                .detach();
             }
             Step::Accept(Err(e)) => {
                 if stopping {
@@ -204,9 +288,11 @@ async fn serve_conn(
             Step::Control(Some(ControlEvent::Unregistered)) => {
                 core.shared
                     .set_conn(usize::from(index), |s| s.registered = false);
-                // No data streams are served over QUIC yet, so nothing is left to drain.
-                return Ok(());
+                // The edge sends no new streams now; the ones in flight finish (within the
+                // grace period) before the connection closes.
+                unregistered = true;
             }
+            Step::Drained => return Ok(()),
             Step::Control(None) => {}
             Step::Stop => {
                 stopping = true;

@@ -73,6 +73,18 @@ impl StopSignal {
     pub fn is_stopped(&self) -> bool {
         self.flag.load(Ordering::Acquire) || self.rx.peek().is_some()
     }
+
+    /// A signal that never fires, and its sender (kept alive by the caller), for tests that
+    /// build a connector core without a worker pool.
+    #[cfg(test)]
+    pub fn detached() -> (oneshot::Sender<()>, StopSignal) {
+        let (tx, rx) = oneshot::channel();
+        let stop = StopSignal {
+            flag: Arc::new(AtomicBool::new(false)),
+            rx: rx.shared(),
+        };
+        (tx, stop)
+    }
 }
 
 /// How pinning went for one worker, for the caller to log.

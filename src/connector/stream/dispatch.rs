@@ -5,20 +5,16 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
-use h2::RecvStream;
-use h2::server::SendResponse;
-use http::Request;
-
 use super::config_push::config_update;
 use super::error::{Answer, Cause, Side, StreamError};
 use super::http::{Outcome, proxy_http};
 use super::status::status_only;
 use super::tcp::{jump_destination, socks_error, stream_service, tcp_stream};
+use super::{EdgeStream, ResponseSender, StreamHead};
 use crate::connector::core::Core;
 use crate::connector::origin::{Dial, Target, TlsParams};
 use crate::ingress::{Matched, OriginRequest, Rule, Service};
-use crate::proto::http2::{RequestKind, classify};
+use crate::proto::http2::RequestKind;
 
 /// Decrements the concurrent-requests gauge however the stream ends.
 struct InFlight<'a>(&'a Core);
@@ -29,18 +25,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Serves one data stream; `conn_index` labels logs.
-pub async fn serve(
-    core: &Core,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    conn_index: u8,
-) {
-    let kind = classify(
-        req.headers()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes())),
-    );
+/// Serves one data stream of any transport; `conn_index` labels logs.
+pub async fn serve<S: EdgeStream>(core: &Core, stream: S, conn_index: u8) {
+    let (head, body, mut respond) = stream.into_parts();
+    let kind = head.kind;
     let counters = core.counters();
     counters.total_requests.fetch_add(1, Relaxed);
     counters.concurrent_requests.fetch_add(1, Relaxed);
@@ -48,17 +36,18 @@ pub async fn serve(
     let status = match kind {
         RequestKind::ControlStream => {
             log::warn!(connIndex = conn_index; "edge opened a second control stream; refusing it");
-            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            respond.refuse();
             return;
         }
-        RequestKind::ConfigurationUpdate => config_update(core, req, &mut respond).await,
-        RequestKind::TcpStream => tcp_stream(core, req, &mut respond)
+        RequestKind::ConfigurationUpdate => config_update(core, body, &mut respond).await,
+        RequestKind::TcpStream => tcp_stream(core, &head, body, &mut respond)
             .await
             .map_err(|e| e.in_rule(None, "warp-routing".into())),
         RequestKind::Http | RequestKind::Websocket => {
             route(
                 core,
-                req,
+                &head,
+                body,
                 &mut respond,
                 kind == RequestKind::Websocket,
                 conn_index,
@@ -80,19 +69,20 @@ pub async fn serve(
 }
 
 /// Ingress lookup and the rule's service.
-async fn route(
+async fn route<B: super::BodyReader, R: ResponseSender>(
     core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    req: &StreamHead,
+    body: B,
+    respond: &mut R,
     websocket: bool,
     conn_index: u8,
 ) -> Result<u16, StreamError> {
     let host = req
-        .uri()
+        .uri
         .authority()
         .map(|a| a.as_str().to_owned())
         .or_else(|| {
-            req.headers()
+            req.headers
                 .get("host")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
@@ -100,7 +90,7 @@ async fn route(
         .unwrap_or_default();
     // The table is held for this request only: a reload during it does not affect it.
     let table = core.shared.ingress.load();
-    let (rule, index) = match table.find(&host, req.uri().path()) {
+    let (rule, index) = match table.find(&host, req.uri.path()) {
         Matched::Rule(i) => (table.rule(i), i.0),
         Matched::Internal(_) => {
             return Err(StreamError::refused(
@@ -108,12 +98,9 @@ async fn route(
             ));
         }
     };
-    log_request(&req, &host, conn_index, index, rule);
+    log_request(req, &host, conn_index, index, rule);
     if let Some(access) = rule.access.as_ref().filter(|a| a.required) {
-        let token = req
-            .headers()
-            .get(super::access::HEADER)
-            .map(|v| v.as_bytes());
+        let token = req.headers.get(super::access::HEADER).map(|v| v.as_bytes());
         if let super::access::Decision::Deny(reason) = super::access::check(access, token)
             .await
             .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
@@ -125,7 +112,7 @@ async fn route(
     let service = rule.service.to_string();
     let result = match &rule.service {
         Service::Status(code) => status_only(respond, *code),
-        Service::HelloWorld => Ok(super::hello::serve(req, respond, websocket)
+        Service::HelloWorld => Ok(super::hello::serve(req, body, respond, websocket)
             .await
             .unwrap_or(200)),
         Service::Http(o) => {
@@ -134,28 +121,28 @@ async fn route(
                 host: o.host.clone(),
                 port: o.port,
             };
-            http_origin(core, req, respond, rule, target, tls, websocket).await
+            http_origin(core, req, body, respond, rule, target, tls, websocket).await
         }
         Service::Unix { path, tls } => {
             let tls = tls.then(|| tls_params(&rule.options, &host, "localhost"));
             let target = Target::Unix { path: path.clone() };
-            http_origin(core, req, respond, rule, target, tls, websocket).await
+            http_origin(core, req, body, respond, rule, target, tls, websocket).await
         }
         Service::Stream(s) if websocket => {
             let dest = s.dest.clone();
-            stream_service(req, respond, rule, &dest).await
+            stream_service(req, body, respond, rule, &dest).await
         }
         Service::Bastion if websocket => {
             let dest = req
-                .headers()
+                .headers
                 .get("cf-access-jump-destination")
                 .and_then(|v| v.to_str().ok())
                 .map(jump_destination)
                 .ok_or_else(|| StreamError::refused("Did not receive final destination from client. The --destination flag is likely not set on the client side"))?;
-            stream_service(req, respond, rule, &dest).await
+            stream_service(req, body, respond, rule, &dest).await
         }
         Service::SocksProxy { rules } if websocket => {
-            super::socks::serve_proxy(req, respond, rule, rules)
+            super::socks::serve_proxy(req, body, respond, rule, rules)
                 .await
                 .map_err(socks_error)
         }
@@ -170,18 +157,18 @@ async fn route(
 
 /// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The
 /// level check comes first, so a disabled debug level costs nothing per request.
-fn log_request(req: &Request<RecvStream>, host: &str, conn_index: u8, index: usize, rule: &Rule) {
+fn log_request(req: &StreamHead, host: &str, conn_index: u8, index: usize, rule: &Rule) {
     if !log::log_enabled!(log::Level::Debug) {
         return;
     }
-    let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let cf_ray = req
-        .headers()
+        .headers
         .get("cf-ray")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let length = req
-        .headers()
+        .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-1");
@@ -189,11 +176,11 @@ fn log_request(req: &Request<RecvStream>, host: &str, conn_index: u8, index: usi
         connIndex = conn_index,
         cfRay = cf_ray,
         host = host,
-        path = req.uri().path(),
+        path = req.uri.path(),
         ingressRule = index,
         originService = rule.service.to_string().as_str(),
         content_length = length;
-        "{} http://localhost:8080{path_query} HTTP/2.0", req.method()
+        "{} http://localhost:8080{path_query} HTTP/2.0", req.method
     );
 }
 
@@ -213,10 +200,12 @@ fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsPar
     }
 }
 
-async fn http_origin(
+#[allow(clippy::too_many_arguments)]
+async fn http_origin<B: super::BodyReader, R: ResponseSender>(
     core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    req: &StreamHead,
+    body: B,
+    respond: &mut R,
     rule: &Rule,
     target: Target,
     tls: Option<TlsParams>,
@@ -230,7 +219,7 @@ async fn http_origin(
         tls_timeout: o.tls_timeout,
         tcp_keep_alive: o.tcp_keep_alive,
     };
-    match proxy_http(core, req, respond, &dial, o, websocket).await {
+    match proxy_http(core, req, body, respond, &dial, o, websocket).await {
         Outcome::Responded(code) => Ok(code),
         Outcome::Failed(e) => Err(e.into()),
         Outcome::Aborted { status, error } => Err(StreamError::from(error).after_head(status)),
@@ -238,7 +227,7 @@ async fn http_origin(
 }
 
 /// The one place a failed stream becomes an answer, a log line and a count.
-fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_index: u8) {
+fn fail<R: ResponseSender>(core: &Core, respond: &mut R, err: &StreamError, conn_index: u8) {
     let counters = core.counters();
     counters.request_errors.fetch_add(1, Relaxed);
     err.log(conn_index);
@@ -247,7 +236,7 @@ fn fail(core: &Core, respond: &mut SendResponse<Bytes>, err: &StreamError, conn_
         counters.response(status);
         return;
     }
-    super::h2::H2Respond::fail_on(respond, err);
+    respond.fail(err);
     match err.answer(false) {
         Answer::BadGateway => counters.response(502),
         Answer::Forbidden => counters.response(403),

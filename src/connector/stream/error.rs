@@ -38,6 +38,9 @@ pub enum Cause {
     Edge(h2::Error),
     #[error("edge reset the stream")]
     EdgeReset,
+    /// A transport failure on the edge stream other than HTTP/2's (a QUIC stream or connection).
+    #[error("edge stream: {0}")]
+    EdgeTransport(String),
     /// A request the connector will not serve (bad destination, unsupported service).
     #[error("{0}")]
     Refused(String),
@@ -171,7 +174,6 @@ impl StreamError {
             // connection's `failed to serve incoming request`, both carrying the error. The
             // side field is ours.
             Side::Origin | Side::Local => {
-                const UNREACHABLE: &str = "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared";
                 let error = format!("{UNREACHABLE}: {reason}");
                 match &self.rule {
                     Some((Some(rule), service)) => log::error!(
@@ -199,6 +201,20 @@ impl StreamError {
                 connIndex = conn_index, error = reason.as_str(), side = self.metric_label();
                 "Edge stream ended before the response completed"
             ),
+        }
+    }
+}
+
+/// cloudflared's prefix for a proxy failure before the response.
+const UNREACHABLE: &str = "Unable to reach the origin service. The service may be down or it may not be responding to traffic from cloudflared";
+
+impl StreamError {
+    /// The message a transport that carries errors as text (QUIC's `ConnectResponse.error`)
+    /// sends to the edge: cloudflared's wording for origin failures, the cause otherwise.
+    pub fn edge_message(&self) -> String {
+        match self.side {
+            Side::Origin => format!("{UNREACHABLE}: {}", self.cause),
+            _ => self.cause.to_string(),
         }
     }
 }

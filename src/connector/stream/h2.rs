@@ -88,6 +88,22 @@ impl ResponseSender for H2Respond {
         H2Respond::fail_on(&mut self.0, err);
     }
 
+    fn refuse(&mut self) {
+        self.0.send_reset(h2::Reason::REFUSED_STREAM);
+    }
+
+    fn send_plain(&mut self, status: u16, body: Bytes) -> Result<(), StreamError> {
+        let mut resp = http::Response::new(());
+        *resp.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        let end = body.is_empty();
+        let mut send = self.0.send_response(resp, end).map_err(StreamError::edge)?;
+        if !end {
+            send.send_data(body, true).map_err(StreamError::edge)?;
+        }
+        Ok(())
+    }
+
     fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<StreamError> {
         let r = ready!(self.0.poll_reset(cx));
         Poll::Ready(reset_error(r))

@@ -7,15 +7,11 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use h2::RecvStream;
-use h2::server::SendResponse;
-use http::Request;
 
-use super::response::origin_head;
+use super::{BodyReader, BodyWriter, ResponseHead, ResponseSender, StreamHead};
 use crate::config::duration::parse_go_duration;
 use crate::logging::rfc3339_utc;
 use crate::proto::http2::websocket_accept;
-use crate::runtime::h2stream::send_all;
 
 /// Process start, for `/uptime` (set on first use).
 pub fn start_time() -> SystemTime {
@@ -24,17 +20,18 @@ pub fn start_time() -> SystemTime {
 }
 
 /// Serves one request; returns the status sent.
-pub async fn serve(
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+pub async fn serve<B: BodyReader, R: ResponseSender>(
+    req: &StreamHead,
+    recv: B,
+    respond: &mut R,
     websocket: bool,
 ) -> Option<u16> {
-    let path = req.uri().path().to_owned();
+    let path = req.uri.path();
     if websocket && path == "/ws" {
-        return serve_ws(req, respond).await;
+        return serve_ws(req, recv, respond).await;
     }
-    let (status, ctype, body) = match path.as_str() {
-        "/" => (200, "text/html; charset=utf-8", page(&req)),
+    let (status, ctype, body) = match path {
+        "/" => (200, "text/html; charset=utf-8", page(req)),
         "/uptime" => {
             let start = start_time();
             let up = SystemTime::now().duration_since(start).unwrap_or_default();
@@ -46,7 +43,7 @@ pub async fn serve(
             (200, "application/json", body)
         }
         "/_health" => (200, "text/plain; charset=utf-8", "ok".into()),
-        "/sse" => return serve_sse(&req, respond).await,
+        "/sse" => return serve_sse(req, respond).await,
         _ => (
             404,
             "text/plain; charset=utf-8",
@@ -64,21 +61,17 @@ pub async fn serve(
         ),
     ];
     let mut send = respond
-        .send_response(origin_head(status, &headers), false)
-        .ok()?;
-    send_all(&mut send, Bytes::from(body)).await.ok()?;
-    send.send_data(Bytes::new(), true).ok()?;
+        .send(&ResponseHead { status, headers }, false)
+        .ok()??;
+    send.write(Bytes::from(body)).await.ok()?;
+    send.finish(None).ok()?;
     Some(status)
 }
 
-fn page(req: &Request<RecvStream>) -> String {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .unwrap_or_default();
+fn page(req: &StreamHead) -> String {
+    let host = req.uri.authority().map(|a| a.as_str()).unwrap_or_default();
     let mut headers = String::new();
-    for (name, value) in req.headers() {
+    for (name, value) in &req.headers {
         headers.push_str(&format!(
             "<li>{}: {}</li>\n",
             escape(name.as_str()),
@@ -90,8 +83,8 @@ fn page(req: &Request<RecvStream>) -> String {
 <h1>Congrats! You created a tunnel!</h1>\n<p>Served by ringflare's built-in hello_world origin.</p>\n\
 <ul>\n<li>Method: {}</li>\n<li>Protocol: HTTP/1.1</li>\n<li>URL: {}</li>\n<li>Host: {}</li>\n</ul>\n\
 <h2>Headers</h2>\n<ul>\n{headers}</ul>\n</body>\n</html>\n",
-        escape(req.method().as_str()),
-        escape(&req.uri().to_string()),
+        escape(req.method.as_str()),
+        escape(&req.uri.to_string()),
         escape(host),
     )
 }
@@ -102,9 +95,9 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn serve_sse(req: &Request<RecvStream>, respond: &mut SendResponse<Bytes>) -> Option<u16> {
+async fn serve_sse<R: ResponseSender>(req: &StreamHead, respond: &mut R) -> Option<u16> {
     let freq = req
-        .uri()
+        .uri
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("freq=")))
         .and_then(|v| parse_go_duration(v).ok())
@@ -115,14 +108,17 @@ async fn serve_sse(req: &Request<RecvStream>, respond: &mut SendResponse<Bytes>)
         Bytes::from_static(b"text/event-stream"),
     )];
     let mut send = respond
-        .send_response(origin_head(200, &headers), false)
-        .ok()?;
+        .send(
+            &ResponseHead {
+                status: 200,
+                headers,
+            },
+            false,
+        )
+        .ok()??;
     // Runs until the eyeball goes away (the send fails).
     for n in 0u64.. {
-        if send_all(&mut send, Bytes::from(format!("{n}\n\n")))
-            .await
-            .is_err()
-        {
+        if send.write(Bytes::from(format!("{n}\n\n"))).await.is_err() {
             break;
         }
         compio::time::sleep(freq).await;
@@ -130,9 +126,13 @@ async fn serve_sse(req: &Request<RecvStream>, respond: &mut SendResponse<Bytes>)
     Some(200)
 }
 
-async fn serve_ws(req: Request<RecvStream>, respond: &mut SendResponse<Bytes>) -> Option<u16> {
+async fn serve_ws<B: BodyReader, R: ResponseSender>(
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
+) -> Option<u16> {
     let key = req
-        .headers()
+        .headers
         .get("sec-websocket-key")
         .and_then(|v| v.to_str().ok())
         .map(websocket_accept);
@@ -144,9 +144,14 @@ async fn serve_ws(req: Request<RecvStream>, respond: &mut SendResponse<Bytes>) -
         headers.push(("Sec-Websocket-Accept".to_owned(), Bytes::from(accept)));
     }
     let mut send = respond
-        .send_response(origin_head(101, &headers), false)
-        .ok()?;
-    let mut recv = req.into_body();
+        .send(
+            &ResponseHead {
+                status: 101,
+                headers,
+            },
+            false,
+        )
+        .ok()??;
     super::websocket::echo(&mut recv, &mut send).await;
     Some(101)
 }

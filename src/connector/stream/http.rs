@@ -25,11 +25,9 @@ use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
-use h2::RecvStream;
-use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
-use super::response::{error_head, origin_head};
+use super::{BodyReader, BodyWriter, ResponseHead, ResponseSender, StreamError, StreamHead};
 use crate::connector::core::Core;
 use crate::connector::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
@@ -39,7 +37,6 @@ use crate::connector::origin::{Dial, DialError, OriginStream, dial, dial_alpn, d
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
-use crate::runtime::h2stream::{release, send_all};
 
 /// Why a proxied request failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +48,7 @@ pub enum ProxyError {
     #[error(transparent)]
     Response(#[from] ResponseError),
     #[error("edge stream: {0}")]
-    Edge(#[from] h2::Error),
+    Edge(#[from] StreamError),
     #[error("http2 origin: {0}")]
     Http2Origin(h2::Error),
     #[error("edge reset the stream")]
@@ -77,7 +74,7 @@ impl From<ProxyError> for crate::connector::stream::StreamError {
             ProxyError::Dial(d) => d.into(),
             ProxyError::Write(e) => StreamError::origin(Cause::OriginWrite(e)),
             ProxyError::Response(r) => StreamError::origin(r),
-            ProxyError::Edge(e) => StreamError::edge(e),
+            ProxyError::Edge(e) => e,
             ProxyError::Http2Origin(e) => StreamError::origin(Cause::Http2Origin(e)),
             ProxyError::EdgeReset => {
                 StreamError::new(crate::connector::stream::Side::Edge, Cause::EdgeReset)
@@ -108,17 +105,18 @@ struct Outgoing {
 /// Builds the origin request from the edge request (spec §8.1).
 fn outgoing(
     core: &Core,
-    req: &Request<RecvStream>,
+    req: &StreamHead,
+    body_ended: bool,
     opts: &OriginRequest,
     websocket: bool,
 ) -> Outgoing {
     let host = req
-        .uri()
+        .uri
         .authority()
         .map(|a| a.as_str().to_owned())
-        .or_else(|| header_str(req.headers(), "host"))
+        .or_else(|| header_str(&req.headers, "host"))
         .unwrap_or_default();
-    let mut headers: Vec<(String, Bytes)> = Vec::with_capacity(req.headers().len() + 6);
+    let mut headers: Vec<(String, Bytes)> = Vec::with_capacity(req.headers.len() + 6);
     if opts.http_host_header.is_empty() {
         headers.push(("Host".into(), Bytes::from(host)));
     } else {
@@ -136,7 +134,7 @@ fn outgoing(
         "upgrade",
         "content-length",
     ];
-    for (name, value) in req.headers() {
+    for (name, value) in &req.headers {
         if skip.iter().any(|s| name.as_str().eq_ignore_ascii_case(s)) {
             continue;
         }
@@ -156,7 +154,7 @@ fn outgoing(
         headers.push((format!("Cf-Warp-Tag-{name}"), Bytes::from(value.clone())));
     }
     let length =
-        header_str(req.headers(), "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        header_str(&req.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     let body = if websocket {
         headers.push(("Connection".into(), Bytes::from_static(b"Upgrade")));
         headers.push(("Upgrade".into(), Bytes::from_static(b"websocket")));
@@ -164,7 +162,7 @@ fn outgoing(
         RequestBody::None
     } else {
         headers.push(("Connection".into(), Bytes::from_static(b"keep-alive")));
-        match (req.body().is_end_stream(), length) {
+        match (body_ended, length) {
             (_, Some(n)) => RequestBody::Length(n),
             (true, None) => RequestBody::None,
             (false, None) if opts.disable_chunked_encoding => RequestBody::Raw,
@@ -185,12 +183,12 @@ fn outgoing(
         RequestBody::None => {}
     }
     let target = req
-        .uri()
+        .uri
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
     Outgoing {
-        method: req.method().clone(),
+        method: req.method.clone(),
         target,
         headers,
         body,
@@ -202,10 +200,11 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Proxies one request; on `Outcome::Failed` nothing was sent and `respond` is still usable.
-pub async fn proxy_http(
+pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
     core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
     d: &Dial,
     opts: &OriginRequest,
     websocket: bool,
@@ -214,17 +213,18 @@ pub async fn proxy_http(
     if !websocket && d.tls.as_ref().is_some_and(|t| t.http2) {
         // Websockets stay on HTTP/1.1 (no upgrade over h2), as with Go's transport.
         match h2_client(core, d).await {
-            Ok(H2Choice::H2(client)) => return proxy_h2(core, req, respond, client, opts).await,
+            Ok(H2Choice::H2(client)) => {
+                return proxy_h2(core, req, recv, respond, client, opts).await;
+            }
             Ok(H2Choice::Http1(stream)) => first = Some(stream),
             Err(e) => return Outcome::Failed(e),
         }
     }
-    let out = outgoing(core, &req, opts, websocket);
+    let out = outgoing(core, req, recv.is_end(), opts, websocket);
     let mut head = BytesMut::new();
     encode_head(&out.method, &out.target, &out.headers, &mut head);
     let head = head.freeze();
     let key = d.key();
-    let mut recv = req.into_body();
     // A pooled connection may have been closed by the origin meanwhile: a request without a
     // body is retried once on a fresh connection if the reused one fails before any reply.
     let fresh = first.is_some();
@@ -284,12 +284,12 @@ enum Exchange {
     Aborted { status: u16, error: ProxyError },
 }
 
-async fn exchange(
+async fn exchange<B: BodyReader, R: ResponseSender>(
     stream: OriginStream,
     head: &Bytes,
     out: &Outgoing,
-    recv: &mut RecvStream,
-    respond: &mut SendResponse<Bytes>,
+    recv: &mut B,
+    respond: &mut R,
     websocket: bool,
 ) -> Exchange {
     let (mut rd, mut wr) = stream.split();
@@ -324,7 +324,7 @@ async fn exchange(
             });
             drive(upload.as_mut(), &mut up_out, watched).await
         };
-        let (resp_head, framing) = match down {
+        let (mut resp_head, framing) = match down {
             Ok(h) => h,
             Err(e) => {
                 return Exchange::Failed {
@@ -340,7 +340,13 @@ async fn exchange(
                 ResponseFraming::Framed(BodyFraming::Empty | BodyFraming::Length(0))
             );
         let status = resp_head.status;
-        let mut send = match respond.send_response(origin_head(status, &resp_head.headers), empty) {
+        let keep_alive = resp_head.keep_alive();
+        // The origin's header list moves into the head sent to the edge (no copy).
+        let sent_head = ResponseHead {
+            status,
+            headers: std::mem::take(&mut resp_head.headers),
+        };
+        let mut send = match respond.send(&sent_head, empty) {
             Ok(s) => s,
             Err(e) => {
                 return Exchange::Failed {
@@ -354,26 +360,22 @@ async fn exchange(
         } else {
             let body_res = {
                 let body = pin!(async {
-                    if empty {
-                        return Ok(true);
+                    match send.as_mut() {
+                        Some(send) if !empty => stream_body(&mut rd, &mut buf, framing, send).await,
+                        _ => Ok(true),
                     }
-                    stream_body(&mut rd, &mut buf, framing, &mut send).await
                 });
                 drive(upload.as_mut(), &mut up_out, body).await
             };
             let upload_ok = matches!(up_out, Some(Ok(())));
-            (
-                status,
-                send,
-                Some(body_res),
-                upload_ok,
-                resp_head.keep_alive(),
-            )
+            (status, send, Some(body_res), upload_ok, keep_alive)
         }
     };
     match body_res {
         None => {
-            super::pipe::pipe_raw(rd, wr, buf, recv, &mut send).await;
+            if let Some(send) = send.as_mut() {
+                super::pipe::pipe_raw(rd, wr, buf, recv, send).await;
+            }
             Exchange::Done {
                 status,
                 reusable: None,
@@ -388,7 +390,9 @@ async fn exchange(
             Exchange::Done { status, reusable }
         }
         Some(Err(error)) => {
-            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            if let Some(send) = send.as_mut() {
+                send.abort();
+            }
             Exchange::Aborted { status, error }
         }
     }
@@ -424,21 +428,24 @@ async fn write_all(wr: &mut Wr, data: Bytes) -> std::io::Result<()> {
 }
 
 /// Streams the request body to the origin with the chosen framing.
-async fn upload(recv: &mut RecvStream, wr: &mut Wr, body: RequestBody) -> Result<(), ProxyError> {
+async fn upload<B: BodyReader>(
+    recv: &mut B,
+    wr: &mut Wr,
+    body: RequestBody,
+) -> Result<(), ProxyError> {
     if body == RequestBody::None {
         return Ok(());
     }
     upload_rest(recv, wr, body).await
 }
 
-async fn upload_rest(
-    recv: &mut RecvStream,
+async fn upload_rest<B: BodyReader>(
+    recv: &mut B,
     wr: &mut Wr,
     body: RequestBody,
 ) -> Result<(), ProxyError> {
     let mut sent: u64 = 0;
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk?;
+    while let Some(chunk) = recv.chunk().await? {
         let n = chunk.len();
         if n == 0 {
             continue;
@@ -458,7 +465,7 @@ async fn upload_rest(
         wr.flush().await.map_err(ProxyError::Write)?;
         sent += n as u64;
         // Window goes back to the edge only once the origin took the bytes: backpressure.
-        release(recv, n);
+        recv.release(n);
         if let RequestBody::Length(limit) = body
             && sent >= limit
         {
@@ -478,22 +485,22 @@ async fn upload_rest(
 
 /// Streams the response body to the edge; `Ok(true)` when it ended at its framed end (the
 /// connection can be reused), `Ok(false)` for until-close bodies.
-async fn stream_body(
+async fn stream_body<W: BodyWriter>(
     rd: &mut Rd,
     buf: &mut BytesMut,
     framing: ResponseFraming,
-    send: &mut h2::SendStream<Bytes>,
+    send: &mut W,
 ) -> Result<bool, ProxyError> {
     let Some(mut dec) = decoder(framing) else {
         if !buf.is_empty() {
-            send_all(send, buf.split().freeze()).await?;
+            send.write(buf.split().freeze()).await?;
         }
         loop {
             if fill_watching(rd, buf, send).await? == 0 {
-                send.send_data(Bytes::new(), true)?;
+                send.finish(None)?;
                 return Ok(false);
             }
-            send_all(send, buf.split().freeze()).await?;
+            send.write(buf.split().freeze()).await?;
         }
     };
     // Small decoded chunks (an origin writing 1-byte chunks) are gathered and sent as one DATA
@@ -503,20 +510,20 @@ async fn stream_body(
         match dec.decode(buf) {
             Ok(Some(BodyEvent::Data(data))) => {
                 if data.len() >= BATCH && batch.is_empty() {
-                    send_all(send, data).await?;
+                    send.write(data).await?;
                 } else {
                     batch.extend_from_slice(&data);
                     if batch.len() >= BATCH {
-                        send_all(send, batch.split().freeze()).await?;
+                        send.write(batch.split().freeze()).await?;
                     }
                 }
             }
             Ok(Some(BodyEvent::End { trailers })) => {
                 if !batch.is_empty() {
-                    send_all(send, batch.split().freeze()).await?;
+                    send.write(batch.split().freeze()).await?;
                 }
                 if trailers.is_empty() {
-                    send.send_data(Bytes::new(), true)?;
+                    send.finish(None)?;
                 } else {
                     let mut map = HeaderMap::new();
                     for t in trailers {
@@ -524,14 +531,14 @@ async fn stream_body(
                             map.append(t.name, v);
                         }
                     }
-                    send.send_trailers(map)?;
+                    send.finish(Some(map))?;
                 }
                 return Ok(buf.is_empty());
             }
             Ok(None) => {
                 // Everything read so far is decoded: send it before waiting for the origin.
                 if !batch.is_empty() {
-                    send_all(send, batch.split().freeze()).await?;
+                    send.write(batch.split().freeze()).await?;
                 }
                 if fill_watching(rd, buf, send).await? == 0 {
                     return Err(ResponseError::Eof.into());
@@ -543,10 +550,10 @@ async fn stream_body(
 }
 
 /// Reads more of the response from the origin, unless the edge resets the stream first.
-async fn fill_watching(
+async fn fill_watching<W: BodyWriter>(
     rd: &mut Rd,
     buf: &mut BytesMut,
-    send: &mut h2::SendStream<Bytes>,
+    send: &mut W,
 ) -> Result<usize, ProxyError> {
     let read = pin!(fill(rd, buf));
     let reset = pin!(poll_fn(|cx| send.poll_reset(cx).map(|_| ())));
@@ -568,11 +575,6 @@ async fn select_first<A: Future, B: Future>(
         b.as_mut().poll(cx).map(Either::Right)
     })
     .await
-}
-
-/// Sends cloudflared's 502 for a failure before any response bytes.
-pub fn respond_error(respond: &mut SendResponse<Bytes>) {
-    let _ = respond.send_response(error_head(), true);
 }
 
 /// What an `http2Origin` dial produced.
@@ -617,14 +619,15 @@ const NOT_ON_H2: [&str; 7] = [
 ];
 
 /// One request over an HTTP/2 origin connection.
-async fn proxy_h2(
+async fn proxy_h2<B: BodyReader, R: ResponseSender>(
     core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
     mut client: h2::client::SendRequest<Bytes>,
     opts: &OriginRequest,
 ) -> Outcome {
-    let out = outgoing(core, &req, opts, false);
+    let out = outgoing(core, req, recv.is_end(), opts, false);
     let authority = out
         .headers
         .iter()
@@ -648,18 +651,16 @@ async fn proxy_h2(
         Ok(x) => x,
         Err(e) => return Outcome::Failed(ProxyError::Http2Origin(e)),
     };
-    let mut recv = req.into_body();
     let mut upload = pin!(async {
         if no_body {
             return Ok(());
         }
-        while let Some(chunk) = recv.data().await {
-            let chunk = chunk?;
+        while let Some(chunk) = recv.chunk().await? {
             let n = chunk.len();
-            send_all(&mut up, chunk)
+            crate::runtime::h2stream::send_all(&mut up, chunk)
                 .await
                 .map_err(ProxyError::Http2Origin)?;
-            release(&mut recv, n);
+            recv.release(n);
         }
         up.send_data(Bytes::new(), true)
             .map_err(ProxyError::Http2Origin)
@@ -682,13 +683,11 @@ async fn proxy_h2(
         .collect();
     let mut body = resp.into_body();
     let end = body.is_end_stream();
-    let mut send = match respond.send_response(origin_head(status, &headers), end) {
-        Ok(s) => s,
+    let mut send = match respond.send(&ResponseHead { status, headers }, end) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Outcome::Responded(status),
         Err(e) => return Outcome::Failed(e.into()),
     };
-    if end {
-        return Outcome::Responded(status);
-    }
     let streamed = drive(
         upload.as_mut(),
         &mut up_out,
@@ -696,19 +695,17 @@ async fn proxy_h2(
             while let Some(chunk) = body.data().await {
                 let chunk = chunk.map_err(ProxyError::Http2Origin)?;
                 let n = chunk.len();
-                send_all(&mut send, chunk).await?;
+                send.write(chunk).await?;
                 let _ = body.flow_control().release_capacity(n);
             }
-            match body.trailers().await.map_err(ProxyError::Http2Origin)? {
-                Some(t) => send.send_trailers(t)?,
-                None => send.send_data(Bytes::new(), true)?,
-            }
+            let trailers = body.trailers().await.map_err(ProxyError::Http2Origin)?;
+            send.finish(trailers)?;
             Ok::<(), ProxyError>(())
         }),
     )
     .await;
     if streamed.is_err() {
-        send.send_reset(h2::Reason::INTERNAL_ERROR);
+        send.abort();
     }
     Outcome::Responded(status)
 }

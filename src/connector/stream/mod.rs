@@ -8,6 +8,14 @@
 //! [`ResponseSender`] (the response head, or an error mapped by [`StreamError::answer`]) that
 //! yields a [`BodyWriter`] (the response body, sent within the transport's window). Failures
 //! are [`StreamError`]s. Everything runs on the core that owns the connection (no `Send`).
+//! [`serve`] and every service are generic over these traits (no `Box<dyn>` per stream): each
+//! transport gets its own monomorphised copy of the pipeline.
+//!
+//! Beyond the request/response basics, the services need two things from a transport:
+//! [`ResponseSender::refuse`] (a stream the connector never serves: a second HTTP/2 control
+//! stream) and [`ResponseSender::send_plain`] (a reply that is not an origin's, without response
+//! meta: the HTTP/2 configuration-push answer). A test-only transport over in-memory state lives
+//! in `mem` (with the pipeline's unit tests in `pipeline_tests`).
 //!
 //! Files: [`dispatch`] (classify, ingress, the one failure path), [`http`] (HTTP origins, with
 //! [`pipe`] for upgraded connections), [`tcp`] (WebSocket-wrapped and private TCP),
@@ -32,18 +40,24 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
-mod config_push;
+pub(crate) mod config_push;
 mod dispatch;
 pub mod error;
 pub mod h2;
 pub mod hello;
 pub mod http;
+#[cfg(test)]
+pub mod mem;
 pub mod pipe;
+pub mod quic;
 pub mod response;
 pub mod socks;
 mod status;
 mod tcp;
 pub mod websocket;
+
+#[cfg(test)]
+mod pipeline_tests;
 
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -106,6 +120,12 @@ pub trait ResponseSender {
     -> Result<Option<Self::Writer>, StreamError>;
     /// Answers a failure before any head was sent: 502, 403 or a reset, as `err.answer` says.
     fn fail(&mut self, err: &StreamError);
+    /// Refuses a stream the connector never serves (HTTP/2: a second control stream, reset
+    /// with `REFUSED_STREAM`).
+    fn refuse(&mut self);
+    /// A reply that is not an origin's: a bare `status` and a complete `body`, with no
+    /// serialized headers and no response meta (the answer to an HTTP/2 configuration push).
+    fn send_plain(&mut self, status: u16, body: Bytes) -> Result<(), StreamError>;
     /// Ready once the edge has reset (cancelled) the stream.
     fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<StreamError>;
 }

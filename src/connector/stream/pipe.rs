@@ -9,26 +9,25 @@ use std::future::poll_fn;
 use std::pin::pin;
 use std::task::Poll;
 
-use bytes::{Bytes, BytesMut};
-use h2::{RecvStream, SendStream};
+use bytes::BytesMut;
 
+use super::{BodyReader, BodyWriter};
 use crate::connector::origin::http::{ReadSize, fill_sized};
 use crate::connector::origin::{OriginRead, OriginWrite};
-use crate::runtime::h2stream::{release, send_all};
 
 /// Pipes until either direction ends, then ends the h2 stream. `leftover` holds origin bytes
 /// already read (e.g. after a 101 response head).
-pub async fn pipe_raw(
+pub async fn pipe_raw<B: BodyReader, W: BodyWriter>(
     mut rd: OriginRead,
     mut wr: OriginWrite,
     mut leftover: BytesMut,
-    recv: &mut RecvStream,
-    send: &mut SendStream<Bytes>,
+    recv: &mut B,
+    send: &mut W,
 ) {
     {
         let down = pin!(async {
             if !leftover.is_empty() {
-                send_all(send, leftover.split().freeze()).await.ok()?;
+                send.write(leftover.split().freeze()).await.ok()?;
             }
             // Let go of the head buffer's allocation: this stream may now sit idle for hours.
             leftover = BytesMut::new();
@@ -36,7 +35,7 @@ pub async fn pipe_raw(
             loop {
                 match fill_sized(&mut rd, &mut leftover, &mut size).await {
                     Ok(0) | Err(_) => return Some(()),
-                    Ok(_) => send_all(send, leftover.split().freeze()).await.ok()?,
+                    Ok(_) => send.write(leftover.split().freeze()).await.ok()?,
                 }
             }
         });
@@ -44,17 +43,16 @@ pub async fn pipe_raw(
         first_of(down, up).await;
     }
     let _ = wr.close().await;
-    let _ = send.send_data(Bytes::new(), true);
+    let _ = send.finish(None);
 }
 
 /// Copies request DATA into `wr`, releasing window after each write.
-pub async fn edge_to_origin(recv: &mut RecvStream, wr: &mut OriginWrite) -> Option<()> {
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.ok()?;
+pub async fn edge_to_origin<B: BodyReader>(recv: &mut B, wr: &mut OriginWrite) -> Option<()> {
+    while let Some(chunk) = recv.chunk().await.ok()? {
         let n = chunk.len();
         wr.write_bytes(chunk).await.ok()?;
         wr.flush().await.ok()?;
-        release(recv, n);
+        recv.release(n);
     }
     Some(())
 }

@@ -21,18 +21,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpStream, ToSocketAddrsAsync};
 use futures_util::io::AsyncWriteExt;
-use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
-use http::Request;
 
-use super::response::origin_head;
 use super::websocket::{
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame,
 };
+use super::{BodyReader, BodyWriter, ResponseSender, StreamHead};
 use crate::connector::origin::OriginStream;
 use crate::ingress::{IpRule, OriginRequest, Rule};
-use crate::proto::http2::websocket_accept;
-use crate::runtime::h2stream::release;
 use crate::runtime::{TcpTuning, apply_tuning};
 
 pub const VERSION: u8 = 5;
@@ -229,14 +224,14 @@ pub fn dial_failure_code(e: &std::io::Error) -> u8 {
 
 /// `service: socks-proxy`: acknowledge, run the SOCKS5 handshake with `rules` as the policy,
 /// dial, then bridge.
-pub async fn serve_proxy(
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+pub async fn serve_proxy<B: BodyReader, R: ResponseSender>(
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
     rule: &Rule,
     rules: &[IpRule],
 ) -> Result<u16, String> {
-    let mut send = acknowledge(&req, respond)?;
-    let mut recv = req.into_body();
+    let mut send = acknowledge(req, respond)?;
     let mut ws = WsIn::default();
     let dialer = Dialer::Net {
         rules,
@@ -248,9 +243,10 @@ pub async fn serve_proxy(
 
 /// A stream service with `proxyType: socks`: dial the service's origin first (a failure is the
 /// usual 502), acknowledge, then SOCKS5 whose CONNECT always gets that origin.
-pub async fn serve_fixed(
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+pub async fn serve_fixed<B: BodyReader, R: ResponseSender>(
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
     rule: &Rule,
     dest: &str,
 ) -> Result<u16, String> {
@@ -270,8 +266,7 @@ pub async fn serve_fixed(
         None => return Err(format!("dial tcp {dest}: i/o timeout")),
     };
     let origin = wrap(tcp, &rule.options);
-    let mut send = acknowledge(&req, respond)?;
-    let mut recv = req.into_body();
+    let mut send = acknowledge(req, respond)?;
     let mut ws = WsIn::default();
     run(&mut recv, &mut send, &mut ws, Dialer::Fixed(origin)).await;
     Ok(101)
@@ -289,26 +284,8 @@ enum Dialer<'a> {
 }
 
 /// The 101 (sent as 200) that accepts the websocket, as for other stream services.
-fn acknowledge(
-    req: &Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
-) -> Result<SendStream<Bytes>, String> {
-    let mut headers = Vec::new();
-    if let Some(key) = req
-        .headers()
-        .get("sec-websocket-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        headers.push(("Connection".to_owned(), Bytes::from_static(b"Upgrade")));
-        headers.push((
-            "Sec-Websocket-Accept".to_owned(),
-            Bytes::from(websocket_accept(key)),
-        ));
-        headers.push(("Upgrade".to_owned(), Bytes::from_static(b"websocket")));
-    }
-    respond
-        .send_response(origin_head(101, &headers), false)
-        .map_err(|e| e.to_string())
+fn acknowledge<R: ResponseSender>(req: &StreamHead, respond: &mut R) -> Result<R::Writer, String> {
+    super::tcp::acknowledge(req, respond).map_err(|e| e.to_string())
 }
 
 /// Websocket input during the handshake: undecoded frame bytes and decoded payload bytes.
@@ -319,9 +296,9 @@ struct WsIn {
 }
 
 /// Runs the session to its end; every failure is logged and ends the stream.
-async fn run(
-    recv: &mut RecvStream,
-    send: &mut SendStream<Bytes>,
+async fn run<B: BodyReader, W: BodyWriter>(
+    recv: &mut B,
+    send: &mut W,
     ws: &mut WsIn,
     dialer: Dialer<'_>,
 ) {
@@ -346,13 +323,13 @@ async fn run(
     }
 }
 
-async fn end(send: &mut SendStream<Bytes>) {
+async fn end<W: BodyWriter>(send: &mut W) {
     let _ = send_frame(send, OP_CLOSE, Bytes::from_static(&[0x03, 0xe8])).await;
-    let _ = send.send_data(Bytes::new(), true);
+    let _ = send.finish(None);
 }
 
-async fn reply(
-    send: &mut SendStream<Bytes>,
+async fn reply<W: BodyWriter>(
+    send: &mut W,
     code: u8,
     bound: Option<SocketAddr>,
 ) -> Result<(), String> {
@@ -362,9 +339,9 @@ async fn reply(
 }
 
 /// Greeting, method choice, request, policy and dial; the connected origin on success.
-async fn handshake(
-    recv: &mut RecvStream,
-    send: &mut SendStream<Bytes>,
+async fn handshake<B: BodyReader, W: BodyWriter>(
+    recv: &mut B,
+    send: &mut W,
     ws: &mut WsIn,
     dialer: Dialer<'_>,
 ) -> Result<OriginStream, String> {
@@ -506,9 +483,9 @@ enum Failure {
 
 /// Decodes websocket frames until `parse` finds a complete message in the payload; answers
 /// pings meanwhile.
-async fn next<T>(
-    recv: &mut RecvStream,
-    send: &mut SendStream<Bytes>,
+async fn next<T, B: BodyReader, W: BodyWriter>(
+    recv: &mut B,
+    send: &mut W,
     ws: &mut WsIn,
     parse: impl Fn(&[u8]) -> Result<Option<(T, usize)>, SocksError>,
 ) -> Result<T, Failure> {
@@ -529,14 +506,14 @@ async fn next<T>(
                 ws.payload.extend_from_slice(&f.payload)
             }
             Some(_) => {}
-            None => match recv.data().await {
-                Some(Ok(chunk)) => {
+            None => match recv.chunk().await {
+                Ok(Some(chunk)) => {
                     let n = chunk.len();
                     ws.raw.extend_from_slice(&chunk);
-                    release(recv, n);
+                    recv.release(n);
                 }
-                Some(Err(e)) => return Err(Failure::Stream(e.to_string())),
-                None => return Err(Failure::Stream("EOF".into())),
+                Err(e) => return Err(Failure::Stream(e.to_string())),
+                Ok(None) => return Err(Failure::Stream("EOF".into())),
             },
         }
     }

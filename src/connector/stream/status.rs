@@ -2,19 +2,18 @@
 
 #![forbid(unsafe_code)]
 
-use bytes::Bytes;
-use h2::server::SendResponse;
-
 use super::error::StreamError;
-use super::response::origin_head;
+use super::{ResponseHead, ResponseSender};
 
 /// A fixed status with an empty body and no headers (`http_status:NNN`, Access refusals).
-pub(super) fn status_only(
-    respond: &mut SendResponse<Bytes>,
+pub(super) fn status_only<R: ResponseSender>(
+    respond: &mut R,
     code: u16,
 ) -> Result<u16, StreamError> {
-    respond
-        .send_response(origin_head(code, &[]), true)
-        .map_err(StreamError::edge)?;
+    let head = ResponseHead {
+        status: code,
+        headers: Vec::new(),
+    };
+    respond.send(&head, true)?;
     Ok(code)
 }

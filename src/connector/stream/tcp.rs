@@ -6,17 +6,19 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
-use h2::RecvStream;
-use h2::server::SendResponse;
-use http::Request;
 
 use super::error::{Cause, Side, StreamError};
 use super::pipe::pipe_raw;
-use super::response::origin_head;
+use super::{BodyReader, ResponseHead, ResponseSender, StreamHead};
 use crate::connector::core::Core;
 use crate::connector::origin::{Dial, Target};
 use crate::ingress::{OriginRequest, Rule};
 use crate::proto::http2::websocket_accept;
+
+/// The refusal when `warp-routing.maxActiveFlows` is reached (QUIC flags it in the
+/// `ConnectResponse` metadata as `FlowConnectRateLimited`).
+pub(super) const RATE_LIMITED: &str =
+    "failed to start tcp flow due to rate limiting: too many active flows";
 
 /// `Cf-Access-Jump-Destination` with scheme and path stripped.
 pub(super) fn jump_destination(v: &str) -> String {
@@ -26,21 +28,33 @@ pub(super) fn jump_destination(v: &str) -> String {
 
 /// TCP carried in websocket frames (`tcp://`, `ssh://`, ... and bastion): acknowledge with
 /// 101 (sent as 200), then bridge.
-pub(super) async fn stream_service(
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+pub(super) async fn stream_service<B: BodyReader, R: ResponseSender>(
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
     rule: &Rule,
     dest: &str,
 ) -> Result<u16, StreamError> {
     if rule.options.proxy_type == "socks" {
-        return super::socks::serve_fixed(req, respond, rule, dest)
+        return super::socks::serve_fixed(req, recv, respond, rule, dest)
             .await
             .map_err(socks_error);
     }
     let origin = dial_tcp(dest, &rule.options).await?;
+    let mut send = acknowledge(req, respond)?;
+    super::websocket::bridge(&mut recv, &mut send, origin).await;
+    Ok(101)
+}
+
+/// The 101 (sent as 200 on HTTP/2) that accepts a websocket for a stream service, with
+/// `Sec-Websocket-Accept` when the visitor sent a key.
+pub(super) fn acknowledge<R: ResponseSender>(
+    req: &StreamHead,
+    respond: &mut R,
+) -> Result<R::Writer, StreamError> {
     let mut headers = Vec::new();
     if let Some(key) = req
-        .headers()
+        .headers
         .get("sec-websocket-key")
         .and_then(|v| v.to_str().ok())
     {
@@ -51,12 +65,21 @@ pub(super) async fn stream_service(
         ));
         headers.push(("Upgrade".to_owned(), Bytes::from_static(b"websocket")));
     }
-    let mut send = respond
-        .send_response(origin_head(101, &headers), false)
-        .map_err(StreamError::edge)?;
-    let mut recv = req.into_body();
-    super::websocket::bridge(&mut recv, &mut send, origin).await;
-    Ok(101)
+    upgraded(respond, headers)
+}
+
+/// Sends a 101 head and returns its body writer.
+fn upgraded<R: ResponseSender>(
+    respond: &mut R,
+    headers: Vec<(String, Bytes)>,
+) -> Result<R::Writer, StreamError> {
+    let head = ResponseHead {
+        status: 101,
+        headers,
+    };
+    respond
+        .send(&head, false)?
+        .ok_or_else(|| StreamError::refused("transport gave no body writer for an upgrade"))
 }
 
 async fn dial_tcp(
@@ -84,13 +107,14 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 }
 
 /// Private-network TCP (spec §3.7): dial `:authority`, acknowledge, pipe raw bytes.
-pub(super) async fn tcp_stream(
+pub(super) async fn tcp_stream<B: BodyReader, R: ResponseSender>(
     core: &Core,
-    req: Request<RecvStream>,
-    respond: &mut SendResponse<Bytes>,
+    req: &StreamHead,
+    mut recv: B,
+    respond: &mut R,
 ) -> Result<u16, StreamError> {
     let dest = req
-        .uri()
+        .uri
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
@@ -102,9 +126,7 @@ pub(super) async fn tcp_stream(
     let warp = &core.shared.ingress.load().ingress().warp_routing.clone();
     let Some(_slot) = core.shared.acquire_flow(warp.max_active_flows) else {
         log::warn!(event = 2, destAddr = dest.as_str(); "Too many concurrent flows being handled, rejecting tcp proxy");
-        return Err(StreamError::refused(
-            "failed to start tcp flow due to rate limiting: too many active flows",
-        ));
+        return Err(StreamError::refused(RATE_LIMITED));
     };
     let o = OriginRequest {
         connect_timeout: warp.connect_timeout,
@@ -125,17 +147,16 @@ pub(super) async fn tcp_stream(
     counters.tcp_active.fetch_add(1, Relaxed);
     counters.tcp_total.fetch_add(1, Relaxed);
     let result = async {
-        let mut send = match respond.send_response(origin_head(101, &[]), false) {
+        let mut send = match upgraded(respond, Vec::new()) {
             Ok(send) => send,
             Err(e) => {
                 counters.connect_stream_errors.fetch_add(1, Relaxed);
-                return Err(StreamError::edge(e));
+                return Err(e);
             }
         };
         counters
             .connect_latency
             .observe(started.elapsed().as_millis() as f64);
-        let mut recv = req.into_body();
         let (rd, wr) = origin.split();
         pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
         Ok(101)

@@ -22,7 +22,8 @@ use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use h2::{RecvStream, SendStream};
+
+use super::{BodyReader, BodyWriter, StreamError};
 
 use crate::connector::origin::OriginStream;
 use crate::connector::origin::http::ReadSize;
@@ -31,18 +32,17 @@ pub use crate::proto::ws::{
     decode, header,
 };
 use crate::proto::ws::{close_payload, encode};
-use crate::runtime::h2stream::{release, send_all};
 
 /// Sends one unmasked frame: header and (the start of) the payload in one DATA frame.
-pub async fn send_frame(
-    send: &mut SendStream<Bytes>,
+pub async fn send_frame<W: BodyWriter>(
+    send: &mut W,
     opcode: u8,
     payload: Bytes,
-) -> Result<(), h2::Error> {
+) -> Result<(), StreamError> {
     let (head, rest) = encode(true, opcode, payload);
-    send_all(send, head).await?;
+    send.write(head).await?;
     if !rest.is_empty() {
-        send_all(send, rest).await?;
+        send.write(rest).await?;
     }
     Ok(())
 }
@@ -50,15 +50,19 @@ pub async fn send_frame(
 /// Bridges websocket frames on the h2 stream with a TCP origin until either side ends. Pings
 /// from the eyeball are answered (cloudflared's access client drops a connection whose pings
 /// go unanswered); the answering goes through the origin->edge task, which owns the send half.
-pub async fn bridge(recv: &mut RecvStream, send: &mut SendStream<Bytes>, origin: OriginStream) {
+pub async fn bridge<B: BodyReader, W: BodyWriter>(
+    recv: &mut B,
+    send: &mut W,
+    origin: OriginStream,
+) {
     bridge_from(recv, send, origin, BytesMut::new()).await;
 }
 
 /// [`bridge`] with `pending`: edge bytes already received but not yet decoded as frames (a
 /// SOCKS handshake read past its last message).
-pub async fn bridge_from(
-    recv: &mut RecvStream,
-    send: &mut SendStream<Bytes>,
+pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
+    recv: &mut B,
+    send: &mut W,
     origin: OriginStream,
     pending: BytesMut,
 ) {
@@ -97,8 +101,8 @@ pub async fn bridge_from(
                 // The pending bytes are decoded before the first read.
                 let chunk = match first.take() {
                     Some(empty) => empty,
-                    None => match recv.data().await {
-                        Some(Ok(chunk)) => chunk,
+                    None => match recv.chunk().await {
+                        Ok(Some(chunk)) => chunk,
                         _ => return,
                     },
                 };
@@ -127,7 +131,7 @@ pub async fn bridge_from(
                 }
                 // The chunk's window goes back only now that its payload is in the origin
                 // socket (or buffered as the start of a frame, bounded by MAX_FRAME).
-                release(recv, n);
+                recv.release(n);
             }
         });
         both_until_first(up, down).await;
@@ -135,7 +139,7 @@ pub async fn bridge_from(
     let _ = wr.close().await;
     let code = close_code.borrow_mut().take().unwrap_or(1000);
     let _ = send_frame(send, OP_CLOSE, close_payload(code)).await;
-    let _ = send.send_data(Bytes::new(), true);
+    let _ = send.finish(None);
 }
 
 /// Polls `up` then `down` until either completes; `up` first, so a pong it records is seen by
@@ -205,9 +209,9 @@ async fn next_down(
 
 /// Echoes every data frame back and answers pings (hello_world's `/ws`). A protocol error is
 /// answered with close 1002.
-pub async fn echo(recv: &mut RecvStream, send: &mut SendStream<Bytes>) {
+pub async fn echo<B: BodyReader, W: BodyWriter>(recv: &mut B, send: &mut W) {
     let mut buf = BytesMut::new();
-    'outer: while let Some(Ok(chunk)) = recv.data().await {
+    'outer: while let Ok(Some(chunk)) = recv.chunk().await {
         let n = chunk.len();
         buf.extend_from_slice(&chunk);
         loop {
@@ -220,8 +224,8 @@ pub async fn echo(recv: &mut RecvStream, send: &mut SendStream<Bytes>) {
                 Ok(Some(f)) if f.opcode == OP_PONG => Ok(()),
                 Ok(Some(f)) => {
                     let (head, rest) = crate::proto::ws::encode(f.fin, f.opcode, f.payload);
-                    match send_all(send, head).await {
-                        Ok(()) if !rest.is_empty() => send_all(send, rest).await,
+                    match send.write(head).await {
+                        Ok(()) if !rest.is_empty() => send.write(rest).await,
                         r => r,
                     }
                 }
@@ -236,7 +240,7 @@ pub async fn echo(recv: &mut RecvStream, send: &mut SendStream<Bytes>) {
             }
         }
         // Released once echoed: the echo's own send window paces the visitor.
-        release(recv, n);
+        recv.release(n);
     }
-    let _ = send.send_data(Bytes::new(), true);
+    let _ = send.finish(None);
 }

@@ -1,0 +1,615 @@
+//! The stream interface over QUIC data streams (spec §4.2-§4.3): an edge-opened bidirectional
+//! stream starts with the data-stream preamble and one capnp `ConnectRequest` (destination,
+//! type, metadata `HttpMethod`, `HttpHost`, `HttpHeader:<Name>`), then the request body as raw
+//! bytes. The connector answers with the preamble and a `ConnectResponse` (`error`, or metadata
+//! `HttpStatus` and `HttpHeader:<Name>` for every origin header value, 101 staying 101; empty
+//! metadata for a TCP acknowledgement), then the response body as raw bytes. Trailers are
+//! dropped (QUIC has none). WebSocket and TCP streams carry raw bytes both ways after the
+//! `ConnectResponse`.
+//!
+//! Close rules (§4.2): a finished stream closes its write side with FIN (and stops its read
+//! side when dropped); a failure after the `ConnectResponse` resets the write side with code 0.
+//!
+//! Bounds: the `ConnectRequest` is refused beyond [`REQUEST_LIMITS`] before it is read whole,
+//! at most [`MAX_METADATA`] entries are accepted, and the request body is read one chunk of at
+//! most [`MAX_CHUNK`] bytes at a time. QUIC returns flow-control credit as bytes are read, and
+//! the body reader reads the next chunk only when the service asks for it (after the previous
+//! one went onward), so unreleased bytes are bounded by the stream window plus one chunk:
+//! [`BodyReader::release`] has nothing left to do.
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use compio::quic::{RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
+
+use super::{
+    Answer, BodyReader, BodyWriter, Cause, EdgeStream, ResponseHead, ResponseSender, Side,
+    StreamError, StreamHead,
+};
+use crate::proto::connect::{ConnectRequest, ConnectResponse, ConnectionType};
+use crate::proto::error::DecodeError;
+use crate::proto::framing::{FrameLimits, StreamSignature};
+use crate::proto::http2::RequestKind;
+
+/// Bounds on one `ConnectRequest`: one segment is what legitimate edges send (a few allowed),
+/// 256 KiB in all (Go's default header limit is 1 MiB, but the edge caps visitor heads far
+/// lower).
+pub const REQUEST_LIMITS: FrameLimits = FrameLimits {
+    max_segments: 8,
+    max_words: 32 * 1024,
+};
+
+/// Most metadata entries (headers included) one `ConnectRequest` may carry.
+pub const MAX_METADATA: usize = 1024;
+
+/// Most bytes one body read takes from the stream.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// QUIC application error code for every reset and stop (cloudflared uses 0).
+const CODE: u32 = 0;
+
+/// Metadata keys (spec §4.3).
+const HTTP_METHOD: &str = "HttpMethod";
+const HTTP_HOST: &str = "HttpHost";
+const HTTP_HEADER: &str = "HttpHeader:";
+const HTTP_STATUS: &str = "HttpStatus";
+const RATE_LIMITED_KEY: &str = "FlowConnectRateLimited";
+
+/// What an edge-opened stream turned out to be.
+pub enum Opened {
+    /// A data stream, ready for [`super::serve`].
+    Data(QuicStream),
+    /// An RPC stream (`CloudflaredServer` calls); its signature is consumed and `pending`
+    /// holds any bytes read past it.
+    Rpc {
+        send: SendStream,
+        recv: RecvStream,
+        pending: Bytes,
+    },
+}
+
+/// Why an edge-opened stream could not be classified or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("reading stream preamble: {0}")]
+    Read(String),
+    #[error("stream ended before its first message")]
+    Eof,
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("header Key: {0} malformed")]
+    Header(String),
+    #[error("too many metadata entries ({0})")]
+    TooManyEntries(usize),
+}
+
+/// Reads an edge-opened stream's signature and, for a data stream, its `ConnectRequest`.
+/// On an error the stream is reset (cloudflared's `CancelWrite(0)`).
+pub async fn open(mut send: SendStream, recv: RecvStream) -> Result<Opened, OpenError> {
+    let (recv, rest) = match read_first(recv).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = send.reset(CODE.into());
+            return Err(e);
+        }
+    };
+    Ok(match rest {
+        First::Rpc(pending) => Opened::Rpc {
+            send,
+            recv,
+            pending,
+        },
+        First::Data(head, has_body, pending) => Opened::Data(QuicStream {
+            respond: QuicRespond {
+                send: Some(send),
+                tcp: head.kind == RequestKind::TcpStream,
+            },
+            head,
+            body: QuicBody {
+                recv,
+                pending,
+                has_body,
+                ended: !has_body,
+            },
+        }),
+    })
+}
+
+enum First {
+    Rpc(Bytes),
+    Data(StreamHead, bool, Bytes),
+}
+
+async fn read_first(mut recv: RecvStream) -> Result<(RecvStream, First), OpenError> {
+    let mut buf = BytesMut::new();
+    let signature = loop {
+        match StreamSignature::decode(&mut &buf[..]) {
+            Ok(s) => break s,
+            Err(e) if e.is_incomplete() => read_more(&mut recv, &mut buf).await?,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if signature != StreamSignature::Data {
+        let _ = buf.split_to(signature.wire_len());
+        return Ok((recv, First::Rpc(buf.freeze())));
+    }
+    let request = loop {
+        let mut view = &buf[..];
+        match ConnectRequest::decode(&mut view, &REQUEST_LIMITS) {
+            Ok(r) => {
+                let used = buf.len() - view.len();
+                let _ = buf.split_to(used);
+                break r;
+            }
+            Err(e) if e.is_incomplete() => read_more(&mut recv, &mut buf).await?,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if request.metadata.len() > MAX_METADATA {
+        return Err(OpenError::TooManyEntries(request.metadata.len()));
+    }
+    let (head, has_body) = stream_head(&request)?;
+    Ok((recv, First::Data(head, has_body, buf.freeze())))
+}
+
+async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), OpenError> {
+    match recv.read_chunk(MAX_CHUNK, true).await {
+        Ok(Some(chunk)) => {
+            buf.extend_from_slice(&chunk.bytes);
+            Ok(())
+        }
+        Ok(None) => Err(OpenError::Eof),
+        Err(e) => Err(OpenError::Read(e.to_string())),
+    }
+}
+
+/// The request metadata as a [`StreamHead`], and whether the stream carries a body.
+fn stream_head(req: &ConnectRequest) -> Result<(StreamHead, bool), OpenError> {
+    let mut method = Method::GET;
+    let mut host = String::new();
+    let mut headers = HeaderMap::new();
+    for (key, val) in &req.metadata {
+        if key == HTTP_METHOD {
+            method = Method::from_bytes(val.as_bytes())
+                .map_err(|_| OpenError::Header(format!("{key}={val}")))?;
+        } else if key == HTTP_HOST {
+            host.clone_from(val);
+        } else if let Some(name) = key.strip_prefix(HTTP_HEADER) {
+            // cloudflared splits the key on ':' and wants exactly two parts.
+            if name.contains(':') {
+                return Err(OpenError::Header(key.clone()));
+            }
+            let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(val),
+            ) else {
+                return Err(OpenError::Header(key.clone()));
+            };
+            headers.append(n, v);
+        }
+    }
+    let kind = match req.kind {
+        ConnectionType::Http => RequestKind::Http,
+        ConnectionType::Websocket => RequestKind::Websocket,
+        ConnectionType::Tcp => RequestKind::TcpStream,
+    };
+    let uri = match req.kind {
+        // `dest` is `host:port`: the authority of the private TCP destination.
+        ConnectionType::Tcp => Uri::builder()
+            .scheme("http")
+            .authority(req.dest.as_str())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| OpenError::Header(format!("dest {}", req.dest)))?,
+        _ => http_uri(&req.dest, &host)?,
+    };
+    if kind != RequestKind::TcpStream
+        && !host.is_empty()
+        && uri.authority().is_none()
+        && let Ok(v) = HeaderValue::from_str(&host)
+    {
+        headers.insert(http::header::HOST, v);
+    }
+    // Without Content-Length or a chunked Transfer-Encoding an HTTP request has no body (the
+    // stream's bytes are ignored, as cloudflared does); WebSocket and TCP streams always do.
+    let has_body = match kind {
+        RequestKind::Http => {
+            headers.contains_key(http::header::CONTENT_LENGTH)
+                || headers
+                    .get_all(http::header::TRANSFER_ENCODING)
+                    .iter()
+                    .any(|v| {
+                        v.as_bytes()
+                            .windows(7)
+                            .any(|w| w.eq_ignore_ascii_case(b"chunked"))
+                    })
+        }
+        _ => true,
+    };
+    Ok((
+        StreamHead {
+            kind,
+            method,
+            uri,
+            headers,
+        },
+        has_body,
+    ))
+}
+
+/// The request URI: the `dest` URL's path and query under the eyeball's host (matching uses
+/// the host and the path; the origin transport replaces scheme and host).
+fn http_uri(dest: &str, host: &str) -> Result<Uri, OpenError> {
+    let parsed: Uri = dest
+        .parse()
+        .map_err(|_| OpenError::Header(format!("dest {dest}")))?;
+    let path = parsed
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let authority = if host.is_empty() {
+        parsed.authority().map(|a| a.as_str().to_owned())
+    } else {
+        Some(host.to_owned())
+    };
+    if let Some(a) = authority
+        && let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(a.as_str())
+            .path_and_query(path.as_str())
+            .build()
+    {
+        return Ok(uri);
+    }
+    path.parse()
+        .map_err(|_| OpenError::Header(format!("dest {dest}")))
+}
+
+/// An edge-opened QUIC data stream.
+pub struct QuicStream {
+    head: StreamHead,
+    body: QuicBody,
+    respond: QuicRespond,
+}
+
+impl EdgeStream for QuicStream {
+    type Body = QuicBody;
+    type Respond = QuicRespond;
+
+    fn into_parts(self) -> (StreamHead, QuicBody, QuicRespond) {
+        (self.head, self.body, self.respond)
+    }
+}
+
+fn edge_error(e: impl std::fmt::Display) -> StreamError {
+    StreamError::new(Side::Edge, Cause::EdgeTransport(e.to_string()))
+}
+
+fn edge_reset() -> StreamError {
+    StreamError::new(Side::Edge, Cause::EdgeReset)
+}
+
+/// The request body of a QUIC data stream.
+pub struct QuicBody {
+    recv: RecvStream,
+    /// Body bytes read together with the `ConnectRequest`.
+    pending: Bytes,
+    has_body: bool,
+    ended: bool,
+}
+
+impl BodyReader for QuicBody {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if !self.has_body {
+            return Ok(None);
+        }
+        if !self.pending.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.pending)));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        match self.recv.read_chunk(MAX_CHUNK, true).await {
+            Ok(Some(chunk)) => Ok(Some(chunk.bytes)),
+            Ok(None) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Err(compio::quic::ReadError::Reset(_)) => Err(edge_reset()),
+            Err(e) => Err(edge_error(e)),
+        }
+    }
+
+    fn release(&mut self, _n: usize) {
+        // QUIC returned the credit when the chunk was read (see the module docs).
+    }
+
+    fn is_end(&self) -> bool {
+        self.ended && self.pending.is_empty()
+    }
+}
+
+/// The response side of a QUIC data stream.
+pub struct QuicRespond {
+    /// Taken by the body writer once the head went out.
+    send: Option<SendStream>,
+    /// A TCP stream: its acknowledgement carries no status.
+    tcp: bool,
+}
+
+/// Encodes the preamble and a `ConnectResponse`.
+fn encode_response(error: String, metadata: Vec<(String, String)>) -> Bytes {
+    let mut out = BytesMut::new();
+    ConnectResponse { error, metadata }.encode(&mut out);
+    out.freeze()
+}
+
+/// Writes as much of `data` as the stream takes right now, without waiting; what is left
+/// stays in `data`.
+fn write_now(send: &mut SendStream, data: &mut Bytes) -> Result<(), StreamError> {
+    let mut cx = Context::from_waker(Waker::noop());
+    while !data.is_empty() {
+        let mut bufs = [std::mem::take(data)];
+        let res = {
+            let fut = pin!(send.write_chunks(&mut bufs));
+            fut.poll(&mut cx)
+        };
+        let [rest] = bufs;
+        *data = rest;
+        match res {
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Err(edge_error(e)),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `data` then ends the stream: at once when the stream takes it now, else from a small
+/// task on this core (flow control is blocking the write; the caller cannot wait).
+fn write_and_finish(mut send: SendStream, mut data: Bytes) {
+    if write_now(&mut send, &mut data).is_err() {
+        return;
+    }
+    if data.is_empty() {
+        let _ = send.finish();
+        return;
+    }
+    compio::runtime::spawn(async move {
+        if send.write_all_chunks(&mut [data]).await.is_ok() {
+            let _ = send.finish();
+        }
+    })
+    .detach();
+}
+
+/// `poll_reset` for a send stream: the edge's STOP_SENDING, or the connection's end.
+fn poll_stopped(send: &mut SendStream, cx: &mut Context<'_>) -> Poll<StreamError> {
+    let fut = pin!(send.stopped());
+    match fut.poll(cx) {
+        Poll::Ready(Ok(Some(_))) => Poll::Ready(edge_reset()),
+        Poll::Ready(Err(e)) => Poll::Ready(edge_error(e)),
+        // Finished or reset by us: nothing will come from the edge any more.
+        Poll::Ready(Ok(None)) | Poll::Pending => Poll::Pending,
+    }
+}
+
+impl QuicRespond {
+    fn metadata(&self, head: &ResponseHead) -> Vec<(String, String)> {
+        if self.tcp {
+            return Vec::new();
+        }
+        let mut m = Vec::with_capacity(head.headers.len() + 1);
+        m.push((HTTP_STATUS.to_owned(), head.status.to_string()));
+        for (name, value) in &head.headers {
+            m.push((
+                format!("{HTTP_HEADER}{name}"),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        }
+        m
+    }
+}
+
+impl ResponseSender for QuicRespond {
+    type Writer = QuicWriter;
+
+    fn send(&mut self, head: &ResponseHead, end: bool) -> Result<Option<QuicWriter>, StreamError> {
+        let Some(mut send) = self.send.take() else {
+            return Err(edge_error("response already sent"));
+        };
+        let mut data = encode_response(String::new(), self.metadata(head));
+        if end {
+            write_and_finish(send, data);
+            return Ok(None);
+        }
+        write_now(&mut send, &mut data)?;
+        Ok(Some(QuicWriter {
+            send: Some(send),
+            pending: data,
+        }))
+    }
+
+    fn fail(&mut self, err: &StreamError) {
+        let Some(mut send) = self.send.take() else {
+            return;
+        };
+        let (error, metadata) = match err.answer(false) {
+            Answer::Reset => {
+                let _ = send.reset(CODE.into());
+                return;
+            }
+            Answer::Forbidden => (
+                String::new(),
+                vec![(HTTP_STATUS.to_owned(), "403".to_owned())],
+            ),
+            Answer::BadGateway => {
+                let rate_limited =
+                    matches!(&err.cause, Cause::Refused(m) if m == super::tcp::RATE_LIMITED);
+                let metadata = if rate_limited {
+                    vec![(RATE_LIMITED_KEY.to_owned(), "true".to_owned())]
+                } else {
+                    Vec::new()
+                };
+                (err.edge_message(), metadata)
+            }
+        };
+        write_and_finish(send, encode_response(error, metadata));
+    }
+
+    fn refuse(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.reset(CODE.into());
+        }
+    }
+
+    fn send_plain(&mut self, status: u16, body: Bytes) -> Result<(), StreamError> {
+        let Some(send) = self.send.take() else {
+            return Err(edge_error("response already sent"));
+        };
+        let head = encode_response(
+            String::new(),
+            vec![(HTTP_STATUS.to_owned(), status.to_string())],
+        );
+        let mut all = BytesMut::with_capacity(head.len() + body.len());
+        all.extend_from_slice(&head);
+        all.extend_from_slice(&body);
+        write_and_finish(send, all.freeze());
+        Ok(())
+    }
+
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<StreamError> {
+        match self.send.as_mut() {
+            Some(send) => poll_stopped(send, cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// The response body of a QUIC data stream.
+pub struct QuicWriter {
+    /// `None` once finished with the head still blocked (a task completes it).
+    send: Option<SendStream>,
+    /// The part of the `ConnectResponse` the stream did not take yet; goes out first.
+    pending: Bytes,
+}
+
+impl BodyWriter for QuicWriter {
+    async fn write(&mut self, data: Bytes) -> Result<(), StreamError> {
+        let Some(send) = self.send.as_mut() else {
+            return Err(edge_error("stream already finished"));
+        };
+        let res = if self.pending.is_empty() {
+            send.write_all_chunks(&mut [data]).await
+        } else {
+            let head = std::mem::take(&mut self.pending);
+            send.write_all_chunks(&mut [head, data]).await
+        };
+        res.map_err(|e| match e {
+            compio::quic::WriteError::Stopped(_) => edge_reset(),
+            e => edge_error(e),
+        })
+    }
+
+    fn finish(&mut self, _trailers: Option<HeaderMap>) -> Result<(), StreamError> {
+        // QUIC carries no trailers (cloudflared drops them too).
+        let Some(mut send) = self.send.take() else {
+            return Ok(());
+        };
+        if self.pending.is_empty() {
+            return send.finish().map_err(edge_error);
+        }
+        write_and_finish(send, std::mem::take(&mut self.pending));
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        if let Some(send) = self.send.as_mut() {
+            let _ = send.reset(CODE.into());
+        }
+    }
+
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<StreamError> {
+        match self.send.as_mut() {
+            Some(send) => poll_stopped(send, cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(kind: ConnectionType, dest: &str, meta: &[(&str, &str)]) -> ConnectRequest {
+        ConnectRequest {
+            dest: dest.into(),
+            kind,
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn metadata_becomes_the_stream_head() {
+        let r = req(
+            ConnectionType::Http,
+            "https://example.com/a/b?c=1",
+            &[
+                ("HttpMethod", "POST"),
+                ("HttpHost", "tunnel.test"),
+                ("HttpHeader:Content-Length", "5"),
+                ("HttpHeader:X-Two", "1"),
+                ("HttpHeader:X-Two", "2"),
+            ],
+        );
+        let (h, body) = stream_head(&r).unwrap();
+        assert!(body);
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.authority().unwrap().as_str(), "tunnel.test");
+        assert_eq!(h.uri.path_and_query().unwrap().as_str(), "/a/b?c=1");
+        assert_eq!(h.headers.get_all("x-two").iter().count(), 2);
+        assert_eq!(h.kind, RequestKind::Http);
+    }
+
+    #[test]
+    fn no_length_means_no_body_and_colons_are_refused() {
+        let r = req(ConnectionType::Http, "/x", &[("HttpMethod", "POST")]);
+        let (h, body) = stream_head(&r).unwrap();
+        assert!(!body);
+        assert_eq!(h.uri.path(), "/x");
+        let r = req(
+            ConnectionType::Http,
+            "/x",
+            &[("HttpHeader:Transfer-Encoding", "chunked")],
+        );
+        assert!(stream_head(&r).unwrap().1);
+        let r = req(ConnectionType::Http, "/x", &[("HttpHeader:A:B", "v")]);
+        assert!(matches!(stream_head(&r), Err(OpenError::Header(_))));
+        let r = req(ConnectionType::Tcp, "10.0.0.1:22", &[]);
+        let (h, body) = stream_head(&r).unwrap();
+        assert!(body);
+        assert_eq!(h.kind, RequestKind::TcpStream);
+        assert_eq!(h.uri.authority().unwrap().as_str(), "10.0.0.1:22");
+    }
+
+    #[test]
+    fn oversized_request_is_refused_before_it_is_read() {
+        let big = "x".repeat(400 * 1024);
+        let r = req(ConnectionType::Http, "/", &[("HttpHeader:X-Big", &big)]);
+        let mut out = BytesMut::new();
+        r.encode(&mut out);
+        // The preamble and the frame header (segment table) only: the size check needs no more.
+        let mut view = &out[..8 + 64];
+        let err = ConnectRequest::decode(&mut view, &REQUEST_LIMITS).unwrap_err();
+        assert!(!err.is_incomplete(), "{err}");
+    }
+}
