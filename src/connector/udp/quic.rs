@@ -13,10 +13,9 @@ use compio::quic::Connection;
 use super::{DatagramSink, DatagramVersion, FlowLimiter, UdpSessions, UdpStats};
 use crate::proto::datagram::SessionId;
 use crate::proto::framing::RPC_STREAM_SIGNATURE;
-use crate::proto::rpc::{CloudflaredClient, CloudflaredServer, RpcError};
+use crate::proto::rpc::{CloudflaredClient, RpcError};
 use crate::proto::rpc_types::{
     RegisterUdpSessionParams, RegisterUdpSessionResponse, UnregisterUdpSessionParams,
-    UpdateConfigurationResponse,
 };
 
 /// The datagram version a connection registered with: v3 when `--features` asked for
@@ -121,39 +120,5 @@ impl UdpSessions {
     /// `unregisterUdpSession` as a `CloudflaredServer` method returns it.
     pub fn rpc_unregister(&self, params: UnregisterUdpSessionParams) -> Result<(), RpcError> {
         self.unregister_v2(&params).map_err(RpcError::failed)
-    }
-}
-
-/// The connector's `CloudflaredServer` on edge-opened RPC streams: the session methods go to
-/// this connection's [`UdpSessions`], `updateConfiguration` to `config` (whatever serves remote
-/// configuration). The RPC-stream handler serves it with `proto::serve_cloudflared`.
-pub struct WithSessions<C> {
-    /// This connection's sessions.
-    pub sessions: UdpSessions,
-    /// The configuration half.
-    pub config: C,
-}
-
-impl<C: CloudflaredServer> CloudflaredServer for WithSessions<C> {
-    fn update_configuration(
-        &self,
-        version: i32,
-        config: Vec<u8>,
-    ) -> impl std::future::Future<Output = Result<UpdateConfigurationResponse, RpcError>> {
-        self.config.update_configuration(version, config)
-    }
-
-    async fn register_udp_session(
-        &self,
-        params: RegisterUdpSessionParams,
-    ) -> Result<RegisterUdpSessionResponse, RpcError> {
-        self.sessions.rpc_register(params)
-    }
-
-    async fn unregister_udp_session(
-        &self,
-        params: UnregisterUdpSessionParams,
-    ) -> Result<(), RpcError> {
-        self.sessions.rpc_unregister(params)
     }
 }

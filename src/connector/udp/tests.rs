@@ -364,10 +364,10 @@ async fn v3_idle_flow_closes_without_an_rpc() {
     assert!(h.closed.try_recv().is_err(), "v3 must not call unregister");
 }
 
-/// Configuration half of the RPC server for the test below: refuses everything.
-struct NoConfig;
+/// The session half of the connector's RPC server, as `quic_conn`'s delegates it.
+struct SessionRpc(UdpSessions);
 
-impl crate::proto::CloudflaredServer for NoConfig {
+impl crate::proto::CloudflaredServer for SessionRpc {
     async fn update_configuration(
         &self,
         _: i32,
@@ -377,15 +377,15 @@ impl crate::proto::CloudflaredServer for NoConfig {
     }
     async fn register_udp_session(
         &self,
-        _: RegisterUdpSessionParams,
+        p: RegisterUdpSessionParams,
     ) -> Result<RegisterUdpSessionResponse, crate::proto::RpcError> {
-        Err(crate::proto::RpcError::failed("not here"))
+        self.0.rpc_register(p)
     }
     async fn unregister_udp_session(
         &self,
-        _: UnregisterUdpSessionParams,
+        p: UnregisterUdpSessionParams,
     ) -> Result<(), crate::proto::RpcError> {
-        Err(crate::proto::RpcError::failed("not here"))
+        self.0.rpc_unregister(p)
     }
 }
 
@@ -397,10 +397,7 @@ async fn v2_session_rpcs_over_capnp_reach_the_manager() {
     let (origin, _echo) = echo_origin().await;
     let mut h = harness(DatagramVersion::V2, 0);
     let ((conn_r, conn_w), (edge_r, edge_w)) = duplex();
-    let server = quic::WithSessions {
-        sessions: h.manager.clone(),
-        config: NoConfig,
-    };
+    let server = SessionRpc(h.manager.clone());
     let _server = compio::runtime::spawn(serve_cloudflared(server, conn_r, conn_w));
     let (client, driver) = CloudflaredClient::connect(edge_r, edge_w);
     let _driver = compio::runtime::spawn(driver);
