@@ -128,13 +128,18 @@ pub async fn run(
         }
     }
     let mut ever_registered = false;
+    let selector = core.shared.options.protocol;
+    let mut protocol = match selector.fallback {
+        Some(f) if core.shared.protocol_fell_back.load(Relaxed) => f,
+        _ => selector.initial,
+    };
     loop {
         if core.stop.is_stopped() {
             return;
         }
         let attempt = backoff.retries();
         let registered = Rc::new(Cell::new(false));
-        let result = match core.shared.options.protocol.initial {
+        let result = match protocol {
             Protocol::Quic => {
                 super::quic_conn::serve_once(
                     &core,
@@ -203,6 +208,59 @@ pub async fn run(
         {
             return;
         }
+        // After the backoff, as cloudflared's selectNextProtocol: switch `auto` to its fallback
+        // when QUIC looks blocked or the retries ran out, unless some connection already
+        // registered with the current transport.
+        let switch = next_protocol(
+            selector,
+            protocol,
+            &err,
+            backoff.reached_max(),
+            first_registered.is_set(),
+        );
+        if let Some((fallback, broken)) = switch {
+            if broken {
+                log::warn!(connIndex = index; "{QUIC_BLOCKED}");
+            }
+            log::info!(connIndex = index; "Switching to fallback protocol {fallback}");
+            protocol = fallback;
+            core.shared.protocol_fell_back.store(true, Relaxed);
+            backoff.reset();
+        }
+    }
+}
+
+/// cloudflared's `selectNextProtocol` after a failed attempt on `current`: the fallback to
+/// switch to (and whether QUIC looked blocked), or `None` to stay. Only `auto` has a fallback;
+/// nothing switches once any connection registered with the current transport.
+fn next_protocol(
+    selector: super::protocol::ProtocolSelector,
+    current: Protocol,
+    err: &ConnError,
+    retries_exhausted: bool,
+    some_connection_registered: bool,
+) -> Option<(Protocol, bool)> {
+    let fallback = selector.fallback?;
+    if current == fallback || some_connection_registered {
+        return None;
+    }
+    let broken = current == Protocol::Quic && quic_broken(err);
+    (broken || retries_exhausted).then_some((fallback, broken))
+}
+
+/// cloudflared's warning when QUIC cannot reach the edge (supervisor/tunnel.go).
+const QUIC_BLOCKED: &str = "If this log occurs persistently, and cloudflared is unable to connect to Cloudflare Network with `quic` protocol, then most likely your machine/network is getting its egress UDP to port 7844 (or others) blocked or dropped. Make sure to allow egress connectivity as per https://developers.cloudflare.com/cloudflare-one/connections/connect-apps/configuration/ports-and-ips/\nIf you are using private routing to this Tunnel, then ICMP, UDP (and Private DNS Resolution) will not work unless your cloudflared can connect with Cloudflare Network with `quic`.";
+
+/// cloudflared's `isQuicBroken`: the QUIC handshake timed out (nothing answers on UDP) or the
+/// socket was not permitted to send.
+fn quic_broken(err: &ConnError) -> bool {
+    match err {
+        ConnError::Dial(m) => {
+            m.contains("timed out")
+                || m.contains("timeout")
+                || m.contains("operation not permitted")
+        }
+        _ => false,
     }
 }
 
@@ -744,6 +802,45 @@ pub fn local_config_json(table: &crate::ingress::IngressTable) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_falls_back_to_http2_as_cloudflared() {
+        use super::super::protocol::ProtocolSelector;
+        let auto = ProtocolSelector::resolve("auto", true).unwrap().selector;
+        let quic = ProtocolSelector::resolve("quic", true).unwrap().selector;
+        let timeout = ConnError::Dial(
+            "failed to dial to edge with quic: timeout: handshake did not complete in time".into(),
+        );
+        let refused = ConnError::Dial("failed to dial to edge with quic: refused".into());
+        // UDP blocked: switch at once, with the warning.
+        assert_eq!(
+            next_protocol(auto, Protocol::Quic, &timeout, false, false),
+            Some((Protocol::Http2, true))
+        );
+        // Another failure: only once the retries ran out.
+        assert_eq!(
+            next_protocol(auto, Protocol::Quic, &refused, false, false),
+            None
+        );
+        assert_eq!(
+            next_protocol(auto, Protocol::Quic, &refused, true, false),
+            Some((Protocol::Http2, false))
+        );
+        // Never once a connection registered, never from the fallback, never when static.
+        assert_eq!(
+            next_protocol(auto, Protocol::Quic, &timeout, true, true),
+            None
+        );
+        assert_eq!(
+            next_protocol(auto, Protocol::Http2, &timeout, true, false),
+            None
+        );
+        assert_eq!(
+            next_protocol(quic, Protocol::Quic, &timeout, true, false),
+            None
+        );
+        assert!(!quic_broken(&ConnError::EdgeClosed));
+    }
 
     #[test]
     fn addresses_rotate_through_spares_only() {

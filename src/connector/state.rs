@@ -215,6 +215,10 @@ pub struct Shared {
     pub udp: Arc<crate::connector::udp::UdpStats>,
     /// Version of the last applied remote configuration; -1 until one arrives.
     pub config_version: std::sync::Mutex<i32>,
+    /// Set when a connection switched `auto` to its fallback transport before any connection
+    /// registered: connections started later begin on the fallback too (cloudflared starts
+    /// them with connection 0's protocol).
+    pub protocol_fell_back: std::sync::atomic::AtomicBool,
     pub started: Instant,
 }
 
@@ -247,6 +251,7 @@ impl Shared {
             flows_rate_limited: AtomicU64::new(0),
             udp: Arc::default(),
             config_version: std::sync::Mutex::new(-1),
+            protocol_fell_back: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
         }
     }

@@ -25,17 +25,18 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use compio::quic::{RecvStream, SendStream};
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Uri};
+use http::header::HeaderValue;
+use http::{HeaderMap, Uri};
 
 use super::{
     Answer, BodyReader, BodyWriter, Cause, EdgeStream, ResponseHead, ResponseSender, Side,
     StreamError, StreamHead,
 };
-use crate::proto::connect::{ConnectRequest, ConnectResponse, ConnectionType};
+use crate::proto::connect::{ConnectRequest, ConnectResponse};
 use crate::proto::error::DecodeError;
 use crate::proto::framing::{FrameLimits, StreamSignature};
 use crate::proto::http2::RequestKind;
+use crate::proto::quic_meta::{HTTP_STATUS, MetaError, request_head, response_metadata};
 
 /// Bounds on one `ConnectRequest`: one segment is what legitimate edges send (a few allowed),
 /// 256 KiB in all (Go's default header limit is 1 MiB, but the edge caps visitor heads far
@@ -54,14 +55,12 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 /// QUIC application error code for every reset and stop (cloudflared uses 0).
 const CODE: u32 = 0;
 
-/// Metadata keys (spec §4.3).
-const HTTP_METHOD: &str = "HttpMethod";
-const HTTP_HOST: &str = "HttpHost";
-const HTTP_HEADER: &str = "HttpHeader:";
-const HTTP_STATUS: &str = "HttpStatus";
+/// Metadata flag of a flow refused by `warp-routing.maxActiveFlows` (spec §4.3).
 const RATE_LIMITED_KEY: &str = "FlowConnectRateLimited";
 
 /// What an edge-opened stream turned out to be.
+// Moved once per stream, never stored: boxing the large variant would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Opened {
     /// A data stream, ready for [`super::serve`].
     Data(QuicStream),
@@ -83,8 +82,8 @@ pub enum OpenError {
     Eof,
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("header Key: {0} malformed")]
-    Header(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
     #[error("too many metadata entries ({0})")]
     TooManyEntries(usize),
 }
@@ -121,6 +120,7 @@ pub async fn open(mut send: SendStream, recv: RecvStream) -> Result<Opened, Open
     })
 }
 
+#[allow(clippy::large_enum_variant)]
 enum First {
     Rpc(Bytes),
     Data(StreamHead, bool, Bytes),
@@ -169,106 +169,53 @@ async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), Open
     }
 }
 
-/// The request metadata as a [`StreamHead`], and whether the stream carries a body.
+/// The request metadata as a [`StreamHead`] (interpreted by [`crate::proto::quic_meta`], as
+/// cloudflared's `buildHTTPRequest`), and whether the stream carries a body.
 fn stream_head(req: &ConnectRequest) -> Result<(StreamHead, bool), OpenError> {
-    let mut method = Method::GET;
-    let mut host = String::new();
-    let mut headers = HeaderMap::new();
-    for (key, val) in &req.metadata {
-        if key == HTTP_METHOD {
-            method = Method::from_bytes(val.as_bytes())
-                .map_err(|_| OpenError::Header(format!("{key}={val}")))?;
-        } else if key == HTTP_HOST {
-            host.clone_from(val);
-        } else if let Some(name) = key.strip_prefix(HTTP_HEADER) {
-            // cloudflared splits the key on ':' and wants exactly two parts.
-            if name.contains(':') {
-                return Err(OpenError::Header(key.clone()));
-            }
-            let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(val),
-            ) else {
-                return Err(OpenError::Header(key.clone()));
-            };
-            headers.append(n, v);
-        }
-    }
-    let kind = match req.kind {
-        ConnectionType::Http => RequestKind::Http,
-        ConnectionType::Websocket => RequestKind::Websocket,
-        ConnectionType::Tcp => RequestKind::TcpStream,
-    };
-    let uri = match req.kind {
+    let h = request_head(req)?;
+    let uri = match h.kind {
         // `dest` is `host:port`: the authority of the private TCP destination.
-        ConnectionType::Tcp => Uri::builder()
-            .scheme("http")
-            .authority(req.dest.as_str())
-            .path_and_query("/")
-            .build()
-            .map_err(|_| OpenError::Header(format!("dest {}", req.dest)))?,
-        _ => http_uri(&req.dest, &host)?,
+        RequestKind::TcpStream => h.uri,
+        _ => http_uri(&h.uri, &h.host),
     };
-    if kind != RequestKind::TcpStream
-        && !host.is_empty()
-        && uri.authority().is_none()
-        && let Ok(v) = HeaderValue::from_str(&host)
+    let mut headers = h.headers;
+    if uri.authority().is_none()
+        && !h.host.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&h.host)
     {
         headers.insert(http::header::HOST, v);
     }
-    // Without Content-Length or a chunked Transfer-Encoding an HTTP request has no body (the
-    // stream's bytes are ignored, as cloudflared does); WebSocket and TCP streams always do.
-    let has_body = match kind {
-        RequestKind::Http => {
-            headers.contains_key(http::header::CONTENT_LENGTH)
-                || headers
-                    .get_all(http::header::TRANSFER_ENCODING)
-                    .iter()
-                    .any(|v| {
-                        v.as_bytes()
-                            .windows(7)
-                            .any(|w| w.eq_ignore_ascii_case(b"chunked"))
-                    })
-        }
-        _ => true,
-    };
     Ok((
         StreamHead {
-            kind,
-            method,
+            kind: h.kind,
+            method: h.method,
             uri,
             headers,
         },
-        has_body,
+        h.has_body,
     ))
 }
 
-/// The request URI: the `dest` URL's path and query under the eyeball's host (matching uses
-/// the host and the path; the origin transport replaces scheme and host).
-fn http_uri(dest: &str, host: &str) -> Result<Uri, OpenError> {
-    let parsed: Uri = dest
-        .parse()
-        .map_err(|_| OpenError::Header(format!("dest {dest}")))?;
-    let path = parsed
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+/// The request URI: `dest`'s path and query under the eyeball's host (ingress matches on the
+/// host and the path; the origin transport replaces scheme and host).
+fn http_uri(dest: &Uri, host: &str) -> Uri {
+    let path = dest.path_and_query().map_or("/", |p| p.as_str());
     let authority = if host.is_empty() {
-        parsed.authority().map(|a| a.as_str().to_owned())
+        dest.authority().map(|a| a.as_str())
     } else {
-        Some(host.to_owned())
+        Some(host)
     };
-    if let Some(a) = authority
-        && let Ok(uri) = Uri::builder()
-            .scheme("http")
-            .authority(a.as_str())
-            .path_and_query(path.as_str())
-            .build()
-    {
-        return Ok(uri);
-    }
-    path.parse()
-        .map_err(|_| OpenError::Header(format!("dest {dest}")))
+    authority
+        .and_then(|a| {
+            Uri::builder()
+                .scheme("http")
+                .authority(a)
+                .path_and_query(path)
+                .build()
+                .ok()
+        })
+        .or_else(|| Uri::try_from(path).ok())
+        .unwrap_or_else(|| Uri::from_static("/"))
 }
 
 /// An edge-opened QUIC data stream.
@@ -405,15 +352,10 @@ impl QuicRespond {
         if self.tcp {
             return Vec::new();
         }
-        let mut m = Vec::with_capacity(head.headers.len() + 1);
-        m.push((HTTP_STATUS.to_owned(), head.status.to_string()));
-        for (name, value) in &head.headers {
-            m.push((
-                format!("{HTTP_HEADER}{name}"),
-                String::from_utf8_lossy(value).into_owned(),
-            ));
-        }
-        m
+        response_metadata(
+            head.status,
+            head.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),
+        )
     }
 }
 
@@ -545,7 +487,10 @@ impl BodyWriter for QuicWriter {
 
 #[cfg(test)]
 mod tests {
+    use http::Method;
+
     use super::*;
+    use crate::proto::connect::ConnectionType;
 
     fn req(kind: ConnectionType, dest: &str, meta: &[(&str, &str)]) -> ConnectRequest {
         ConnectRequest {
@@ -593,7 +538,7 @@ mod tests {
         );
         assert!(stream_head(&r).unwrap().1);
         let r = req(ConnectionType::Http, "/x", &[("HttpHeader:A:B", "v")]);
-        assert!(matches!(stream_head(&r), Err(OpenError::Header(_))));
+        assert!(matches!(stream_head(&r), Err(OpenError::Meta(_))));
         let r = req(ConnectionType::Tcp, "10.0.0.1:22", &[]);
         let (h, body) = stream_head(&r).unwrap();
         assert!(body);
