@@ -350,43 +350,55 @@ pub fn render(shared: &Shared) -> String {
     );
     render_rpc_client(&mut out, shared);
     // cloudflared's flow limiter counts refusals by flow type; a labelled family, so only once
-    // one was refused (ringflare limits TCP flows; it has no UDP/ICMP flows).
-    let limited = shared.flows_rate_limited.load(Relaxed);
-    if limited > 0 {
+    // one was refused (TCP streams and UDP sessions share the limit; ringflare has no ICMP flows).
+    let limited: Vec<(String, u64)> = [
+        ("tcp", shared.flows_rate_limited.load(Relaxed)),
+        ("udp", shared.udp.rate_limited.load(Relaxed)),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(t, n)| (format!("{{flow_type=\"{t}\"}}"), n))
+    .collect();
+    if !limited.is_empty() {
         metric(
             &mut out,
             "flow_client_registrations_rate_limited_total",
             "counter",
             "Count registrations dropped due to high number of concurrent flows being handled",
-            &[("{flow_type=\"tcp\"}".into(), limited)],
+            &limited,
         );
     }
-    // ringflare proxies no UDP or ICMP (yet): cloudflared's plain families for them, which it
-    // prints at zero before any flow. Its per-connection `udp_*_flows` vectors, like every
-    // labelled family, appear only once a flow exists, so they are absent here too.
-    for (name, kind, help) in [
+    // cloudflared's plain UDP-session and ICMP families, printed at zero before any flow (ICMP
+    // is not proxied, so its counters stay zero). Its per-connection `udp_*_flows` vectors (datagram
+    // v3), like every labelled family, appear only once a flow exists; they are not rendered yet.
+    let udp = &shared.udp;
+    for (name, kind, help, value) in [
         (
             "cloudflared_udp_active_sessions",
             "gauge",
             "Concurrent count of UDP sessions that are being proxied to any origin",
+            udp.active_sessions.load(Relaxed),
         ),
         (
             "cloudflared_udp_total_sessions",
             "counter",
             "Total count of UDP sessions that have been proxied to any origin",
+            udp.total_sessions.load(Relaxed),
         ),
         (
             "cloudflared_icmp_total_requests",
             "counter",
             "Total count of ICMP requests that have been proxied to any origin",
+            0,
         ),
         (
             "cloudflared_icmp_total_replies",
             "counter",
             "Total count of ICMP replies that have been proxied from any origin",
+            0,
         ),
     ] {
-        metric(&mut out, name, kind, help, &plain(0));
+        metric(&mut out, name, kind, help, &plain(value));
     }
     // cloudflared sets this gauge only when it applies a remote configuration: a local
     // config (version -1 in /config) shows 0.

@@ -31,6 +31,7 @@ pub mod remote_config;
 pub mod state;
 pub mod stream;
 pub mod sysinfo;
+pub mod udp;
 // The services moved under stream/; these paths stay for the rest of the crate, tests, benches.
 pub use stream::{access, hello, http as proxy, pipe, response, socks, websocket as ws};
 

@@ -30,6 +30,7 @@ use super::edge_conn::{
 use super::options::ConnectorOptions;
 use super::protocol::Protocol;
 use super::stream::quic::{self, Opened};
+use super::udp::{self, UdpSessions};
 use crate::proto::rpc::RpcError;
 use crate::proto::rpc::{CloudflaredServer, serve_cloudflared};
 use crate::proto::rpc_types::{
@@ -125,7 +126,13 @@ enum Step {
 }
 
 /// Serves one edge-opened stream to its end.
-async fn serve_stream(core: Rc<Core>, index: u8, send: SendStream, recv: RecvStream) {
+async fn serve_stream(
+    core: Rc<Core>,
+    index: u8,
+    udp: UdpSessions,
+    send: SendStream,
+    recv: RecvStream,
+) {
     match quic::open(send, recv).await {
         Ok(Opened::Data(stream)) => super::stream::serve(&core, stream, index).await,
         Ok(Opened::Rpc {
@@ -137,7 +144,7 @@ async fn serve_stream(core: Rc<Core>, index: u8, send: SendStream, recv: RecvStr
                 futures_util::io::Cursor::new(pending),
                 recv.into_compat(),
             );
-            let server = RpcServer(core.clone());
+            let server = RpcServer(core.clone(), udp);
             let driver = serve_cloudflared(server, reader, send.into_compat());
             // One short-lived stream per call: served for at most --rpc-timeout.
             let limit = core.shared.options.rpc_timeout;
@@ -151,8 +158,9 @@ async fn serve_stream(core: Rc<Core>, index: u8, send: SendStream, recv: RecvStr
     }
 }
 
-/// The connector's `CloudflaredServer` on QUIC RPC streams.
-struct RpcServer(Rc<Core>);
+/// The connector's `CloudflaredServer` on QUIC RPC streams; session calls go to the
+/// connection's UDP session manager.
+struct RpcServer(Rc<Core>, UdpSessions);
 
 impl CloudflaredServer for RpcServer {
     async fn update_configuration(
@@ -170,19 +178,16 @@ impl CloudflaredServer for RpcServer {
 
     async fn register_udp_session(
         &self,
-        _params: RegisterUdpSessionParams,
+        params: RegisterUdpSessionParams,
     ) -> Result<RegisterUdpSessionResponse, RpcError> {
-        Ok(RegisterUdpSessionResponse {
-            err: Some("UDP sessions are not supported by this connector yet".into()),
-            spans: Vec::new(),
-        })
+        self.1.rpc_register(params)
     }
 
     async fn unregister_udp_session(
         &self,
-        _params: UnregisterUdpSessionParams,
+        params: UnregisterUdpSessionParams,
     ) -> Result<(), RpcError> {
-        Ok(())
+        self.1.rpc_unregister(params)
     }
 }
 
@@ -210,6 +215,18 @@ async fn serve_conn(
         ev_tx.clone(),
         index,
     ));
+    // UDP sessions (spec §4.4) live as long as this connection: dropping the task and the
+    // manager at return closes every session socket.
+    let o = &core.shared.options;
+    let sessions = udp::quic::sessions_for(
+        conn,
+        index,
+        udp::quic::version_for(&o.features),
+        o.rpc_timeout,
+        core.shared.clone(),
+        core.shared.udp.clone(),
+    );
+    let _datagrams = compio::runtime::spawn(udp::quic::serve(conn.clone(), sessions.clone()));
     let mut stop = pin!(core.stop.stopped().fuse());
     let mut stopping = false;
     let mut unregistered = false;
@@ -243,8 +260,9 @@ async fn serve_conn(
                 accept.set(conn.accept_bi());
                 let guard = inflight.enter();
                 let core = core.clone();
+                let sessions = sessions.clone();
                 compio::runtime::spawn(async move {
-                    serve_stream(core, index, send, recv).await;
+                    serve_stream(core, index, sessions, send, recv).await;
                     drop(guard);
                 })
                 .detach();

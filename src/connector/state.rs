@@ -211,6 +211,8 @@ pub struct Shared {
     /// and the flows refused for being over `warp-routing.maxActiveFlows`.
     pub active_flows: AtomicU64,
     pub flows_rate_limited: AtomicU64,
+    /// UDP session counters (`cloudflared_udp_*`), shared by every connection's session manager.
+    pub udp: Arc<crate::connector::udp::UdpStats>,
     /// Version of the last applied remote configuration; -1 until one arrives.
     pub config_version: std::sync::Mutex<i32>,
     /// Set when a connection switched `auto` to its fallback transport before any connection
@@ -247,6 +249,7 @@ impl Shared {
             local_config_push_errors: AtomicU64::new(0),
             active_flows: AtomicU64::new(0),
             flows_rate_limited: AtomicU64::new(0),
+            udp: Arc::default(),
             config_version: std::sync::Mutex::new(-1),
             protocol_fell_back: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),

@@ -8,6 +8,7 @@
 //! `capnp_rpc::RpcSystem` futures over any `AsyncRead`/`AsyncWrite` pair; the caller drives them.
 
 pub mod connect;
+pub mod datagram;
 pub mod error;
 pub mod framing;
 pub mod generated;

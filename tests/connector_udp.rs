@@ -1,0 +1,319 @@
+//! UDP sessions over real QUIC: the `ringflare` connector binary (`--protocol quic`) registers
+//! with a small test edge written here, which then opens a session toward a UDP echo origin on
+//! loopback and exchanges payloads through it: datagram v3 (`--features support_datagram_v3_2`,
+//! registration by datagram) on both io drivers, and datagram v2 (the default: registration by
+//! RPC on an edge-opened stream, idle close reported back by the connector's own RPC stream).
+
+mod connector_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use compio::quic::{Connection, Endpoint};
+use connector_support::Connector;
+use futures_util::{AsyncReadExt, StreamExt};
+use ringflare::config::Secret;
+use ringflare::config::credentials::{Credentials, encode_token};
+use ringflare::proto::datagram::{SessionId, v2, v3};
+use ringflare::proto::framing::RPC_STREAM_SIGNATURE;
+use ringflare::proto::rpc_types::{
+    RegisterUdpSessionParams, RegisterUdpSessionResponse, UnregisterUdpSessionParams,
+};
+use ringflare::proto::{
+    CloudflaredClient, CloudflaredServer, ConnectionDetails, ConnectionResponse,
+    RegisterConnectionParams, RegistrationServer, RpcError, UpdateConfigurationResponse,
+    serve_cloudflared, serve_registration,
+};
+use ringflare::quic::{QuicSettings, bind_udp};
+use ringflare::tls::{EdgeCa, edge_quic_server_config};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Accepts every registration, and says so on its channel.
+struct AcceptAll(futures_channel::mpsc::UnboundedSender<()>);
+
+impl RegistrationServer for AcceptAll {
+    async fn register_connection(
+        &self,
+        _: RegisterConnectionParams,
+    ) -> Result<ConnectionResponse, RpcError> {
+        let _ = self.0.unbounded_send(());
+        Ok(ConnectionResponse::Details(ConnectionDetails {
+            uuid: *Uuid::new_v4().as_bytes(),
+            location_name: "tst01".into(),
+            tunnel_is_remotely_managed: true,
+        }))
+    }
+    async fn unregister_connection(&self) -> Result<(), RpcError> {
+        Ok(())
+    }
+    async fn update_local_configuration(&self, _: Vec<u8>) -> Result<(), RpcError> {
+        Ok(())
+    }
+}
+
+async fn echo_origin() -> (SocketAddr, compio::runtime::JoinHandle<()>) {
+    let socket = compio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let task = compio::runtime::spawn(async move {
+        let mut buf = Vec::with_capacity(2048);
+        loop {
+            buf.clear();
+            let compio::BufResult(r, b) = socket.recv_from(buf).await;
+            buf = b;
+            let Ok((n, from)) = r else { return };
+            let reply = buf[..n].to_vec();
+            let _ = socket.send_to(reply, from).await;
+        }
+    });
+    (addr, task)
+}
+
+async fn next_datagram(conn: &Connection) -> Bytes {
+    compio::time::timeout(Duration::from_secs(10), conn.recv_datagram())
+        .await
+        .expect("no datagram from the connector within 10 s")
+        .expect("connection closed")
+}
+
+#[test]
+fn v3_flow_echoes_through_a_quic_connection() {
+    v3_flow_echoes("io_uring");
+}
+
+#[test]
+fn v3_flow_echoes_through_a_quic_connection_on_poll() {
+    v3_flow_echoes("poll");
+}
+
+fn v3_flow_echoes(driver: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+    let tls = edge_quic_server_config(&ca).unwrap();
+    let rt = compio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let settings = QuicSettings::default();
+        let server = Endpoint::new(
+            udp,
+            QuicSettings::endpoint(),
+            Some(settings.server(tls).unwrap()),
+            None,
+        )
+        .unwrap();
+        let edge: SocketAddr = server.local_addr().unwrap();
+        let token = encode_token(&Credentials {
+            account_tag: "udp-test-account".into(),
+            tunnel_secret: Secret::new(vec![7; 32]),
+            tunnel_id: Uuid::new_v4(),
+            endpoint: String::new(),
+        });
+        let flags: Vec<String> = ["--ha-connections", "1", "--protocol", "quic"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        // `--features` is a `run` flag, as cloudflared's.
+        let run_flags = ["--features", "support_datagram_v3_2"];
+        let c = Connector::spawn_env(
+            &[edge],
+            ca.ca_pem_path(),
+            &token,
+            None,
+            &flags,
+            &run_flags,
+            &[("RINGFLARE_IO_DRIVER", driver)],
+        );
+        let incoming = compio::time::timeout(WAIT, server.wait_incoming())
+            .await
+            .unwrap_or_else(|_| panic!("no QUIC connection; log:\n{}", c.log_text()))
+            .unwrap();
+        let conn = incoming.await.unwrap();
+        let (send, recv) = conn.accept_bi().await.unwrap();
+        let (registered, mut on_registered) = futures_channel::mpsc::unbounded();
+        let _control = compio::runtime::spawn(serve_registration(
+            AcceptAll(registered),
+            recv.into_compat(),
+            send.into_compat(),
+        ));
+        // Awaited, not polled: this thread drives the edge's side of the connection.
+        compio::time::timeout(WAIT, on_registered.next())
+            .await
+            .unwrap_or_else(|_| panic!("no registration; log:\n{}", c.log_text()));
+
+        let (origin, _echo) = echo_origin().await;
+        let id = SessionId([0x42; 16]);
+        let mut reg = Vec::new();
+        v3::encode_registration(
+            &v3::Registration {
+                request_id: id,
+                dest: origin,
+                traced: false,
+                idle_hint: Duration::from_secs(30),
+                payload: b"",
+            },
+            &mut reg,
+        )
+        .unwrap();
+        conn.send_datagram(reg.into()).unwrap();
+        let resp = next_datagram(&conn).await;
+        assert!(
+            matches!(
+                v3::decode(&resp),
+                Ok(v3::Datagram::RegistrationResponse {
+                    request_id,
+                    status: v3::ResponseStatus::Ok,
+                    ..
+                }) if request_id == id
+            ),
+            "{resp:?}; log:\n{}",
+            c.log_text()
+        );
+        // The largest payload both ends' current datagram size allows (before PMTU discovery
+        // raises it, the initial 1232-byte packets hold less than cloudflared's 1280).
+        let room = conn.max_datagram_size().unwrap() - v3::PAYLOAD_HEADER_LEN;
+        let big = vec![0x5a; room.min(1100)];
+        for msg in [&b"over quic"[..], &big] {
+            let mut d = Vec::new();
+            v3::encode_payload(id, msg, &mut d).unwrap();
+            conn.send_datagram(d.into()).unwrap();
+            let back = next_datagram(&conn).await;
+            assert_eq!(
+                v3::decode(&back).unwrap(),
+                v3::Datagram::Payload {
+                    request_id: id,
+                    payload: msg
+                }
+            );
+        }
+        conn.close(0u32.into(), b"test done");
+    });
+}
+
+/// The edge's side of the connector's `unregisterUdpSession` call: records the session and reason.
+struct EdgeSessions(futures_channel::mpsc::UnboundedSender<(Vec<u8>, String)>);
+
+impl CloudflaredServer for EdgeSessions {
+    async fn update_configuration(
+        &self,
+        _: i32,
+        _: Vec<u8>,
+    ) -> Result<UpdateConfigurationResponse, RpcError> {
+        Err(RpcError::failed("not on this stream"))
+    }
+    async fn register_udp_session(
+        &self,
+        _: RegisterUdpSessionParams,
+    ) -> Result<RegisterUdpSessionResponse, RpcError> {
+        Err(RpcError::failed("not on this stream"))
+    }
+    async fn unregister_udp_session(&self, p: UnregisterUdpSessionParams) -> Result<(), RpcError> {
+        let _ = self.0.unbounded_send((p.session_id, p.message));
+        Ok(())
+    }
+}
+
+#[test]
+fn v2_session_registered_by_rpc_echoes_then_idles_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+    let tls = edge_quic_server_config(&ca).unwrap();
+    let rt = compio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let settings = QuicSettings::default();
+        let server = Endpoint::new(
+            udp,
+            QuicSettings::endpoint(),
+            Some(settings.server(tls).unwrap()),
+            None,
+        )
+        .unwrap();
+        let edge: SocketAddr = server.local_addr().unwrap();
+        let token = encode_token(&Credentials {
+            account_tag: "udp-test-account".into(),
+            tunnel_secret: Secret::new(vec![7; 32]),
+            tunnel_id: Uuid::new_v4(),
+            endpoint: String::new(),
+        });
+        let flags: Vec<String> = ["--ha-connections", "1", "--protocol", "quic"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let c = Connector::spawn_env(&[edge], ca.ca_pem_path(), &token, None, &flags, &[], &[]);
+        let incoming = compio::time::timeout(WAIT, server.wait_incoming())
+            .await
+            .unwrap_or_else(|_| panic!("no QUIC connection; log:\n{}", c.log_text()))
+            .unwrap();
+        let conn = incoming.await.unwrap();
+        let (send, recv) = conn.accept_bi().await.unwrap();
+        let (registered, mut on_registered) = futures_channel::mpsc::unbounded();
+        let _control = compio::runtime::spawn(serve_registration(
+            AcceptAll(registered),
+            recv.into_compat(),
+            send.into_compat(),
+        ));
+        compio::time::timeout(WAIT, on_registered.next())
+            .await
+            .unwrap_or_else(|_| panic!("no registration; log:\n{}", c.log_text()));
+
+        // registerUdpSession on an edge-opened RPC stream, as the edge does.
+        let (origin, _echo) = echo_origin().await;
+        let (send, recv) = conn.open_bi().unwrap();
+        let mut writer = send.into_compat();
+        writer.write_all(&RPC_STREAM_SIGNATURE).await.unwrap();
+        let (client, driver) = CloudflaredClient::connect(recv.into_compat(), writer);
+        let _driver = compio::runtime::spawn(driver);
+        let id = [0x24u8; 16];
+        let params = RegisterUdpSessionParams {
+            session_id: id.to_vec(),
+            dst_ip: vec![127, 0, 0, 1],
+            dst_port: origin.port(),
+            close_after_idle_hint: Duration::from_secs(1).as_nanos() as i64,
+            trace_context: String::new(),
+        };
+        let r = compio::time::timeout(WAIT, client.register_udp_session(&params))
+            .await
+            .expect("registerUdpSession timed out")
+            .unwrap();
+        assert_eq!(r.err, None, "log:\n{}", c.log_text());
+
+        let mut d = Vec::new();
+        v2::encode_udp(SessionId(id), b"v2 over quic", &mut d).unwrap();
+        conn.send_datagram(d.into()).unwrap();
+        let back = next_datagram(&conn).await;
+        assert_eq!(
+            v2::decode(&back).unwrap(),
+            v2::Datagram::Udp {
+                session: SessionId(id),
+                payload: b"v2 over quic"
+            }
+        );
+
+        // After 1 s without traffic the connector unregisters the session on the edge.
+        let (send, recv) = compio::time::timeout(WAIT, conn.accept_bi())
+            .await
+            .expect("no unregister stream from the connector")
+            .unwrap();
+        let mut reader = recv.into_compat();
+        let mut sig = [0u8; 6];
+        AsyncReadExt::read_exact(&mut reader, &mut sig)
+            .await
+            .unwrap();
+        assert_eq!(sig, RPC_STREAM_SIGNATURE);
+        let (unregistered, mut on_unregister) = futures_channel::mpsc::unbounded();
+        let _edge_rpc = compio::runtime::spawn(serve_cloudflared(
+            EdgeSessions(unregistered),
+            reader,
+            send.into_compat(),
+        ));
+        let (session, message) = compio::time::timeout(WAIT, on_unregister.next())
+            .await
+            .expect("no unregisterUdpSession call")
+            .unwrap();
+        assert_eq!(session, id.to_vec());
+        assert_eq!(message, "session idle for 1s");
+        conn.close(0u32.into(), b"test done");
+    });
+}
