@@ -128,7 +128,7 @@ fn diag_collects_a_live_connector_into_cloudflareds_archive() {
             assert!(!stderr.contains(" ERR "), "{stderr}");
         } else {
             assert!(
-                stderr.contains("ERR Job: log information finished with error. error=\"error collecting logs: error opening log file while collecting logs: open /var/log/cloudflared.err: no such file or directory\""),
+                stderr.contains("ERR Job: log information finished with error. error=\"error opening log file while collecting logs: open /var/log/cloudflared.err: no such file or directory\""),
                 "{stderr}"
             );
             assert!(stderr.contains("WRN Diagnostic completed with one or more errors"));

@@ -389,14 +389,19 @@ fn run_jobs(base: &str, state: Option<TunnelState>, o: &Opts) -> Report {
     }
     if !o.no_logs {
         let mut invalid = false;
-        r.job("log information", "cloudflared_logs.txt", || {
-            let logs = collect_logs(base, &o.container, &o.pod);
-            invalid = logs
-                .as_ref()
-                .err()
-                .is_some_and(|e| e.ends_with(LOG_CONFIG_INVALID));
-            logs.map_err(|e| format!("error collecting logs: {e}"))
-        });
+        r.job(
+            "log information",
+            "cloudflared_logs.txt",
+            || match locate_logs(base, &o.container, &o.pod) {
+                Ok(Logs::Collected(bytes)) => Ok(bytes),
+                Ok(Logs::File(path)) => read_log(&path),
+                Ok(Logs::Directory(dir)) => read_log_dir(&dir),
+                Err(e) => {
+                    invalid = e == LOG_CONFIG_INVALID;
+                    Err(format!("error collecting logs: {e}"))
+                }
+            },
+        );
         r.logs_invalid = invalid;
     }
     if !o.no_network {
@@ -419,27 +424,35 @@ fn collector_error(e: String) -> String {
     format!("error running collector: {e}")
 }
 
+/// Where the logs are: already collected (a command's output), or a file or directory to read.
+enum Logs {
+    Collected(Vec<u8>),
+    File(String),
+    Directory(String),
+}
+
 const LOG_CONFIG_INVALID: &str = "provided log configuration is invalid";
 
 /// cloudflared's log collection: `docker logs` / `kubectl logs` when asked; otherwise the
 /// instance's `--logfile` or `--log-directory` (from `/diag/configuration`), or for a root
 /// service journald's `cloudflared.service` unit or /var/log/cloudflared.err.
-fn collect_logs(base: &str, container: &str, pod: &str) -> Result<Vec<u8>, String> {
+fn locate_logs(base: &str, container: &str, pod: &str) -> Result<Logs, String> {
     let since = crate::logging::rfc3339_utc(SystemTime::now() - Duration::from_secs(14 * 86_400));
     if !pod.is_empty() {
         let mut args = vec!["logs", pod, "--since-time", &since, "--tail", "10000"];
         if !container.is_empty() {
             args.extend(["-c", container]);
         }
-        return command_output("kubectl", &args);
+        return command_output("kubectl", &args).map(Logs::Collected);
     }
     if !container.is_empty() {
         let args = ["logs", "--tail", "10000", "--since", &since, container];
-        return command_output("docker", &args);
+        return command_output("docker", &args).map(Logs::Collected);
     }
-    let body = get(base, "/diag/configuration")?;
-    let conf: BTreeMap<String, String> =
-        serde_json::from_slice(&body).map_err(|e| format!("failed to decode body: {e}"))?;
+    let config_error = |e: String| format!("error getting log configuration: {e}");
+    let body = get(base, "/diag/configuration").map_err(config_error)?;
+    let conf: BTreeMap<String, String> = serde_json::from_slice(&body)
+        .map_err(|e| config_error(format!("failed to decode body: {e}")))?;
     let uid: i64 = conf
         .get("uid")
         .ok_or("key not found")?
@@ -448,15 +461,15 @@ fn collect_logs(base: &str, container: &str, pod: &str) -> Result<Vec<u8>, Strin
     if uid == 0 {
         if std::path::Path::new("/etc/systemd/system/cloudflared.service").exists() {
             let args = ["--since", "2 weeks ago", "-u", "cloudflared.service"];
-            return command_output("journalctl", &args);
+            return command_output("journalctl", &args).map(Logs::Collected);
         }
-        return read_log("/var/log/cloudflared.err");
+        return Ok(Logs::File("/var/log/cloudflared.err".into()));
     }
     if let Some(file) = conf.get("logfile") {
-        return read_log(file);
+        return Ok(Logs::File(file.clone()));
     }
     if let Some(dir) = conf.get("log-directory") {
-        return read_log_dir(dir);
+        return Ok(Logs::Directory(dir.clone()));
     }
     Err(LOG_CONFIG_INVALID.into())
 }
