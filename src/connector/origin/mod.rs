@@ -201,8 +201,7 @@ impl OriginRead {
     /// hands a buffer to a read when it starts, not when data arrives), it is
     /// [`ReadInto::read_into`].
     pub async fn read_idle(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-        let iouring =
-            compio::runtime::Runtime::with_current(|rt| rt.driver_type().is_iouring());
+        let iouring = compio::runtime::Runtime::with_current(|rt| rt.driver_type().is_iouring());
         if !iouring {
             return self.read_into(buf, want).await;
         }

@@ -38,7 +38,9 @@ pub async fn pipe_raw(
                 // the core's buffer pool so that a waiting read holds no buffer; bulk
                 // transfers then read straight into `leftover`, growing.
                 let read = if size.is_min() {
-                    rd.read_idle(&mut leftover, size.get()).await.inspect(|&n| size.update(n))
+                    rd.read_idle(&mut leftover, size.get())
+                        .await
+                        .inspect(|&n| size.update(n))
                 } else {
                     fill_sized(&mut rd, &mut leftover, &mut size).await
                 };
