@@ -152,8 +152,10 @@ pub fn connector_h2_server() -> h2::server::Builder {
 ///   decrypts in place and copies the plaintext into h2's `ReadBuf`. Only the bytes about
 ///   to be written there are initialised (`initialize_unfilled_to(n)`, `n` = the plaintext
 ///   rustls holds), never the whole unfilled region.
-/// - Writing: `writer().write` encrypts h2's frames into rustls' queue; each flush drains
-///   the queue with `write_tls` into one reused `Vec` and submits it as one owned write.
+/// - Writing: `writer().write` encrypts h2's frames into rustls' queue; a flush drains the
+///   queue with `write_tls` into one reused `Vec` and submits it as one owned write without
+///   waiting for it; what h2 writes meanwhile queues in rustls and goes out in the next write
+///   (at most one write in flight, its buffer reused).
 ///
 /// The in-flight read and write are futures held here (boxed: `async fn` types cannot be
 /// named) and polled from `poll_read` / `poll_write` / `poll_flush`; each owns its buffer
