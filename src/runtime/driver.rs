@@ -196,10 +196,21 @@ fn explain_setup_failure(e: &io::Error) -> String {
 /// 64 Ki entries (8 bytes each) cover every stream a core can have in flight.
 const CROSS_THREAD_WAKE_QUEUE: usize = 64 * 1024;
 
+/// The core's provided-buffer pool (io_uring): idle streams' reads take a buffer from it only
+/// when data arrives and give it back as soon as the bytes are copied out
+/// (`origin::OriginRead::read_idle`), so a few buffers serve thousands of idle streams. A
+/// read that finds none free falls back to a buffer of its own. Allocated on first use.
+const READ_POOL_BUFFERS: std::num::NonZero<u16> = std::num::NonZero::new(64).unwrap();
+/// The size of one pool buffer: the smallest read of a stream service.
+const READ_POOL_BUFFER_LEN: usize = 4 * 1024;
+
 /// Builds a compio runtime on exactly `driver` (no silent fallback: the report must stay true).
 pub fn build_runtime(driver: DriverKind) -> Result<Runtime, DriverError> {
     let mut proactor = ProactorBuilder::new();
     proactor.driver_type(driver.compio_type());
+    proactor
+        .buffer_pool_size(READ_POOL_BUFFERS)
+        .buffer_pool_buffer_len(READ_POOL_BUFFER_LEN);
     let runtime = RuntimeBuilder::new()
         .with_proactor(proactor)
         .sync_queue_size(CROSS_THREAD_WAKE_QUEUE)

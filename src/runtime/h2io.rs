@@ -152,8 +152,10 @@ pub fn connector_h2_server() -> h2::server::Builder {
 ///   decrypts in place and copies the plaintext into h2's `ReadBuf`. Only the bytes about
 ///   to be written there are initialised (`initialize_unfilled_to(n)`, `n` = the plaintext
 ///   rustls holds), never the whole unfilled region.
-/// - Writing: `writer().write` encrypts h2's frames into rustls' queue; each flush drains
-///   the queue with `write_tls` into one reused `Vec` and submits it as one owned write.
+/// - Writing: `writer().write` encrypts h2's frames into rustls' queue; a flush drains the
+///   queue with `write_tls` into one reused `Vec` and submits it as one owned write without
+///   waiting for it; what h2 writes meanwhile queues in rustls and goes out in the next write
+///   (at most one write in flight, its buffer reused).
 ///
 /// The in-flight read and write are futures held here (boxed: `async fn` types cannot be
 /// named) and polled from `poll_read` / `poll_write` / `poll_flush`; each owns its buffer
@@ -335,28 +337,50 @@ where
         Poll::Ready(res)
     }
 
-    /// Sends everything rustls has queued: one owned write per batch.
+    /// Waits for the write in flight (if any), then starts sending everything rustls has
+    /// queued as one owned write, without waiting for that write to complete.
+    ///
+    /// `Ready` means: no bytes are left in rustls' queue (they are in the kernel or owned by
+    /// the write in flight, which was polled once so the driver has it and this task's waker
+    /// is woken when it completes).
+    fn poll_submit(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_writing(cx))?;
+        if !self.conn.wants_write() {
+            return Poll::Ready(Ok(()));
+        }
+        let mut buf = self.wbuf.take().unwrap_or_default();
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut buf)? == 0 {
+                break;
+            }
+        }
+        let mut tcp = self.tcp.clone();
+        self.writing = Some(Box::pin(async move { tcp.write_all(buf).await }));
+        match self.poll_writing(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Sends everything rustls has queued and waits until the kernel has it all (handshake,
+    /// shutdown).
     fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_writing(cx))?;
             if !self.conn.wants_write() {
                 return Poll::Ready(Ok(()));
             }
-            let mut buf = self.wbuf.take().unwrap_or_default();
-            while self.conn.wants_write() {
-                if self.conn.write_tls(&mut buf)? == 0 {
-                    break;
-                }
-            }
-            let mut tcp = self.tcp.clone();
-            self.writing = Some(Box::pin(async move { tcp.write_all(buf).await }));
+            ready!(self.poll_submit(cx))?;
         }
     }
 
-    /// Starts sending queued ciphertext without waiting for it (alerts, key updates and
-    /// session tickets produced while reading).
+    /// Starts sending queued ciphertext without waiting for it (h2's flushes, and alerts,
+    /// key updates and session tickets produced while reading). While a write is in flight
+    /// new ciphertext stays queued in rustls (bounded by its buffer limit) and goes out as one
+    /// write when the one in flight completes: its completion wakes this task, and h2 flushes
+    /// again on every wakeup (`Connection::poll` ends in `poll_complete` → `flush`).
     fn kick_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.poll_flush_tls(cx) {
+        match self.poll_submit(cx) {
             Poll::Ready(r) => r,
             Poll::Pending => Ok(()),
         }
@@ -417,8 +441,9 @@ where
             if n > 0 || buf.is_empty() {
                 return Poll::Ready(Ok(n));
             }
-            // rustls' queue is full (its buffer limit): send it, then retry.
-            ready!(this.poll_flush_tls(cx))?;
+            // rustls' queue is full (its buffer limit): once the write in flight is done,
+            // hand the queue to the kernel and encrypt more while it sends.
+            ready!(this.poll_submit(cx))?;
         }
     }
 
@@ -433,7 +458,7 @@ where
             if n > 0 || bufs.iter().all(|b| b.is_empty()) {
                 return Poll::Ready(Ok(n));
             }
-            ready!(this.poll_flush_tls(cx))?;
+            ready!(this.poll_submit(cx))?;
         }
     }
 
@@ -444,7 +469,10 @@ where
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.conn.writer().flush()?;
-        this.poll_flush_tls(cx)
+        // h2 flushes after every frame it writes; waiting here for each write to complete
+        // would allow one frame per round trip through the kernel.
+        this.kick_write(cx)?;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -143,6 +143,12 @@ impl ReadSize {
         self.0
     }
 
+    /// Still at the smallest size: no read of this stream has filled its buffer yet, so it
+    /// is likely interactive or idle rather than a bulk transfer.
+    pub fn is_min(self) -> bool {
+        self.0 == MIN_READ
+    }
+
     /// Grows after a read of `n` bytes that filled the buffer.
     pub fn update(&mut self, n: usize) {
         if n >= self.0 {

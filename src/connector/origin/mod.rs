@@ -194,6 +194,56 @@ impl ReadInto for OriginRead {
     }
 }
 
+impl OriginRead {
+    /// One read of at most `want` bytes, appended to `buf`, for a stream that may sit idle
+    /// for hours (upgraded WebSockets, TCP streams): a bare socket reads into a buffer of the
+    /// core's provided-buffer pool, which the kernel picks only when data has arrived
+    /// (io_uring), and the bytes are copied out at once, so a waiting read holds no buffer of
+    /// its own. Where the pool has no buffer free, and on the poll driver (whose fallback pool
+    /// hands a buffer to a read when it starts, not when data arrives), it is
+    /// [`ReadInto::read_into`].
+    pub async fn read_idle(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        let iouring = compio::runtime::Runtime::with_current(|rt| rt.driver_type().is_iouring());
+        if !iouring {
+            return self.read_into(buf, want).await;
+        }
+        let managed = match self {
+            OriginRead::Tcp(s) => compio::io::AsyncReadManaged::read_managed(s, want).await,
+            OriginRead::Unix(s) => compio::io::AsyncReadManaged::read_managed(s, want).await,
+            OriginRead::Compat(_) => return self.read_into(buf, want).await,
+        };
+        match managed {
+            Ok(Some(b)) => {
+                buf.extend_from_slice(&b);
+                Ok(b.len())
+            }
+            Ok(None) => Ok(0),
+            Err(e) if pool_unavailable(&e) => self.read_into(buf, want).await,
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An [`OriginRead`] read with [`OriginRead::read_idle`], at most [`STREAM_SERVICE_BUF`] at a
+/// time: for reading a WebSocket upgrade's response head, which may take a while to come and
+/// must not pin an HTTP-sized buffer per waiting upgrade meanwhile.
+pub struct IdleRead<'a>(pub &'a mut OriginRead);
+
+impl ReadInto for IdleRead<'_> {
+    async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+        self.0.read_idle(buf, want.min(STREAM_SERVICE_BUF)).await
+    }
+}
+
+/// A managed read failed for want of a pool buffer (every buffer taken, or no pool on this
+/// driver), not because of the socket: an ordinary read will do.
+fn pool_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ResourceBusy | io::ErrorKind::Unsupported | io::ErrorKind::OutOfMemory
+    )
+}
+
 impl OriginWrite {
     /// Writes all of `data`; a bare socket gets the `Bytes` itself (no copy).
     pub async fn write_bytes(&mut self, data: Bytes) -> io::Result<()> {
@@ -360,24 +410,24 @@ pub async fn dial(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> 
 
 /// Opens a new connection; the flag says whether TLS negotiated HTTP/2.
 pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool), DialError> {
-    dial_sized(d, tls, 0, true).await
+    dial_sized(d, tls, true).await
 }
 
-/// Opens a connection for a stream service (WebSocket-wrapped TCP, private TCP): no TLS, and
-/// [`STREAM_SERVICE_BUF`] buffers, since such a stream may sit idle for hours. Never through
-/// an HTTP proxy (cloudflared dials these directly).
+/// Opens a connection for a stream service (WebSocket-wrapped TCP, private TCP): no TLS. The
+/// socket is bare: such a stream may sit idle for hours, and an idle bare socket read with
+/// [`OriginRead::read_idle`] holds no buffer ([`OriginStream::into_compat`] adds
+/// [`STREAM_SERVICE_BUF`] buffers where `futures-io` is needed). Never through an HTTP proxy
+/// (cloudflared dials these directly).
 pub async fn dial_stream(d: &Dial) -> Result<OriginStream, DialError> {
-    dial_sized(d, &OriginTls::default(), STREAM_SERVICE_BUF, false)
+    dial_sized(d, &OriginTls::default(), false)
         .await
         .map(|(s, _)| s)
 }
 
-/// Opens a connection for a WebSocket upgrade (TLS as the rule says), with
-/// [`STREAM_SERVICE_BUF`] buffers: it leaves HTTP once upgraded and may then idle for hours.
+/// Opens a connection for a WebSocket upgrade (TLS as the rule says): it leaves HTTP once
+/// upgraded and may then idle for hours; plain origins get a bare socket, as [`dial_stream`].
 pub async fn dial_upgrade(d: &Dial, tls: &OriginTls) -> Result<OriginStream, DialError> {
-    dial_sized(d, tls, STREAM_SERVICE_BUF, true)
-        .await
-        .map(|(s, _)| s)
+    dial_sized(d, tls, true).await.map(|(s, _)| s)
 }
 
 /// The `HTTP_PROXY`/`HTTPS_PROXY` proxy an HTTP request to `d` goes through, if any.
@@ -401,12 +451,11 @@ pub fn proxy_request(d: &Dial, target: &mut String, headers: &mut Vec<(String, B
     }
 }
 
-/// `buf` 0: a bare socket (plain origins); otherwise the compat layer with `buf` bytes of
-/// buffer per direction. `proxied`: HTTP requests, which honour `HTTP(S)_PROXY`.
+/// Plain origins are bare sockets; TLS ones go through rustls behind the compat layer.
+/// `proxied`: HTTP requests, which honour `HTTP(S)_PROXY`.
 async fn dial_sized(
     d: &Dial,
     tls: &OriginTls,
-    buf: usize,
     proxied: bool,
 ) -> Result<(OriginStream, bool), DialError> {
     match &d.target {
@@ -427,8 +476,10 @@ async fn dial_sized(
                 },
             );
             match &d.tls {
-                None if buf == 0 => Ok((OriginStream::Tcp(tcp), false)),
-                None => Ok((OriginStream::tcp_with(tcp, buf), false)),
+                // Plain sockets stay bare: the stream services read them
+                // with owned buffers too ([`OriginRead::read_idle`]), and the ones that need
+                // `futures-io` add the compat buffers in [`OriginStream::into_compat`].
+                None => Ok((OriginStream::Tcp(tcp), false)),
                 Some(p) => {
                     let (s, h2) = tls.connect(tcp, p, d.tls_timeout, &addr).await?;
                     Ok((OriginStream::Compat(CompatStream::TlsTcp(Box::new(s))), h2))
@@ -448,13 +499,7 @@ async fn dial_sized(
                 Err(_) => return Err(DialError::ConnectTimeout { addr: path.clone() }),
             };
             match &d.tls {
-                None if buf == 0 => Ok((OriginStream::Unix(sock), false)),
-                None => Ok((
-                    OriginStream::Compat(CompatStream::Unix(Box::pin(AsyncStream::with_capacity(
-                        buf, sock,
-                    )))),
-                    false,
-                )),
+                None => Ok((OriginStream::Unix(sock), false)),
                 Some(p) => {
                     let (s, h2) = tls.connect(sock, p, d.tls_timeout, path).await?;
                     Ok((OriginStream::Compat(CompatStream::TlsUnix(Box::new(s))), h2))

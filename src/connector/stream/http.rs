@@ -33,7 +33,9 @@ use crate::connector::origin::http::{
     RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
     response_framing,
 };
-use crate::connector::origin::{Dial, DialError, OriginStream, dial, dial_alpn, dial_upgrade};
+use crate::connector::origin::{
+    Dial, DialError, IdleRead, OriginStream, dial, dial_alpn, dial_upgrade,
+};
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, TRACE_ID};
@@ -300,7 +302,13 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
             silent_origin: true,
         };
     }
-    let mut buf = BytesMut::with_capacity(crate::connector::origin::http::READ_CHUNK);
+    // An upgrade reads its head without a buffer of its own while it waits (thousands of
+    // WebSockets may be opening at once).
+    let mut buf = if websocket {
+        BytesMut::new()
+    } else {
+        BytesMut::with_capacity(crate::connector::origin::http::READ_CHUNK)
+    };
     let mut got_bytes = false;
     let (status, mut send, body_res, upload_ok, keep_alive) = {
         // One upload future for the whole exchange: it runs alongside reading the head (an
@@ -309,7 +317,11 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
         let mut up_out = None;
         let down = {
             let head_fut = pin!(compio::time::timeout(RESPONSE_HEADER_TIMEOUT, async {
-                let head = read_head(&mut rd, &mut buf, &mut got_bytes).await?;
+                let head = if websocket {
+                    read_head(&mut IdleRead(&mut rd), &mut buf, &mut got_bytes).await?
+                } else {
+                    read_head(&mut rd, &mut buf, &mut got_bytes).await?
+                };
                 let framing = response_framing(&out.method, &head)?;
                 Ok::<_, ResponseError>((head, framing))
             }));

@@ -33,7 +33,17 @@ pub async fn pipe_raw<B: BodyReader, W: BodyWriter>(
             leftover = BytesMut::new();
             let mut size = ReadSize::new();
             loop {
-                match fill_sized(&mut rd, &mut leftover, &mut size).await {
+                // Until a read fills its buffer the stream is interactive or idle: read from
+                // the core's buffer pool so that a waiting read holds no buffer; bulk
+                // transfers then read straight into `leftover`, growing.
+                let read = if size.is_min() {
+                    rd.read_idle(&mut leftover, size.get())
+                        .await
+                        .inspect(|&n| size.update(n))
+                } else {
+                    fill_sized(&mut rd, &mut leftover, &mut size).await
+                };
+                match read {
                     Ok(0) | Err(_) => return Some(()),
                     Ok(_) => send.write(leftover.split().freeze()).await.ok()?,
                 }
