@@ -671,6 +671,19 @@ fn serves_data_streams(driver: &str) {
         send.finish().unwrap();
         let (resp, _) = peer::response(&mut recv).await;
         assert_eq!(peer::meta(&resp, "HttpStatus"), Some("418"), "{resp:?}");
+
+        // The edge's call is counted as cloudflared's `ObserveServerHandler` counts it.
+        let metrics = c.metrics_addr().expect("metrics server address");
+        let (status, body) = connector_support::http_get(&metrics, "/metrics");
+        assert!(status.contains("200"), "{status}");
+        let labels = r#"{handler="config",method="update_configuration"}"#;
+        assert!(
+            body.contains(&format!("cloudflared_rpc_server_operations{labels} 1\n")),
+            "{body}"
+        );
+        let count = r#"cloudflared_rpc_server_latency_secs_count{handler="config",method="update_configuration"} 1"#;
+        assert!(body.contains(count), "{body}");
+        assert!(!body.contains("cloudflared_rpc_server_failures"), "{body}");
         drop(c);
     });
 }

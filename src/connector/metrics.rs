@@ -348,7 +348,8 @@ pub fn render(shared: &Shared) -> String {
         "Number of errors occurred during local configuration pushes",
         &plain(shared.local_config_push_errors.load(Relaxed)),
     );
-    render_rpc_client(&mut out, shared);
+    render_rpc(&mut out, "client", "requested", &shared.rpc_client.all());
+    render_rpc(&mut out, "server", "served", &shared.rpc_server.all());
     // cloudflared's flow limiter counts refusals by flow type; a labelled family, so only once
     // one was refused (TCP streams and UDP sessions share the limit; ringflare has no ICMP flows).
     let limited: Vec<(String, u64)> = [
@@ -467,15 +468,16 @@ fn sort_families(text: &str) -> String {
     families.concat()
 }
 
-/// cloudflared's `rpc_client_*` vectors (handler `registration`): a method's series exists once
-/// it was called (a failure series once one failed), a family once it has a series.
-fn render_rpc_client(out: &mut String, shared: &Shared) {
-    let stats = shared.rpc_client.all();
-    let labels = |m: &str| format!("{{handler=\"registration\",method=\"{m}\"}}");
+/// cloudflared's `rpc_client_*` (handler `registration`) and `rpc_server_*` (handlers
+/// `config`, `session`: the edge's calls over QUIC) vectors: a method's series exists once it
+/// was called (a failure series once one failed), a family once it has a series.
+fn render_rpc(out: &mut String, side: &str, by: &str, stats: &[&RpcClientStat]) {
+    let labels =
+        |s: &RpcClientStat| format!("{{handler=\"{}\",method=\"{}\"}}", s.handler, s.method);
     let series = |f: &dyn Fn(&RpcClientStat) -> u64| -> Vec<(String, u64)> {
         stats
             .iter()
-            .map(|s| (labels(s.method), f(s)))
+            .map(|s| (labels(s), f(s)))
             .filter(|(_, n)| *n > 0)
             .collect()
     };
@@ -483,37 +485,38 @@ fn render_rpc_client(out: &mut String, shared: &Shared) {
     if !ops.is_empty() {
         metric(
             out,
-            "cloudflared_rpc_client_operations",
+            &format!("cloudflared_rpc_{side}_operations"),
             "counter",
-            "Number of rpc methods by handler requested",
+            &format!("Number of rpc methods by handler {by}"),
             &ops,
         );
     }
     let failures = series(&|s| s.failures.load(Relaxed));
     if !failures.is_empty() {
+        // cloudflared's two help texts differ by one word ("methods failures" when served).
+        let what = if side == "server" {
+            "methods failures"
+        } else {
+            "method failures"
+        };
         metric(
             out,
-            "cloudflared_rpc_client_failures",
+            &format!("cloudflared_rpc_{side}_failures"),
             "counter",
-            "Number of rpc method failures by handler requested",
+            &format!("Number of rpc {what} by handler {by}"),
             &failures,
         );
     }
     let latencies: Vec<(String, Merged)> = stats
         .iter()
-        .map(|s| {
-            (
-                labels(s.method),
-                Histogram::merged(std::iter::once(&s.latency)),
-            )
-        })
+        .map(|s| (labels(s), Histogram::merged(std::iter::once(&s.latency))))
         .filter(|(_, (_, count, _))| *count > 0)
         .collect();
     if !latencies.is_empty() {
         histogram(
             out,
-            "cloudflared_rpc_client_latency_secs",
-            "Latency of rpc methods by handler requested",
+            &format!("cloudflared_rpc_{side}_latency_secs"),
+            &format!("Latency of rpc methods by handler {by}"),
             RPC_LATENCY_BUCKETS,
             &latencies,
         );

@@ -168,8 +168,11 @@ impl CloudflaredServer for RpcServer {
         version: i32,
         config: Vec<u8>,
     ) -> Result<UpdateConfigurationResponse, RpcError> {
+        let started = std::time::Instant::now();
         let text = String::from_utf8_lossy(&config);
         let r = super::stream::config_push::apply(&self.0, version, &text);
+        let stats = &self.0.shared.rpc_server;
+        stats.update_configuration.record(started, true);
         Ok(UpdateConfigurationResponse {
             latest_applied_version: r.last_applied_version,
             err: r.err,
@@ -180,14 +183,22 @@ impl CloudflaredServer for RpcServer {
         &self,
         params: RegisterUdpSessionParams,
     ) -> Result<RegisterUdpSessionResponse, RpcError> {
-        self.1.rpc_register(params)
+        let started = std::time::Instant::now();
+        let r = self.1.rpc_register(params);
+        let stats = &self.0.shared.rpc_server;
+        stats.register_udp_session.record(started, r.is_ok());
+        r
     }
 
     async fn unregister_udp_session(
         &self,
         params: UnregisterUdpSessionParams,
     ) -> Result<(), RpcError> {
-        self.1.rpc_unregister(params)
+        let started = std::time::Instant::now();
+        let r = self.1.rpc_unregister(params);
+        let stats = &self.0.shared.rpc_server;
+        stats.unregister_udp_session.record(started, r.is_ok());
+        r
     }
 }
 

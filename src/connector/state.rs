@@ -88,6 +88,9 @@ impl Histogram {
 /// One RPC method the connector calls on the edge, as cloudflared's `rpc_client_*` families count
 /// it (handler `registration`). Rare calls: shared by all cores.
 pub struct RpcClientStat {
+    /// cloudflared's `handler` label: `registration` for the client calls, `config` or
+    /// `session` for the calls the edge makes to the connector.
+    pub handler: &'static str,
     pub method: &'static str,
     pub operations: AtomicU64,
     pub failures: AtomicU64,
@@ -96,7 +99,12 @@ pub struct RpcClientStat {
 
 impl RpcClientStat {
     fn new(method: &'static str) -> RpcClientStat {
+        RpcClientStat::for_handler("registration", method)
+    }
+
+    fn for_handler(handler: &'static str, method: &'static str) -> RpcClientStat {
         RpcClientStat {
+            handler,
             method,
             operations: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -128,6 +136,33 @@ impl RpcClientStats {
             &self.register_connection,
             &self.unregister_connection,
             &self.update_local_configuration,
+        ]
+    }
+}
+
+/// The RPCs the edge calls on the connector over QUIC RPC streams (cloudflared's
+/// `rpc_server_*`, counted as its `ObserveServerHandler`: a call that returns an RPC error is
+/// a failure; an error carried in the reply is not).
+pub struct RpcServerStats {
+    pub update_configuration: RpcClientStat,
+    pub register_udp_session: RpcClientStat,
+    pub unregister_udp_session: RpcClientStat,
+}
+
+impl RpcServerStats {
+    fn new() -> RpcServerStats {
+        RpcServerStats {
+            update_configuration: RpcClientStat::for_handler("config", "update_configuration"),
+            register_udp_session: RpcClientStat::for_handler("session", "register_udp_session"),
+            unregister_udp_session: RpcClientStat::for_handler("session", "unregister_udp_session"),
+        }
+    }
+
+    pub fn all(&self) -> [&RpcClientStat; 3] {
+        [
+            &self.update_configuration,
+            &self.register_udp_session,
+            &self.unregister_udp_session,
         ]
     }
 }
@@ -204,6 +239,7 @@ pub struct Shared {
     pub register_success: AtomicU64,
     pub register_fail: AtomicU64,
     pub rpc_client: RpcClientStats,
+    pub rpc_server: RpcServerStats,
     /// `updateLocalConfiguration` uploads, and the failed ones.
     pub local_config_pushes: AtomicU64,
     pub local_config_push_errors: AtomicU64,
@@ -245,6 +281,7 @@ impl Shared {
                 unregister_connection: RpcClientStat::new("unregister_connection"),
                 update_local_configuration: RpcClientStat::new("update_local_configuration"),
             },
+            rpc_server: RpcServerStats::new(),
             local_config_pushes: AtomicU64::new(0),
             local_config_push_errors: AtomicU64::new(0),
             active_flows: AtomicU64::new(0),
