@@ -163,3 +163,44 @@ fn notifies_systemd_and_writes_the_pidfile_once_connected() {
         assert_eq!(pid.trim(), connector.child.id().to_string());
     });
 }
+
+/// `auto` with a token starts on QUIC; TestEdge has nothing on its UDP port, so the QUIC
+/// handshake times out, the connector logs cloudflared's blocked-UDP warning, switches to
+/// http2 and serves over it (issue 12 item 2).
+#[test]
+fn auto_falls_back_to_http2_when_udp_is_blocked() {
+    let origin = echo_origin();
+    block_on(DriverKind::Poll, async {
+        let edge = TestEdge::new().await;
+        let config = write_config(
+            edge.dir.path(),
+            &format!("ingress:\n  - service: http://{}\n", origin.addr),
+        );
+        let connector = Connector::start(&edge, Some(&config), &["--protocol", "auto"], &[]);
+        // A 5 s QUIC idle timeout and a backoff under 2 s come before the http2 dial.
+        let mut conn = compio::time::timeout(std::time::Duration::from_secs(30), edge.accept())
+            .await
+            .unwrap_or_else(|_| panic!("no http2 fallback:\n{}", connector.log_text()));
+        let reply = conn.request(get("app.test", "/after-fallback"), None).await;
+        assert_eq!(reply.status, 200);
+        let text = String::from_utf8(reply.body).unwrap();
+        assert!(text.starts_with("GET /after-fallback HTTP/1.1\n"), "{text}");
+        let log = connector.log_when(std::time::Duration::from_secs(10), |l| {
+            l.contains("protocol=http2")
+        });
+        assert!(log.contains("Initial protocol quic"), "{log}");
+        assert!(
+            log.contains("failed to dial to edge with quic: timeout: no recent network activity"),
+            "{log}"
+        );
+        assert!(
+            log.contains("most likely your machine/network is getting its egress UDP to port 7844 (or others) blocked or dropped"),
+            "{log}"
+        );
+        assert!(
+            log.contains("Switching to fallback protocol http2"),
+            "{log}"
+        );
+        assert!(log.contains("location=test01 protocol=http2"), "{log}");
+    });
+}

@@ -99,6 +99,39 @@ fn registers_over_quic_io_uring() {
     }
 }
 
+/// The default protocol with a token (`auto`) registers over QUIC with the built-in edge, as
+/// cloudflared 2026.8.2 does, serves an eyeball request there and never falls back.
+#[test]
+fn auto_with_a_token_registers_over_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let edge = start_edge(dir.path(), &t);
+    let c = Connector::spawn_env(
+        edge.tunnel_addrs(),
+        edge.ca_pem_path(),
+        &token(&t, &t.secret),
+        None,
+        &[
+            "--ha-connections".into(),
+            "1".into(),
+            "--protocol".into(),
+            "auto".into(),
+        ],
+        &["--hello-world"],
+        &[("RINGFLARE_IO_DRIVER", "poll")],
+    );
+    assert!(edge.wait_registered(1, WAIT), "log:\n{}", c.log_text());
+    assert_eq!(edge.registered()[0].protocol, "quic");
+    let reply = edge_support::Client::connect(edge.eyeball_addr()).get("a.test", "/");
+    assert_eq!(reply.status, 200, "log:\n{}", c.log_text());
+    let log = c.log_when(WAIT, |l| l.contains("protocol=quic"));
+    assert!(log.contains("Initial protocol quic"), "{log}");
+    assert!(log.contains("protocol=quic"), "{log}");
+    assert!(!log.contains("Switching to fallback protocol"), "{log}");
+    drop(c);
+    edge.shutdown();
+}
+
 #[test]
 fn refused_registration_over_quic_does_not_fall_back() {
     let dir = tempfile::tempdir().unwrap();

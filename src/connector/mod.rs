@@ -133,7 +133,7 @@ impl Signals {
 }
 
 fn start(run: TunnelRun) -> Result<i32, String> {
-    let options = ConnectorOptions::resolve(&run).map_err(|e| e.to_string())?;
+    let mut options = ConnectorOptions::resolve(&run).map_err(|e| e.to_string())?;
     let connector_id = options::new_connector_id();
     hello::start_time();
     log::info!(tunnelID = options.credentials.tunnel_id.to_string().as_str(); "Starting tunnel");
@@ -145,17 +145,6 @@ fn start(run: TunnelRun) -> Result<i32, String> {
     );
     log::info!("Settings: {}", options.settings_line);
     log::info!("Generated Connector ID: {connector_id}");
-    let mut options = options;
-    if options.protocol.fallback.is_some() {
-        // `auto` starts on QUIC in cloudflared, and the connector now serves QUIC data streams
-        // and falls back to http2 as cloudflared does (edge_conn::next_protocol). The built-in
-        // edge does not yet route eyeball traffic to QUIC connections (issue 12 item 5), so
-        // `auto` stays on http2 until it does: remove this block then. `--protocol quic` opts in.
-        options.protocol = protocol::ProtocolSelector {
-            initial: protocol::Protocol::Http2,
-            fallback: None,
-        };
-    }
     log::info!("Initial protocol {}", options.protocol.initial);
     log::info!(
         "Tunnel connection curve preferences: {}",

@@ -96,6 +96,11 @@ async fn dial(core: &Core, addr: SocketAddr) -> Result<(Endpoint, Connection), C
         .map_err(|e| dial_err(o, e))?;
     match compio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok((endpoint, conn)),
+        // Nothing answered for the idle timeout: quic-go's IdleTimeoutError, whose text
+        // cloudflared logs and which marks QUIC as blocked (edge_conn::quic_broken).
+        Ok(Err(compio::quic::ConnectionError::TimedOut)) => {
+            Err(dial_err(o, "timeout: no recent network activity"))
+        }
         Ok(Err(e)) => Err(dial_err(o, e)),
         Err(_) => Err(dial_err(o, "timeout: handshake did not complete in time")),
     }

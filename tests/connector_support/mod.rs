@@ -345,8 +345,13 @@ impl Connector {
         }
         cmd.arg("--cacert")
             .arg(ca)
-            .args(["--metrics", "127.0.0.1:0"])
-            .args(tunnel_flags)
+            .args(["--metrics", "127.0.0.1:0"]);
+        // The default `auto` starts on QUIC with a token, and TestEdge speaks only http2:
+        // pass `--protocol http2` unless the test chose a protocol (`--protocol auto` too).
+        if !tunnel_flags.iter().any(|f| f == "--protocol") {
+            cmd.args(["--protocol", "http2"]);
+        }
+        cmd.args(tunnel_flags)
             .arg("run")
             .args(["--token", token])
             .args(run_flags)
