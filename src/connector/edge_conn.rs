@@ -75,8 +75,16 @@ pub(super) enum ControlEvent {
     Unregistered,
 }
 
+/// What wakes the control thread, which otherwise sleeps.
+pub enum Wake {
+    /// A connection can never succeed: exit with this error.
+    Fatal(String),
+    /// SIGTERM or SIGINT arrived (the handler also set the flag naming it).
+    Signal,
+}
+
 /// Sent to the supervisor when a connection cannot ever succeed.
-pub type FatalTx = std::sync::mpsc::Sender<String>;
+pub type FatalTx = std::sync::mpsc::Sender<Wake>;
 
 /// The edge addresses all connections share, and how many connections take from them.
 #[derive(Clone)]
@@ -179,7 +187,9 @@ pub async fn run(
                     && *permanent
                     && !cause.contains("Unauthorized");
                 if fatal_now {
-                    let _ = fatal.send(format!("Register tunnel error from server side: {cause}"));
+                    let _ = fatal.send(Wake::Fatal(format!(
+                        "Register tunnel error from server side: {cause}"
+                    )));
                     return;
                 }
             }

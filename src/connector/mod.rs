@@ -52,8 +52,13 @@ use crate::ingress::{Ingress, IngressTable, SharedIngress};
 use crate::runtime::{PinOutcome, WorkerConfig, Workers};
 use crate::tls::{EdgeRoots, connector_client_config_with};
 
-/// How often the control thread looks at signals and worker events.
+/// How often the control thread looks for the first registration (signals and fatal errors
+/// wake it at once).
 const CONTROL_TICK: Duration = Duration::from_millis(20);
+
+/// The control thread's tick once registered: a safety net only, since every event it acts on
+/// arrives on its channel.
+const IDLE_TICK: Duration = Duration::from_secs(60);
 
 /// Runs `tunnel run` to completion and returns the process outcome.
 pub fn run(run: TunnelRun) -> Outcome {
@@ -105,9 +110,9 @@ struct Signals {
 }
 
 impl Signals {
-    /// A first SIGTERM/SIGINT sets a flag; a second one exits at once (as cloudflared, which
-    /// stops catching after the first).
-    fn install() -> std::io::Result<Signals> {
+    /// A first SIGTERM/SIGINT sets a flag and wakes the control thread through `wake`; a
+    /// second one exits at once (as cloudflared, which stops catching after the first).
+    fn install(wake: std::sync::mpsc::Sender<edge_conn::Wake>) -> std::io::Result<Signals> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let term = Arc::new(AtomicBool::new(false));
         let int = Arc::new(AtomicBool::new(false));
@@ -118,6 +123,17 @@ impl Signals {
         }
         signal_hook::flag::register(SIGTERM, term.clone())?;
         signal_hook::flag::register(SIGINT, int.clone())?;
+        // The flags are set inside the handler, before this thread hears of the signal.
+        let mut iter = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        std::thread::Builder::new()
+            .name("ringflare-signals".into())
+            .spawn(move || {
+                for _ in iter.forever() {
+                    if wake.send(edge_conn::Wake::Signal).is_err() {
+                        break;
+                    }
+                }
+            })?;
         Ok(Signals { term, int })
     }
 
@@ -215,9 +231,10 @@ fn start(run: TunnelRun) -> Result<i32, String> {
             log::warn!(error = e.to_string().as_str(); "hot reload is off");
         }
     }
-    let signals = Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<edge_conn::Wake>();
+    let signals = Signals::install(fatal_tx.clone())
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
     let first = FirstRegistered::default();
-    let (fatal_tx, fatal_rx) = std::sync::mpsc::channel::<String>();
     let factory_shared = shared.clone();
     let factory_first = first.clone();
     let config = WorkerConfig {
@@ -288,23 +305,31 @@ fn supervise(
     shared: &Arc<Shared>,
     signals: &Signals,
     first: &FirstRegistered,
-    fatal: &std::sync::mpsc::Receiver<String>,
+    wake: &std::sync::mpsc::Receiver<edge_conn::Wake>,
 ) -> i32 {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut notified = false;
     let code = loop {
         if let Some(sig) = signals.received() {
             log::info!("Initiating graceful shutdown due to signal {sig} ...");
             break 0;
         }
-        if let Ok(reason) = fatal.try_recv() {
-            log::error!("{reason}");
-            break 1;
-        }
         if !notified && first.is_set() {
             notified = true;
             on_first_connection(shared);
         }
-        std::thread::sleep(CONTROL_TICK);
+        // Signals and fatal errors wake this thread; only the first registration is looked
+        // for on a tick, so a running connector's control thread sleeps.
+        let tick = if notified { IDLE_TICK } else { CONTROL_TICK };
+        match wake.recv_timeout(tick) {
+            Ok(edge_conn::Wake::Fatal(reason)) => {
+                log::error!("{reason}");
+                break 1;
+            }
+            Ok(edge_conn::Wake::Signal) | Err(RecvTimeoutError::Timeout) => {}
+            // `start` keeps a sender until this returns; sleep rather than spin regardless.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(CONTROL_TICK),
+        }
     };
     workers.stop();
     // Workers finish once their connections closed or the grace period ran out; the extra

@@ -178,8 +178,9 @@ impl Reloader {
         std::thread::Builder::new()
             .name("ringflare-reload".into())
             .spawn(move || {
-                // The tick bounds SIGHUP latency; it is a daemon loop, not test synchronisation.
-                let tick = Duration::from_millis(50);
+                // The tick bounds SIGHUP latency (a reload need not be instant; an idle daemon
+                // should rarely wake); it is a daemon loop, not test synchronisation.
+                let tick = Duration::from_millis(250);
                 let mut next_poll = Instant::now() + poll_interval;
                 while !stop.load(Ordering::Relaxed) {
                     if hup.swap(false, Ordering::Relaxed) {
@@ -190,7 +191,12 @@ impl Reloader {
                             self.reload(Trigger::FileChanged);
                         }
                     }
-                    std::thread::sleep(tick);
+                    let until_poll = if poll_interval.is_zero() {
+                        tick
+                    } else {
+                        next_poll.saturating_duration_since(Instant::now())
+                    };
+                    std::thread::sleep(tick.min(until_poll));
                 }
             })
     }
