@@ -93,3 +93,11 @@ pub enum DatagramError {
         present: usize,
     },
 }
+
+/// `Ok` when `len` is within `limit`, else [`DatagramError::TooLarge`] naming `kind`.
+pub(crate) fn within(kind: &'static str, len: usize, limit: usize) -> Result<(), DatagramError> {
+    if len > limit {
+        return Err(DatagramError::TooLarge { kind, len, limit });
+    }
+    Ok(())
+}

@@ -125,13 +125,7 @@ pub fn encode_udp(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), DatagramError> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(DatagramError::TooLarge {
-            kind: "origin UDP payload",
-            len: payload.len(),
-            limit: MAX_PAYLOAD,
-        });
-    }
+    super::within("origin UDP payload", payload.len(), MAX_PAYLOAD)?;
     out.reserve(payload.len() + 17);
     out.extend_from_slice(payload);
     out.extend_from_slice(&session.0);
@@ -148,13 +142,7 @@ pub fn encode_packet(
     out: &mut Vec<u8>,
 ) -> Result<(), DatagramError> {
     let len = body.len() + metadata.len() + 1;
-    if len > MAX_V2_DATAGRAM {
-        return Err(DatagramError::TooLarge {
-            kind: "datagram",
-            len,
-            limit: MAX_V2_DATAGRAM,
-        });
-    }
+    super::within("datagram", len, MAX_V2_DATAGRAM)?;
     out.reserve(len);
     out.extend_from_slice(body);
     out.extend_from_slice(metadata);

@@ -145,13 +145,7 @@ pub fn decode(d: &[u8]) -> Result<Datagram<'_>, DatagramError> {
                 return Err(too_short("flow payload", d.len(), PAYLOAD_HEADER_LEN));
             }
             let payload = &d[PAYLOAD_HEADER_LEN..];
-            if payload.len() > MAX_PAYLOAD {
-                return Err(DatagramError::TooLarge {
-                    kind: "flow payload",
-                    len: payload.len(),
-                    limit: MAX_PAYLOAD,
-                });
-            }
+            super::within("flow payload", payload.len(), MAX_PAYLOAD)?;
             Ok(Datagram::Payload {
                 request_id: id_at(d, 1),
                 payload,
@@ -162,13 +156,7 @@ pub fn decode(d: &[u8]) -> Result<Datagram<'_>, DatagramError> {
             if packet.is_empty() {
                 return Err(DatagramError::MissingPacket);
             }
-            if packet.len() > MAX_PAYLOAD {
-                return Err(DatagramError::TooLarge {
-                    kind: "ICMP packet",
-                    len: packet.len(),
-                    limit: MAX_PAYLOAD,
-                });
-            }
+            super::within("ICMP packet", packet.len(), MAX_PAYLOAD)?;
             Ok(Datagram::Icmp(packet))
         }
         3 => decode_response(d),
@@ -206,13 +194,7 @@ fn decode_registration(d: &[u8]) -> Result<Registration<'_>, DatagramError> {
     } else {
         &[]
     };
-    if payload.len() > MAX_PAYLOAD {
-        return Err(DatagramError::TooLarge {
-            kind: "bundled flow payload",
-            len: payload.len(),
-            limit: MAX_PAYLOAD,
-        });
-    }
+    super::within("bundled flow payload", payload.len(), MAX_PAYLOAD)?;
     Ok(Registration {
         request_id: id_at(d, 6),
         dest: SocketAddr::new(ip, port),
@@ -231,13 +213,11 @@ fn decode_response(d: &[u8]) -> Result<Datagram<'_>, DatagramError> {
         ));
     }
     let announced = usize::from(u16::from_be_bytes([d[18], d[19]]));
-    if announced > MAX_RESPONSE_MESSAGE {
-        return Err(DatagramError::TooLarge {
-            kind: "registration response message",
-            len: announced,
-            limit: MAX_RESPONSE_MESSAGE,
-        });
-    }
+    super::within(
+        "registration response message",
+        announced,
+        MAX_RESPONSE_MESSAGE,
+    )?;
     let rest = &d[RESPONSE_HEADER_LEN..];
     if rest.len() < announced {
         return Err(DatagramError::MessageTruncated {
@@ -254,13 +234,7 @@ fn decode_response(d: &[u8]) -> Result<Datagram<'_>, DatagramError> {
 
 /// Appends a registration datagram (the edge's side; tests and the built-in edge use it).
 pub fn encode_registration(r: &Registration<'_>, out: &mut Vec<u8>) -> Result<(), DatagramError> {
-    if r.payload.len() > MAX_PAYLOAD {
-        return Err(DatagramError::TooLarge {
-            kind: "bundled flow payload",
-            len: r.payload.len(),
-            limit: MAX_PAYLOAD,
-        });
-    }
+    super::within("bundled flow payload", r.payload.len(), MAX_PAYLOAD)?;
     let mut flags = 0;
     if r.dest.is_ipv6() {
         flags |= FLAG_IPV6;
@@ -291,13 +265,7 @@ pub fn encode_payload(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), DatagramError> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(DatagramError::TooLarge {
-            kind: "origin UDP payload",
-            len: payload.len(),
-            limit: MAX_PAYLOAD,
-        });
-    }
+    super::within("origin UDP payload", payload.len(), MAX_PAYLOAD)?;
     out.reserve(PAYLOAD_HEADER_LEN + payload.len());
     out.push(DatagramType::Payload as u8);
     out.extend_from_slice(&request_id.0);
@@ -310,13 +278,7 @@ pub fn encode_icmp(packet: &[u8], out: &mut Vec<u8>) -> Result<(), DatagramError
     if packet.is_empty() {
         return Err(DatagramError::MissingPacket);
     }
-    if packet.len() > MAX_PAYLOAD {
-        return Err(DatagramError::TooLarge {
-            kind: "ICMP packet",
-            len: packet.len(),
-            limit: MAX_PAYLOAD,
-        });
-    }
+    super::within("ICMP packet", packet.len(), MAX_PAYLOAD)?;
     out.push(DatagramType::Icmp as u8);
     out.extend_from_slice(packet);
     Ok(())
@@ -329,13 +291,11 @@ pub fn encode_response(
     message: &str,
     out: &mut Vec<u8>,
 ) -> Result<(), DatagramError> {
-    if message.len() > MAX_RESPONSE_MESSAGE {
-        return Err(DatagramError::TooLarge {
-            kind: "registration response message",
-            len: message.len(),
-            limit: MAX_RESPONSE_MESSAGE,
-        });
-    }
+    super::within(
+        "registration response message",
+        message.len(),
+        MAX_RESPONSE_MESSAGE,
+    )?;
     out.push(DatagramType::RegistrationResponse as u8);
     out.push(status.byte());
     out.extend_from_slice(&request_id.0);
