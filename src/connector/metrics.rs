@@ -369,8 +369,7 @@ pub fn render(shared: &Shared) -> String {
             &limited,
         );
     }
-    // cloudflared's plain UDP-session and ICMP families, printed at zero before any flow (ICMP
-    // is not proxied, so its counters stay zero). Its per-connection `udp_*_flows` vectors (datagram
+    // cloudflared's plain UDP-session and ICMP families, printed at zero before any flow. Its per-connection `udp_*_flows` vectors (datagram
     // v3), like every labelled family, appear only once a flow exists; they are not rendered yet.
     let udp = &shared.udp;
     for (name, kind, help, value) in [
@@ -390,13 +389,13 @@ pub fn render(shared: &Shared) -> String {
             "cloudflared_icmp_total_requests",
             "counter",
             "Total count of ICMP requests that have been proxied to any origin",
-            0,
+            udp.icmp_requests.load(Relaxed),
         ),
         (
             "cloudflared_icmp_total_replies",
             "counter",
             "Total count of ICMP replies that have been proxied from any origin",
-            0,
+            udp.icmp_replies.load(Relaxed),
         ),
     ] {
         metric(&mut out, name, kind, help, &plain(value));

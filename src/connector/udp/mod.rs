@@ -14,6 +14,7 @@
 //! [`DatagramSink::session_closed`] tells the edge), decode wire bytes (that is
 //! `proto::datagram`).
 
+pub mod icmp;
 pub mod quic;
 pub mod session;
 pub mod stats;
@@ -143,6 +144,8 @@ struct Inner {
     flows: Arc<dyn FlowLimiter>,
     stats: Arc<UdpStats>,
     sessions: RefCell<HashMap<SessionId, Entry>>,
+    /// ICMP echo proxying (v2 IP and v3 ICMP datagrams).
+    icmp: Rc<icmp::IcmpFunnels>,
 }
 
 /// The UDP sessions of one QUIC connection. Cloning shares the same table.
@@ -160,6 +163,22 @@ impl UdpSessions {
         flows: Arc<dyn FlowLimiter>,
         stats: Arc<UdpStats>,
     ) -> UdpSessions {
+        let reply_sink = sink.clone();
+        let icmp_stats = stats.clone();
+        let reply = move |packet: &[u8]| {
+            let mut out = Vec::with_capacity(packet.len() + 1);
+            let r = match version {
+                DatagramVersion::V2 => {
+                    v2::encode_packet(v2::DatagramType::Ip, packet, &[], &mut out)
+                }
+                DatagramVersion::V3 => v3::encode_icmp(packet, &mut out),
+            };
+            match r {
+                Ok(()) => reply_sink.send_datagram(out.into()),
+                Err(_) => icmp_stats.dropped(),
+            }
+        };
+        let icmp = icmp::IcmpFunnels::new(stats.clone(), Box::new(reply));
         UdpSessions {
             inner: Rc::new(Inner {
                 conn_index,
@@ -168,6 +187,7 @@ impl UdpSessions {
                 flows,
                 stats,
                 sessions: RefCell::new(HashMap::new()),
+                icmp,
             }),
         }
     }
@@ -201,10 +221,12 @@ impl UdpSessions {
                 let payload = datagram.slice_ref(payload);
                 self.to_origin(session, payload);
             }
-            // ICMP proxying is not implemented: the packets are dropped.
-            _ => {
+            v2::Datagram::Ip(packet) | v2::Datagram::IpWithTrace { packet, .. } => {
+                self.inner.icmp.request(packet);
+            }
+            v2::Datagram::TracingSpan { .. } => {
                 self.inner.stats.dropped();
-                log::debug!(connIndex = self.inner.conn_index; "dropped an IP datagram: ICMP proxying is not supported");
+                log::debug!(connIndex = self.inner.conn_index; "dropped a tracing-span datagram");
             }
         }
         Ok(())
@@ -223,10 +245,7 @@ impl UdpSessions {
                 let payload = datagram.slice_ref(payload);
                 self.to_origin(request_id, payload);
             }
-            v3::Datagram::Icmp(_) => {
-                self.inner.stats.dropped();
-                log::debug!(connIndex = self.inner.conn_index; "dropped an ICMP datagram: ICMP proxying is not supported");
-            }
+            v3::Datagram::Icmp(packet) => self.inner.icmp.request(packet),
             v3::Datagram::RegistrationResponse { .. } => {
                 log::error!(connIndex = self.inner.conn_index; "unexpected datagram type received: 3");
             }

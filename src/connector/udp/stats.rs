@@ -24,6 +24,10 @@ pub struct UdpStats {
     pub dropped_datagrams: AtomicU64,
     /// Registrations refused for `max-active-flows` (`flow_client_registrations_rate_limited_total{flow_type="udp"}`).
     pub rate_limited: AtomicU64,
+    /// ICMP echo requests sent to a destination (`cloudflared_icmp_total_requests`).
+    pub icmp_requests: AtomicU64,
+    /// ICMP echo replies returned to the edge (`cloudflared_icmp_total_replies`).
+    pub icmp_replies: AtomicU64,
 }
 
 impl UdpStats {
