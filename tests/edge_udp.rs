@@ -170,9 +170,24 @@ fn sessions_echo(v3: bool, driver: &str) {
         "{:?}",
         edge.udp_stats()
     );
-    if !v3 {
+    if v3 {
+        // v3 flows count per connection, as cloudflared 2026.8.2's quic/v3 vectors.
+        assert_eq!(
+            metric(&c, "cloudflared_udp_active_flows{conn_index=\"0\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            metric(&c, "cloudflared_udp_total_flows{conn_index=\"0\"}"),
+            Some(2.0)
+        );
+        assert_eq!(metric(&c, "cloudflared_udp_active_sessions"), Some(0.0));
+    } else {
         // v2 sessions are what cloudflared's session gauge counts.
         assert_eq!(metric(&c, "cloudflared_udp_active_sessions"), Some(2.0));
+        assert_eq!(
+            metric(&c, "cloudflared_udp_total_flows{conn_index=\"0\"}"),
+            None
+        );
     }
 }
 

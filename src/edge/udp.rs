@@ -263,18 +263,26 @@ pub(crate) async fn run_route(
     };
     let reader = async {
         let mut buf = Vec::with_capacity(EYEBALL_READ_SIZE);
+        let mut failures = 0u32;
         loop {
             buf.clear();
             let BufResult(r, b) = socket.recv_from(buf).await;
             buf = b;
             let (n, from) = match r {
                 Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors of earlier sends surface here on some kernels: keep serving.
+                // A transient error (an ICMP error of an earlier send): keep serving, unless
+                // the socket keeps failing.
+                Err(e) if failures < 64 => {
+                    failures += 1;
                     log::debug!(listen:% = route.listen, error:% = e; "UDP route read failed");
                     continue;
                 }
+                Err(e) => {
+                    log::error!(listen:% = route.listen, error:% = e; "UDP route stopped: its socket keeps failing");
+                    return;
+                }
             };
+            failures = 0;
             let payload = Bytes::copy_from_slice(&buf[..n.min(buf.len())]);
             dispatch(&route, &hub, &table, &link, from, payload, &end);
         }

@@ -274,10 +274,35 @@ fn echo_message(
 
 /// The IP packet of an echo reply from `from` to `to`.
 pub fn reply_packet(from: IpAddr, to: IpAddr, id: u16, seq: u16, data: &[u8]) -> Option<Vec<u8>> {
+    let v6 = from.is_ipv6();
+    let mut m = Vec::with_capacity(8 + data.len());
+    m.extend_from_slice(&[if v6 { 129 } else { 0 }, 0, 0, 0]);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(data);
+    wrap_icmp(m, from, to)
+}
+
+/// The ICMP time-exceeded (in transit) packet answering `original` (a packet whose TTL
+/// expired), from `router` to `to`: as much of the original as RFC 1812 (IPv4, 576-byte
+/// packets) or RFC 4443 (IPv6, 1280) allow, as cloudflared's `NewICMPTTLExceedPacket`.
+pub fn ttl_exceeded_packet(original: &[u8], router: IpAddr, to: IpAddr) -> Option<Vec<u8>> {
+    let (ty, keep) = match router {
+        IpAddr::V4(_) => (11u8, 576 - 20 - 8),
+        IpAddr::V6(_) => (3u8, 1280 - 40 - 8),
+    };
+    let mut m = vec![ty, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&original[..original.len().min(keep)]);
+    wrap_icmp(m, router, to)
+}
+
+/// Sets the checksum of ICMP message `m` and wraps it in an IP header from `from` to `to`.
+fn wrap_icmp(mut m: Vec<u8>, from: IpAddr, to: IpAddr) -> Option<Vec<u8>> {
     match (from, to) {
         (IpAddr::V4(f), IpAddr::V4(t)) => {
-            let icmp = echo_message(false, true, id, seq, data, from, to);
-            let total = u16::try_from(20 + icmp.len()).ok()?;
+            let sum = checksum(&[&m]);
+            m[2..4].copy_from_slice(&sum.to_be_bytes());
+            let total = u16::try_from(20 + m.len()).ok()?;
             let mut p = Vec::with_capacity(usize::from(total));
             p.extend_from_slice(&[0x45, 0]);
             p.extend_from_slice(&total.to_be_bytes());
@@ -286,19 +311,26 @@ pub fn reply_packet(from: IpAddr, to: IpAddr, id: u16, seq: u16, data: &[u8]) ->
             p.extend_from_slice(&t.octets());
             let sum = checksum(&[&p]);
             p[10..12].copy_from_slice(&sum.to_be_bytes());
-            p.extend_from_slice(&icmp);
+            p.extend_from_slice(&m);
             Some(p)
         }
         (IpAddr::V6(f), IpAddr::V6(t)) => {
-            let icmp = echo_message(true, true, id, seq, data, from, to);
-            let len = u16::try_from(icmp.len()).ok()?;
-            let mut p = Vec::with_capacity(40 + icmp.len());
+            let len = u16::try_from(m.len()).ok()?;
+            let sum = checksum(&[
+                &f.octets(),
+                &t.octets(),
+                &u32::from(len).to_be_bytes(),
+                &[0, 0, 0, 58],
+                &m,
+            ]);
+            m[2..4].copy_from_slice(&sum.to_be_bytes());
+            let mut p = Vec::with_capacity(40 + m.len());
             p.extend_from_slice(&[0x60, 0, 0, 0]);
             p.extend_from_slice(&len.to_be_bytes());
             p.extend_from_slice(&[58, REPLY_TTL]);
             p.extend_from_slice(&f.octets());
             p.extend_from_slice(&t.octets());
-            p.extend_from_slice(&icmp);
+            p.extend_from_slice(&m);
             Some(p)
         }
         _ => None,
@@ -315,21 +347,21 @@ struct Funnel {
 
 type FunnelKey = (IpAddr, IpAddr, u16);
 
+/// Sends one reply IP packet to the edge, in the connection's datagram encoding.
+pub type ReplyFn = Box<dyn Fn(&[u8])>;
+
 /// The ICMP funnels of one connection. `reply` sends a reply IP packet to the edge (the
 /// connection's datagram encoding).
 pub struct IcmpFunnels {
     available: Availability,
     funnels: RefCell<HashMap<FunnelKey, Funnel>>,
     stats: std::sync::Arc<super::UdpStats>,
-    reply: Box<dyn Fn(&[u8])>,
+    reply: ReplyFn,
 }
 
 impl IcmpFunnels {
     /// Funnels for one connection; `reply` gets each reply packet.
-    pub fn new(
-        stats: std::sync::Arc<super::UdpStats>,
-        reply: Box<dyn Fn(&[u8])>,
-    ) -> Rc<IcmpFunnels> {
+    pub fn new(stats: std::sync::Arc<super::UdpStats>, reply: ReplyFn) -> Rc<IcmpFunnels> {
         Rc::new(IcmpFunnels {
             available: availability(),
             funnels: RefCell::new(HashMap::new()),
@@ -360,7 +392,16 @@ impl IcmpFunnels {
             ));
         }
         if echo.ttl <= 1 {
-            return Err(format!("TTL {} expires at the connector", echo.ttl));
+            // As cloudflared: answer time-exceeded from the connector's ICMP source (the
+            // unspecified address: ringflare does not probe for the machine's address).
+            let router = if v6 {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            let p = ttl_exceeded_packet(packet, router, echo.src).ok_or("TTL exceeded packet")?;
+            (self.reply)(&p);
+            return Ok(());
         }
         self.stats.icmp_requests.fetch_add(1, Relaxed);
         let key = (echo.src, echo.dst, echo.id);
@@ -518,6 +559,20 @@ mod tests {
         assert_eq!(parse_echo(&bad), Err(PacketError::NotEcho(0, 0)));
         assert!(parse_echo(&[0x60; 39]).is_err());
         assert_eq!(parse_echo(&[0x10; 30]), Err(PacketError::Version(1)));
+    }
+
+    #[test]
+    fn ttl_exceeded_quotes_the_original_within_576_bytes() {
+        let req = v4_request(1, 7, 1, &[0xab; 1000]);
+        let router = IpAddr::from([0, 0, 0, 0]);
+        let to = IpAddr::from([10, 0, 0, 1]);
+        let p = ttl_exceeded_packet(&req, router, to).unwrap();
+        assert_eq!(p.len(), 576);
+        assert_eq!(checksum(&[&p[..20]]), 0);
+        assert_eq!(checksum(&[&p[20..]]), 0);
+        assert_eq!((p[20], p[21]), (11, 0));
+        assert_eq!(&p[28..48], &req[..20], "the original header is quoted");
+        assert_eq!(&p[16..20], &[10, 0, 0, 1]);
     }
 
     #[test]

@@ -33,6 +33,7 @@ use compio::runtime::JoinHandle;
 use futures_channel::mpsc;
 
 use self::session::{EndReason, Pump};
+use self::stats::DropReason;
 pub use self::stats::UdpStats;
 use crate::connector::backoff::go_duration;
 use crate::proto::datagram::{DatagramError, SessionId, v2, v3};
@@ -259,6 +260,7 @@ impl UdpSessions {
         let mut sessions = self.inner.sessions.borrow_mut();
         let Some(entry) = sessions.get_mut(&id) else {
             self.inner.stats.dropped();
+            self.v3_drop(DropReason::WriteFlowUnknown);
             match self.inner.version {
                 DatagramVersion::V2 => {
                     log::error!(sessionID = id.hex(); "session not found")
@@ -271,6 +273,7 @@ impl UdpSessions {
         };
         if entry.queue.try_send(payload).is_err() {
             self.inner.stats.dropped();
+            self.v3_drop(DropReason::WriteFull);
             log::error!(sessionID = id.hex(); "failed to write flow payload to origin: dropped");
         }
     }
@@ -345,6 +348,8 @@ impl UdpSessions {
                     e.active.set(Instant::now());
                 }
                 self.inner.stats.retry_flow_responses.fetch_add(1, Relaxed);
+                let conn = self.inner.stats.v3_conns.conn(self.inner.conn_index);
+                conn.retry.fetch_add(1, Relaxed);
                 log::debug!(flowID = id.hex(); "flow registration response retry");
                 v3::ResponseStatus::Ok
             }
@@ -420,16 +425,25 @@ impl UdpSessions {
                 task: Some(task),
             },
         );
-        self.inner.stats.session_started(v3);
+        self.inner.stats.session_started(v3, self.inner.conn_index);
         Ok(local)
     }
 
     /// Releases what one ended session held: its flow slot and its gauge.
     fn end_accounting(&self) {
         self.inner.flows.release();
-        self.inner
-            .stats
-            .session_ended(self.inner.version == DatagramVersion::V3);
+        self.inner.stats.session_ended(
+            self.inner.version == DatagramVersion::V3,
+            self.inner.conn_index,
+        );
+    }
+
+    /// Counts a dropped datagram in the connection's v3 vector (v3 only, as cloudflared).
+    fn v3_drop(&self, reason: DropReason) {
+        if self.inner.version == DatagramVersion::V3 {
+            let conn = self.inner.stats.v3_conns.conn(self.inner.conn_index);
+            conn.drop_for(reason);
+        }
     }
 }
 
@@ -439,7 +453,7 @@ impl Drop for Inner {
         let v3 = self.version == DatagramVersion::V3;
         for _ in self.sessions.get_mut().drain() {
             self.flows.release();
-            self.stats.session_ended(v3);
+            self.stats.session_ended(v3, self.conn_index);
         }
     }
 }
@@ -485,6 +499,10 @@ async fn run_session(inner: Weak<Inner>, id: SessionId, pump: Pump) {
             Ok(()) => inner.sink.send_datagram(out.into()),
             Err(e) => {
                 inner.stats.dropped();
+                if inner.version == DatagramVersion::V3 {
+                    let conn = inner.stats.v3_conns.conn(inner.conn_index);
+                    conn.drop_for(DropReason::ReadTooLarge);
+                }
                 log::error!(sessionID = id.hex(), error:% = e; "Failed to send session payload from destination to transport");
             }
         }
@@ -509,6 +527,8 @@ async fn run_session(inner: Weak<Inner>, id: SessionId, pump: Pump) {
     if v3 {
         if let EndReason::Origin(_) = reason {
             manager.inner.stats.failed_flows.fetch_add(1, Relaxed);
+            let conn = manager.inner.stats.v3_conns.conn(manager.inner.conn_index);
+            conn.failed.fetch_add(1, Relaxed);
             log::error!(flowID = id.hex(), error = message.as_str(); "flow closed with an error");
         } else {
             log::debug!(flowID = id.hex(); "flow closed: {message}");
