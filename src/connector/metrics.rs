@@ -351,7 +351,7 @@ pub fn render(shared: &Shared) -> String {
     render_rpc(&mut out, "client", "requested", &shared.rpc_client.all());
     render_rpc(&mut out, "server", "served", &shared.rpc_server.all());
     // cloudflared's flow limiter counts refusals by flow type; a labelled family, so only once
-    // one was refused (TCP streams and UDP sessions share the limit; ringflare has no ICMP flows).
+    // one was refused (TCP streams and UDP sessions share the limit; ICMP echo is not limited).
     let limited: Vec<(String, u64)> = [
         ("tcp", shared.flows_rate_limited.load(Relaxed)),
         ("udp", shared.udp.rate_limited.load(Relaxed)),
