@@ -388,7 +388,7 @@ pub static FLAGS: &[Flag] = &[
             "",
             "Source address to send/receive ICMPv4 messages.",
         ),
-        "ICMP is not proxied",
+        "ICMP echo is proxied from the unspecified address",
     ),
     warn(
         f(
@@ -399,7 +399,7 @@ pub static FLAGS: &[Flag] = &[
             "",
             "Source address and the interface name to send/receive ICMPv6 messages.",
         ),
-        "ICMP is not proxied",
+        "ICMP echo is proxied from the unspecified address",
     ),
     f(
         "url",

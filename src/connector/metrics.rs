@@ -351,7 +351,7 @@ pub fn render(shared: &Shared) -> String {
     render_rpc(&mut out, "client", "requested", &shared.rpc_client.all());
     render_rpc(&mut out, "server", "served", &shared.rpc_server.all());
     // cloudflared's flow limiter counts refusals by flow type; a labelled family, so only once
-    // one was refused (TCP streams and UDP sessions share the limit; ringflare has no ICMP flows).
+    // one was refused (TCP streams and UDP sessions share the limit; ICMP echo is not limited).
     let limited: Vec<(String, u64)> = [
         ("tcp", shared.flows_rate_limited.load(Relaxed)),
         ("udp", shared.udp.rate_limited.load(Relaxed)),
@@ -369,9 +369,8 @@ pub fn render(shared: &Shared) -> String {
             &limited,
         );
     }
-    // cloudflared's plain UDP-session and ICMP families, printed at zero before any flow (ICMP
-    // is not proxied, so its counters stay zero). Its per-connection `udp_*_flows` vectors (datagram
-    // v3), like every labelled family, appear only once a flow exists; they are not rendered yet.
+    // cloudflared's plain UDP-session and ICMP families, printed at zero before any flow. Its
+    // per-connection datagram v3 vectors, like every labelled family, appear only once touched.
     let udp = &shared.udp;
     for (name, kind, help, value) in [
         (
@@ -390,17 +389,18 @@ pub fn render(shared: &Shared) -> String {
             "cloudflared_icmp_total_requests",
             "counter",
             "Total count of ICMP requests that have been proxied to any origin",
-            0,
+            udp.icmp_requests.load(Relaxed),
         ),
         (
             "cloudflared_icmp_total_replies",
             "counter",
             "Total count of ICMP replies that have been proxied from any origin",
-            0,
+            udp.icmp_replies.load(Relaxed),
         ),
     ] {
         metric(&mut out, name, kind, help, &plain(value));
     }
+    render_v3_flows(&mut out, udp);
     // cloudflared sets this gauge only when it applies a remote configuration: a local
     // config (version -1 in /config) shows 0.
     let version = (*shared
@@ -546,6 +546,91 @@ fn histogram(
         let _ = writeln!(out, "{name}_bucket{{{inner}{sep}le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum{labels} {sum}");
         let _ = writeln!(out, "{name}_count{labels} {count}");
+    }
+}
+
+/// cloudflared 2026.8.2's datagram v3 vectors (quic/v3/metrics.go), per `conn_index`: a
+/// series appears once its counter was first touched, as a client_golang vector child does
+/// (the active gauge with the first flow; `migrated_flows` and
+/// `unsupported_remote_command_total` never, as ringflare neither migrates flows nor receives
+/// remote commands).
+fn render_v3_flows(out: &mut String, udp: &crate::connector::udp::UdpStats) {
+    use crate::connector::udp::stats::DropReason;
+    // client_golang orders a family's series by label value (text order: "10" before "2").
+    let mut conns: Vec<(String, &crate::connector::udp::stats::V3ConnStats)> = udp
+        .v3_conns
+        .0
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.total.load(Relaxed) > 0)
+        .map(|(i, c)| (i.to_string(), c))
+        .collect();
+    conns.sort_by(|a, b| a.0.cmp(&b.0));
+    let per_conn = |get: &dyn Fn(&crate::connector::udp::stats::V3ConnStats) -> u64,
+                    always: bool| {
+        conns
+            .iter()
+            .map(|(i, c)| (format!("{{conn_index=\"{i}\"}}"), get(c)))
+            .filter(|(_, v)| always || *v > 0)
+            .collect::<Vec<_>>()
+    };
+    let families = [
+        (
+            "cloudflared_udp_active_flows",
+            "gauge",
+            "Concurrent count of UDP flows that are being proxied to any origin",
+            per_conn(&|c| c.active.load(Relaxed), true),
+        ),
+        (
+            "cloudflared_udp_total_flows",
+            "counter",
+            "Total count of UDP flows that have been proxied to any origin",
+            per_conn(&|c| c.total.load(Relaxed), true),
+        ),
+        (
+            "cloudflared_udp_failed_flows",
+            "counter",
+            "Total count of flows that errored and closed",
+            per_conn(&|c| c.failed.load(Relaxed), false),
+        ),
+        (
+            "cloudflared_udp_retry_flow_responses",
+            "counter",
+            "Total count of UDP flows that have had to send their registration response more than once",
+            per_conn(&|c| c.retry.load(Relaxed), false),
+        ),
+    ];
+    for (name, kind, help, samples) in families {
+        if !samples.is_empty() {
+            metric(out, name, kind, help, &samples);
+        }
+    }
+    let mut all: Vec<(String, &crate::connector::udp::stats::V3ConnStats)> = udp
+        .v3_conns
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i.to_string(), c))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut dropped = Vec::new();
+    for (i, c) in &all {
+        for (r, n) in DropReason::ALL.iter().zip(&c.dropped) {
+            let n = n.load(Relaxed);
+            if n > 0 {
+                let labels = format!("{{conn_index=\"{i}\",reason=\"{}\"}}", r.label());
+                dropped.push((labels, n));
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        metric(
+            out,
+            "cloudflared_udp_dropped_datagrams",
+            "counter",
+            "Total count of UDP dropped datagrams",
+            &dropped,
+        );
     }
 }
 

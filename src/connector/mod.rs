@@ -162,6 +162,8 @@ fn start(run: TunnelRun) -> Result<i32, String> {
     log::info!("Settings: {}", options.settings_line);
     log::info!("Generated Connector ID: {connector_id}");
     log::info!("Initial protocol {}", options.protocol.initial);
+    // ICMP proxying: probes ping sockets once, logging as cloudflared does when they are not allowed.
+    let _ = udp::icmp::availability();
     log::info!(
         "Tunnel connection curve preferences: {}",
         quic_conn::kx_policy(&options).log_names()

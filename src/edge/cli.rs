@@ -19,6 +19,7 @@ USAGE:
    ringflare edge init [--state-dir DIR] [--hostname NAME ...]
    ringflare edge [--state-dir DIR] [--config FILE] [--listen ADDR ...] [--eyeball ADDR]
                   [--eyeball-tls ADDR] [--workers N] [--io-driver auto|io_uring|poll] [--loglevel LEVEL]
+                  [--udp-route LISTEN=DEST[@TUNNEL-ID] ...]
 
 DESCRIPTION:
    The edge speaks the edge side of Cloudflare's tunnel protocol over HTTP/2, so an unmodified
@@ -63,6 +64,13 @@ OPTIONS:
    --io-driver D       auto (default), io_uring or poll; env {IO_DRIVER_ENV}
    --no-pinning        do not pin workers to cores
    --max-eyeball-connections N  open connections per eyeball listener (default 16384)
+   --udp-route LISTEN=DEST[@TUNNEL-ID]  repeatable: every source address sending to udp LISTEN
+                       becomes a UDP session toward the private address DEST through a connector
+                       registered over QUIC (of TUNNEL-ID, else of any tunnel); replies go back to
+                       the source. Datagram v2 or v3 as the connector registered (warp-routing
+                       must be enabled on the connector, as with Cloudflare)
+   --udp-idle-timeout DURATION  close a UDP session idle this long, both ways (default 60s)
+   --udp-max-sessions N  sessions per UDP route; new sources beyond it are dropped (default 1024)
    --loglevel LEVEL    debug, info (default), warn, error
    --hostname NAME     (init) hostname for the new tunnel, repeatable; default \"*\" for the
                        first tunnel
@@ -93,6 +101,9 @@ struct Args {
     no_pinning: bool,
     loglevel: Option<String>,
     hostnames: Vec<String>,
+    udp_routes: Vec<super::UdpRoute>,
+    udp_idle_timeout: Option<Duration>,
+    udp_max_sessions: Option<usize>,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
@@ -152,6 +163,25 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                 args.max_eyeball_connections = Some(
                     v.parse()
                         .map_err(|_| format!("invalid --max-eyeball-connections {v:?}"))?,
+                );
+            }
+            "udp-route" => args.udp_routes.push(value(flag)?.parse()?),
+            "udp-idle-timeout" => {
+                let v = value(flag)?;
+                args.udp_idle_timeout = Some(
+                    crate::config::duration::parse_go_duration(&v)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| format!("invalid --udp-idle-timeout {v:?}"))?,
+                );
+            }
+            "udp-max-sessions" => {
+                let v = value(flag)?;
+                args.udp_max_sessions = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("invalid --udp-max-sessions {v:?}"))?,
                 );
             }
             "no-pinning" => args.no_pinning = true,
@@ -224,6 +254,13 @@ pub fn run_cli(argv: &[String], env: &HashMap<String, String>) -> Outcome {
         opts.max_eyeball_connections = n;
     }
     opts.no_pinning = args.no_pinning;
+    opts.udp_routes = args.udp_routes;
+    if let Some(d) = args.udp_idle_timeout {
+        opts.udp_idle_timeout = d;
+    }
+    if let Some(n) = args.udp_max_sessions {
+        opts.udp_max_sessions = n;
+    }
     opts.io_driver = match args.io_driver {
         Some(d) => d,
         None => match env.get(IO_DRIVER_ENV).map(|v| v.parse::<IoDriver>()) {

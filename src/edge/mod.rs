@@ -26,6 +26,7 @@ mod quic;
 mod registry;
 mod stream;
 mod tunnel;
+mod udp;
 
 use std::{
     net::SocketAddr,
@@ -47,6 +48,7 @@ pub use config::{
     init_state_dir, load_edge_file,
 };
 pub use registry::Registration;
+pub use udp::{DEFAULT_UDP_IDLE, DEFAULT_UDP_MAX_SESSIONS, UdpRoute, UdpStats};
 
 use registry::Shared;
 
@@ -108,6 +110,14 @@ pub struct EdgeOptions {
     /// Accept the X25519MLKEM768 key agreement (as Cloudflare's edge does); off simulates an
     /// edge without ML-KEM, against which `--post-quantum` must fail.
     pub post_quantum: bool,
+    /// UDP routes: eyeball datagrams on `listen` become sessions toward `dest` through a
+    /// QUIC-registered connector (see `udp`). Port 0 picks a free port.
+    pub udp_routes: Vec<UdpRoute>,
+    /// A UDP session with no traffic either way for this long is closed (also the idle hint
+    /// given to the connector).
+    pub udp_idle_timeout: Duration,
+    /// Sessions each UDP route holds at once; datagrams of further sources are dropped.
+    pub udp_max_sessions: usize,
 }
 
 impl EdgeOptions {
@@ -131,6 +141,9 @@ impl EdgeOptions {
             eyeball_head_timeout: DEFAULT_HEAD_TIMEOUT,
             max_eyeball_connections: DEFAULT_MAX_EYEBALL_CONNECTIONS,
             post_quantum: true,
+            udp_routes: Vec::new(),
+            udp_idle_timeout: DEFAULT_UDP_IDLE,
+            udp_max_sessions: DEFAULT_UDP_MAX_SESSIONS,
         }
     }
 }
@@ -180,6 +193,8 @@ pub struct Edge {
     eyeball_tls_addr: Option<SocketAddr>,
     /// `ca.pem` in the state directory.
     ca_pem_path: PathBuf,
+    /// Bound UDP route addresses, in option order.
+    udp_addrs: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -200,6 +215,8 @@ struct WorkerPlan {
     eyeball_tls: Option<(SocketAddr, TlsAcceptor)>,
     /// QUIC on the tunnel addresses (UDP, same ports).
     quic: compio::quic::ServerConfig,
+    /// The UDP routes' bound sockets, taken by worker 0.
+    udp_routes: std::sync::Mutex<Vec<(UdpRoute, std::net::UdpSocket)>>,
 }
 
 impl Edge {
@@ -235,6 +252,25 @@ impl Edge {
             None => None,
         };
         let eyeball_tls_addr = eyeball_tls.as_ref().map(|(a, _)| *a);
+        let mut udp_sockets = Vec::with_capacity(opts.udp_routes.len());
+        let mut udp_addrs = Vec::with_capacity(opts.udp_routes.len());
+        for route in &opts.udp_routes {
+            let bind_err = |op: &'static str| {
+                move |source| {
+                    EdgeError::Bind(SocketError {
+                        op,
+                        addr: route.listen.to_string(),
+                        source,
+                    })
+                }
+            };
+            let socket = std::net::UdpSocket::bind(route.listen).map_err(bind_err("bind"))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(bind_err("O_NONBLOCK"))?;
+            udp_addrs.push(socket.local_addr().map_err(bind_err("getsockname"))?);
+            udp_sockets.push((route.clone(), socket));
+        }
 
         let plan = Arc::new(WorkerPlan {
             shared: shared.clone(),
@@ -243,6 +279,7 @@ impl Edge {
             eyeball_addr,
             eyeball_tls,
             quic,
+            udp_routes: std::sync::Mutex::new(udp_sockets),
         });
         let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let config = WorkerConfig {
@@ -262,6 +299,7 @@ impl Edge {
             eyeball_addr,
             eyeball_tls_addr,
             ca_pem_path: ca.ca_pem_path().to_owned(),
+            udp_addrs,
         };
         let count = edge.workers.as_ref().map_or(0, Workers::len);
         for _ in 0..count {
@@ -297,6 +335,9 @@ impl Edge {
         if let Some(addr) = edge.eyeball_tls_addr {
             log::info!(addr:% = addr; "Edge listening for eyeball HTTPS requests");
         }
+        for (addr, route) in edge.udp_addrs.iter().zip(&opts.udp_routes) {
+            log::info!(addr:% = addr, dest:% = route.dest; "Edge listening for eyeball UDP");
+        }
         Ok(edge)
     }
 
@@ -313,6 +354,16 @@ impl Edge {
     /// The bound HTTPS eyeball address, when one was configured.
     pub fn eyeball_tls_addr(&self) -> Option<SocketAddr> {
         self.eyeball_tls_addr
+    }
+
+    /// The bound UDP route addresses (port 0 resolved), in option order.
+    pub fn udp_route_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// The UDP routes' counters (all routes and connections together).
+    pub fn udp_stats(&self) -> UdpStats {
+        self.shared.udp.stats()
     }
 
     /// `ca.pem`: what connectors get as `--cacert`.
@@ -536,6 +587,26 @@ async fn worker_main(
             eyeball::accept_loop(eyeball, shared, None, stop, tasks, 0).await;
         })
         .detach();
+    }
+    if ctx.index == 0 {
+        let routes = std::mem::take(
+            &mut *plan
+                .udp_routes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (route, socket) in routes {
+            match compio::net::UdpSocket::from_std(socket) {
+                Ok(socket) => {
+                    let hub = plan.shared.udp.clone();
+                    let stop = ctx.stop.clone();
+                    compio::runtime::spawn(udp::run_route(route, socket, hub, stop)).detach();
+                }
+                Err(e) => {
+                    log::error!(listen:% = route.listen, error:% = e; "UDP route not served")
+                }
+            }
+        }
     }
     if let Some((listener, acceptor)) = eyeball_tls {
         let shared = plan.shared.clone();

@@ -365,6 +365,16 @@ impl RegistrationServer for QuicRegistration {
         let handle = Arc::new(ConnHandle::with_opener(connection_id, conn_index, opener));
         self.spawn_opener(opens);
         *self.state.registered.borrow_mut() = Some((handle.clone(), tunnel_id));
+        // UDP routes (a no-op without them); before publishing, so a registered connection
+        // already carries UDP sessions.
+        super::udp::attach(
+            &self.conn,
+            tunnel_id,
+            conn_index,
+            &client.features,
+            &self.shared.udp,
+            &self.stop,
+        );
         self.shared.add(
             handle,
             Registration {

@@ -185,6 +185,8 @@ pub(crate) struct Shared {
     /// Per-process random base for Cf-Ray ids, plus a counter.
     ray_base: u64,
     ray_counter: AtomicU64,
+    /// UDP routes' connections and counters (see `udp`).
+    pub udp: Arc<super::udp::Hub>,
 }
 
 impl Shared {
@@ -248,6 +250,7 @@ impl Shared {
             eyeball_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
             ray_base: uuid::Uuid::new_v4().as_u64_pair().0,
             ray_counter: AtomicU64::new(0),
+            udp: Arc::new(super::udp::Hub::new(opts)),
         })
     }
 

@@ -14,6 +14,7 @@
 //! [`DatagramSink::session_closed`] tells the edge), decode wire bytes (that is
 //! `proto::datagram`).
 
+pub mod icmp;
 pub mod quic;
 pub mod session;
 pub mod stats;
@@ -32,6 +33,7 @@ use compio::runtime::JoinHandle;
 use futures_channel::mpsc;
 
 use self::session::{EndReason, Pump};
+use self::stats::DropReason;
 pub use self::stats::UdpStats;
 use crate::connector::backoff::go_duration;
 use crate::proto::datagram::{DatagramError, SessionId, v2, v3};
@@ -143,6 +145,8 @@ struct Inner {
     flows: Arc<dyn FlowLimiter>,
     stats: Arc<UdpStats>,
     sessions: RefCell<HashMap<SessionId, Entry>>,
+    /// ICMP echo proxying (v2 IP and v3 ICMP datagrams).
+    icmp: Rc<icmp::IcmpFunnels>,
 }
 
 /// The UDP sessions of one QUIC connection. Cloning shares the same table.
@@ -160,6 +164,22 @@ impl UdpSessions {
         flows: Arc<dyn FlowLimiter>,
         stats: Arc<UdpStats>,
     ) -> UdpSessions {
+        let reply_sink = sink.clone();
+        let icmp_stats = stats.clone();
+        let reply = move |packet: &[u8]| {
+            let mut out = Vec::with_capacity(packet.len() + 1);
+            let r = match version {
+                DatagramVersion::V2 => {
+                    v2::encode_packet(v2::DatagramType::Ip, packet, &[], &mut out)
+                }
+                DatagramVersion::V3 => v3::encode_icmp(packet, &mut out),
+            };
+            match r {
+                Ok(()) => reply_sink.send_datagram(out.into()),
+                Err(_) => icmp_stats.dropped(),
+            }
+        };
+        let icmp = icmp::IcmpFunnels::new(stats.clone(), Box::new(reply));
         UdpSessions {
             inner: Rc::new(Inner {
                 conn_index,
@@ -168,6 +188,7 @@ impl UdpSessions {
                 flows,
                 stats,
                 sessions: RefCell::new(HashMap::new()),
+                icmp,
             }),
         }
     }
@@ -201,10 +222,12 @@ impl UdpSessions {
                 let payload = datagram.slice_ref(payload);
                 self.to_origin(session, payload);
             }
-            // ICMP proxying is not implemented: the packets are dropped.
-            _ => {
+            v2::Datagram::Ip(packet) | v2::Datagram::IpWithTrace { packet, .. } => {
+                self.inner.icmp.request(packet);
+            }
+            v2::Datagram::TracingSpan { .. } => {
                 self.inner.stats.dropped();
-                log::debug!(connIndex = self.inner.conn_index; "dropped an IP datagram: ICMP proxying is not supported");
+                log::debug!(connIndex = self.inner.conn_index; "dropped a tracing-span datagram");
             }
         }
         Ok(())
@@ -223,10 +246,7 @@ impl UdpSessions {
                 let payload = datagram.slice_ref(payload);
                 self.to_origin(request_id, payload);
             }
-            v3::Datagram::Icmp(_) => {
-                self.inner.stats.dropped();
-                log::debug!(connIndex = self.inner.conn_index; "dropped an ICMP datagram: ICMP proxying is not supported");
-            }
+            v3::Datagram::Icmp(packet) => self.inner.icmp.request(packet),
             v3::Datagram::RegistrationResponse { .. } => {
                 log::error!(connIndex = self.inner.conn_index; "unexpected datagram type received: 3");
             }
@@ -240,6 +260,7 @@ impl UdpSessions {
         let mut sessions = self.inner.sessions.borrow_mut();
         let Some(entry) = sessions.get_mut(&id) else {
             self.inner.stats.dropped();
+            self.v3_drop(DropReason::WriteFlowUnknown);
             match self.inner.version {
                 DatagramVersion::V2 => {
                     log::error!(sessionID = id.hex(); "session not found")
@@ -252,6 +273,7 @@ impl UdpSessions {
         };
         if entry.queue.try_send(payload).is_err() {
             self.inner.stats.dropped();
+            self.v3_drop(DropReason::WriteFull);
             log::error!(sessionID = id.hex(); "failed to write flow payload to origin: dropped");
         }
     }
@@ -326,6 +348,8 @@ impl UdpSessions {
                     e.active.set(Instant::now());
                 }
                 self.inner.stats.retry_flow_responses.fetch_add(1, Relaxed);
+                let conn = self.inner.stats.v3_conns.conn(self.inner.conn_index);
+                conn.retry.fetch_add(1, Relaxed);
                 log::debug!(flowID = id.hex(); "flow registration response retry");
                 v3::ResponseStatus::Ok
             }
@@ -401,16 +425,25 @@ impl UdpSessions {
                 task: Some(task),
             },
         );
-        self.inner.stats.session_started(v3);
+        self.inner.stats.session_started(v3, self.inner.conn_index);
         Ok(local)
     }
 
     /// Releases what one ended session held: its flow slot and its gauge.
     fn end_accounting(&self) {
         self.inner.flows.release();
-        self.inner
-            .stats
-            .session_ended(self.inner.version == DatagramVersion::V3);
+        self.inner.stats.session_ended(
+            self.inner.version == DatagramVersion::V3,
+            self.inner.conn_index,
+        );
+    }
+
+    /// Counts a dropped datagram in the connection's v3 vector (v3 only, as cloudflared).
+    fn v3_drop(&self, reason: DropReason) {
+        if self.inner.version == DatagramVersion::V3 {
+            let conn = self.inner.stats.v3_conns.conn(self.inner.conn_index);
+            conn.drop_for(reason);
+        }
     }
 }
 
@@ -420,7 +453,7 @@ impl Drop for Inner {
         let v3 = self.version == DatagramVersion::V3;
         for _ in self.sessions.get_mut().drain() {
             self.flows.release();
-            self.stats.session_ended(v3);
+            self.stats.session_ended(v3, self.conn_index);
         }
     }
 }
@@ -466,6 +499,10 @@ async fn run_session(inner: Weak<Inner>, id: SessionId, pump: Pump) {
             Ok(()) => inner.sink.send_datagram(out.into()),
             Err(e) => {
                 inner.stats.dropped();
+                if inner.version == DatagramVersion::V3 {
+                    let conn = inner.stats.v3_conns.conn(inner.conn_index);
+                    conn.drop_for(DropReason::ReadTooLarge);
+                }
                 log::error!(sessionID = id.hex(), error:% = e; "Failed to send session payload from destination to transport");
             }
         }
@@ -490,6 +527,8 @@ async fn run_session(inner: Weak<Inner>, id: SessionId, pump: Pump) {
     if v3 {
         if let EndReason::Origin(_) = reason {
             manager.inner.stats.failed_flows.fetch_add(1, Relaxed);
+            let conn = manager.inner.stats.v3_conns.conn(manager.inner.conn_index);
+            conn.failed.fetch_add(1, Relaxed);
             log::error!(flowID = id.hex(), error = message.as_str(); "flow closed with an error");
         } else {
             log::debug!(flowID = id.hex(); "flow closed: {message}");
