@@ -2,7 +2,7 @@
 //! echo origin, and a loopback JWKS server (reached through the test-only
 //! `RINGFLARE_ACCESS_CERTS_URL_TEMPLATE`). Tokens are RS256-signed here with the fixture keys.
 
-mod connector_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use connector_support::*;
+use common::*;
 use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents};
 use ringflare::runtime::DriverKind;
@@ -142,7 +142,7 @@ fn access_rules_validate_jwts_against_the_team_jwks() {
         let connector = Connector::spawn_env(
             &[edge.addr()],
             &edge.ca,
-            &connector_support::token(),
+            &common::token(),
             Some(&config),
             &["--ha-connections".into(), "1".into()],
             &[],
@@ -273,7 +273,7 @@ fn jwks_is_fetched_over_https_with_the_extra_ca() {
         let connector = Connector::spawn_env(
             &[edge.addr()],
             &edge.ca,
-            &connector_support::token(),
+            &common::token(),
             Some(&config),
             &["--ha-connections".into(), "1".into()],
             &[],

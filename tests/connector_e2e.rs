@@ -2,10 +2,10 @@
 //! loopback: registration as cloudflared sends it, HTTP proxying with keep-alive reuse and
 //! cloudflared's header rules, 502 on origin failure, fixed statuses, hello_world.
 
-mod connector_support;
+mod common;
 
 use bytes::Bytes;
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 fn write_config(dir: &std::path::Path, ingress: &str) -> std::path::PathBuf {

@@ -3,18 +3,15 @@
 //! checksums (streamed, never held), websocket TCP service, edge restart -> reconnect, and
 //! SIGTERM with a request in flight.
 
-mod connector_support;
-#[path = "edge_support/mod.rs"]
-mod edge_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use connector_support::{
-    Connector, Fnv, echo_origin, payload_chunk, streaming_echo_origin, tcp_echo,
+use common::{
+    Client, Connector, Fnv, TestTunnel, echo_origin, payload_chunk, streaming_echo_origin, tcp_echo,
 };
-use edge_support::{Client, TestTunnel};
 use ringflare::config::Secret;
 use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::edge::{Edge, EdgeOptions};
@@ -78,7 +75,7 @@ fn every_service_kind_through_the_built_in_edge() {
     let unix = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     std::thread::spawn(move || {
         for s in unix.incoming().flatten() {
-            std::thread::spawn(move || connector_support::serve_echo(s));
+            std::thread::spawn(move || common::serve_echo(s));
         }
     });
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
@@ -429,7 +426,7 @@ impl HangProxy {
 /// `readyConnections` from the connector's `/ready`.
 fn ready_connections(c: &Connector) -> Option<u64> {
     let addr = c.metrics_addr()?;
-    let (_, body) = connector_support::http_get(&addr, "/ready");
+    let (_, body) = common::http_get(&addr, "/ready");
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     v.get("readyConnections")?.as_u64()
 }

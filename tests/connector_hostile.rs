@@ -4,14 +4,14 @@
 //! visitor flooding pings and never reading pongs, edge resets while the origin is silent or an
 //! upload is half done, endless 1xx responses, oversized control frames, aborted downloads.
 
-mod connector_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 fn config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {

@@ -3,14 +3,14 @@
 //! instead of HTTP/2, a second control stream, a reset control stream), registration refusals
 //! (fatal vs retried), hot reload under load, and the metrics server's endpoints.
 
-mod connector_support;
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 use ringflare::runtime::h2stream::{H2Reader, H2Writer};
 

@@ -2,32 +2,14 @@
 //! (with `originServerName`), `noTLSVerify`, an untrusted certificate (502), `unix:` and
 //! `unix+tls:` sockets, all real listeners on loopback or in a temp dir.
 
-mod connector_support;
+mod common;
 
-use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 use ringflare::tls::{EdgeCa, edge_server_config};
-
-/// A TLS echo origin on TCP using the given certificate authority's server certificate
-/// (SANs `h2.cftunnel.com`, `quic.cftunnel.com`).
-fn tls_origin(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                serve_echo(rustls::StreamOwned::new(conn, stream));
-            });
-        }
-    });
-    addr
-}
 
 fn unix_origin(path: &std::path::Path, tls: Option<Arc<rustls::ServerConfig>>) {
     let listener = UnixListener::bind(path).unwrap();

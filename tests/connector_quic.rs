@@ -5,17 +5,12 @@
 //! and opens streams as the edge would): HTTP GET and a checksummed POST, WebSocket, private TCP,
 //! a stream the edge resets mid-body, an unreachable origin, and an RPC configuration push.
 
-mod connector_support;
-#[path = "edge_support/mod.rs"]
-mod edge_support;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use connector_support::Connector;
-use edge_support::TestTunnel;
-use ringflare::config::Secret;
-use ringflare::config::credentials::{Credentials, encode_token};
+use common::{Connector, TestTunnel};
 use ringflare::edge::{Edge, EdgeOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,12 +31,7 @@ fn start_edge_pq(dir: &std::path::Path, t: &TestTunnel, post_quantum: bool) -> E
 }
 
 fn token(t: &TestTunnel, secret: &[u8]) -> String {
-    encode_token(&Credentials {
-        account_tag: t.account.clone(),
-        tunnel_secret: Secret::new(secret.to_vec()),
-        tunnel_id: t.id,
-        endpoint: String::new(),
-    })
+    t.token_with_secret(secret)
 }
 
 fn quic_connector(edge: &Edge, token: &str, flags: &[&str], driver: &str) -> Connector {
@@ -122,7 +112,7 @@ fn auto_with_a_token_registers_over_quic() {
     );
     assert!(edge.wait_registered(1, WAIT), "log:\n{}", c.log_text());
     assert_eq!(edge.registered()[0].protocol, "quic");
-    let reply = edge_support::Client::connect(edge.eyeball_addr()).get("a.test", "/");
+    let reply = common::Client::connect(edge.eyeball_addr()).get("a.test", "/");
     assert_eq!(reply.status, 200, "log:\n{}", c.log_text());
     let log = c.log_when(WAIT, |l| l.contains("protocol=quic"));
     assert!(log.contains("Initial protocol quic"), "{log}");
@@ -213,83 +203,18 @@ mod peer {
 
     use bytes::{Bytes, BytesMut};
     use compio::quic::{Connection, Endpoint, RecvStream, SendStream};
-    use futures_channel::oneshot;
-    use ringflare::proto::{
-        ConnectRequest, ConnectResponse, ConnectionDetails, ConnectionResponse, ConnectionType,
-        FrameLimits, RegisterConnectionParams, RegistrationServer, RpcError, serve_registration,
-    };
-    use ringflare::quic::{QuicSettings, bind_udp};
-    use ringflare::tls::{EdgeCa, edge_quic_server_config};
+    use ringflare::proto::{ConnectRequest, ConnectResponse, ConnectionType, FrameLimits};
 
     use super::WAIT;
 
-    /// The edge end of one registered QUIC connection.
-    pub struct Peer {
-        pub conn: Connection,
-        _endpoint: Endpoint,
-        _rpc: compio::runtime::JoinHandle<()>,
-    }
+    /// The QUIC edge's setup (bind, accept and register) is the shared one.
+    pub use super::common::quic_edge::bind;
+    pub use super::common::{fnv, tcp_echo as echo_origin};
 
-    struct Registration(std::cell::RefCell<Option<oneshot::Sender<()>>>);
-
-    impl RegistrationServer for Registration {
-        async fn register_connection(
-            &self,
-            _params: RegisterConnectionParams,
-        ) -> Result<ConnectionResponse, RpcError> {
-            if let Some(tx) = self.0.borrow_mut().take() {
-                let _ = tx.send(());
-            }
-            Ok(ConnectionResponse::Details(ConnectionDetails {
-                uuid: [7; 16],
-                location_name: "tst01".into(),
-                tunnel_is_remotely_managed: false,
-            }))
-        }
-
-        async fn unregister_connection(&self) -> Result<(), RpcError> {
-            Ok(())
-        }
-
-        async fn update_local_configuration(&self, _config: Vec<u8>) -> Result<(), RpcError> {
-            Ok(())
-        }
-    }
-
-    /// Binds the peer's UDP endpoint; the connector dials the returned address.
-    pub fn bind(ca: &EdgeCa) -> (Endpoint, SocketAddr) {
-        let server = QuicSettings::default()
-            .server(edge_quic_server_config(ca).unwrap())
-            .unwrap();
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let addr = udp.local_addr().unwrap();
-        let endpoint = Endpoint::new(udp, QuicSettings::endpoint(), Some(server), None).unwrap();
-        (endpoint, addr)
-    }
-
-    /// Accepts the connector's connection and serves its registration.
-    pub async fn accept(endpoint: Endpoint) -> Peer {
-        let incoming = compio::time::timeout(WAIT, endpoint.wait_incoming())
-            .await
-            .expect("the connector dialled")
-            .expect("an incoming connection");
-        let conn = incoming.accept().unwrap().await.expect("QUIC handshake");
-        let (send, recv) = conn.accept_bi().await.expect("the control stream");
-        let (tx, rx) = oneshot::channel();
-        let server = Registration(std::cell::RefCell::new(Some(tx)));
-        let rpc = serve_registration(server, recv.into_compat(), send.into_compat());
-        let rpc = compio::runtime::spawn(async move {
-            let _ = rpc.await;
-        });
-        compio::time::timeout(WAIT, rx)
-            .await
-            .expect("registered in time")
-            .unwrap();
-        Peer {
-            conn,
-            _endpoint: endpoint,
-            _rpc: rpc,
-        }
+    /// Accepts the connector's connection and serves its registration (a locally managed
+    /// tunnel: the connector pushes its configuration from connection 0).
+    pub async fn accept(endpoint: Endpoint) -> super::common::quic_edge::QuicEdgeConn {
+        super::common::quic_edge::accept(endpoint, false).await
     }
 
     /// Opens a data stream and sends its ConnectRequest.
@@ -369,15 +294,6 @@ mod peer {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
-    }
-
-    pub fn fnv(data: &[u8]) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in data {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-        h
     }
 
     /// An HTTP/1.1 origin on its own threads: `GET /hello`, `POST /sum` (answers the body's
@@ -465,31 +381,6 @@ mod peer {
                 let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             }
         }
-    }
-
-    /// A TCP echo origin.
-    pub fn echo_origin() -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { return };
-                std::thread::spawn(move || {
-                    let mut b = [0u8; 4096];
-                    loop {
-                        match s.read(&mut b) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => {
-                                if s.write_all(&b[..n]).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        addr
     }
 }
 
@@ -707,7 +598,7 @@ fn serves_data_streams(driver: &str) {
 
         // The edge's call is counted as cloudflared's `ObserveServerHandler` counts it.
         let metrics = c.metrics_addr().expect("metrics server address");
-        let (status, body) = connector_support::http_get(&metrics, "/metrics");
+        let (status, body) = common::http_get(&metrics, "/metrics");
         assert!(status.contains("200"), "{status}");
         let labels = r#"{handler="config",method="update_configuration"}"#;
         assert!(

@@ -3,16 +3,13 @@
 //! Covers CONNECT by IPv4 and by name, `ipRules` deny (nothing dialled), refused port,
 //! unsupported command and address type, garbage instead of a greeting, and a fixed origin.
 
-mod connector_support;
-#[path = "edge_support/mod.rs"]
-mod edge_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use connector_support::{Connector, tcp_echo};
-use edge_support::TestTunnel;
+use common::{Connector, TestTunnel, tcp_echo};
 use ringflare::config::Secret;
 use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::edge::{Edge, EdgeOptions};

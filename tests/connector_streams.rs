@@ -2,10 +2,10 @@
 //! the io_uring and the poll driver), many concurrent streams over one connection, websocket
 //! stream services and private-network TCP streams against real echo sockets.
 
-mod connector_support;
+mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 fn config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {

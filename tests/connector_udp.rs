@@ -4,54 +4,54 @@
 //! registration by datagram) on both io drivers, and datagram v2 (the default: registration by
 //! RPC on an edge-opened stream, idle close reported back by the connector's own RPC stream).
 
-mod connector_support;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use compio::quic::{Connection, Endpoint};
-use connector_support::Connector;
+use common::{Connector, quic_edge, tunnel_token};
+use compio::quic::Connection;
 use futures_util::{AsyncReadExt, StreamExt};
-use ringflare::config::Secret;
-use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::proto::datagram::{SessionId, v2, v3};
 use ringflare::proto::framing::RPC_STREAM_SIGNATURE;
 use ringflare::proto::rpc_types::{
     RegisterUdpSessionParams, RegisterUdpSessionResponse, UnregisterUdpSessionParams,
 };
 use ringflare::proto::{
-    CloudflaredClient, CloudflaredServer, ConnectionDetails, ConnectionResponse,
-    RegisterConnectionParams, RegistrationServer, RpcError, UpdateConfigurationResponse,
-    serve_cloudflared, serve_registration,
+    CloudflaredClient, CloudflaredServer, RpcError, UpdateConfigurationResponse, serve_cloudflared,
 };
-use ringflare::quic::{QuicSettings, bind_udp};
-use ringflare::tls::{EdgeCa, edge_quic_server_config};
+use ringflare::tls::EdgeCa;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Accepts every registration, and says so on its channel.
-struct AcceptAll(futures_channel::mpsc::UnboundedSender<()>);
-
-impl RegistrationServer for AcceptAll {
-    async fn register_connection(
-        &self,
-        _: RegisterConnectionParams,
-    ) -> Result<ConnectionResponse, RpcError> {
-        let _ = self.0.unbounded_send(());
-        Ok(ConnectionResponse::Details(ConnectionDetails {
-            uuid: *Uuid::new_v4().as_bytes(),
-            location_name: "tst01".into(),
-            tunnel_is_remotely_managed: true,
-        }))
-    }
-    async fn unregister_connection(&self) -> Result<(), RpcError> {
-        Ok(())
-    }
-    async fn update_local_configuration(&self, _: Vec<u8>) -> Result<(), RpcError> {
-        Ok(())
-    }
+/// The QUIC edge of this file with the connector binary (`--protocol quic`, `env` added)
+/// registered on it; `run_flags` come after `run`. The edge answers that the tunnel is remotely
+/// managed, so the connector pushes no local configuration.
+async fn registered_connector(
+    ca: &EdgeCa,
+    run_flags: &[&str],
+    env: &[(&str, &str)],
+) -> (Connector, quic_edge::QuicEdgeConn) {
+    let (endpoint, edge) = quic_edge::bind(ca);
+    let token = tunnel_token("udp-test-account", &[7; 32], Uuid::new_v4());
+    let flags: Vec<String> = ["--ha-connections", "1", "--protocol", "quic"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let c = Connector::spawn_env(
+        &[edge],
+        ca.ca_pem_path(),
+        &token,
+        None,
+        &flags,
+        run_flags,
+        env,
+    );
+    // A failing step panics here; the connector's log is printed as it is dropped.
+    let registered = quic_edge::accept(endpoint, true).await;
+    (c, registered)
 }
 
 async fn echo_origin() -> (SocketAddr, compio::runtime::JoinHandle<()>) {
@@ -91,56 +91,16 @@ fn v3_flow_echoes_through_a_quic_connection_on_poll() {
 fn v3_flow_echoes(driver: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-    let tls = edge_quic_server_config(&ca).unwrap();
     let rt = compio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let settings = QuicSettings::default();
-        let server = Endpoint::new(
-            udp,
-            QuicSettings::endpoint(),
-            Some(settings.server(tls).unwrap()),
-            None,
-        )
-        .unwrap();
-        let edge: SocketAddr = server.local_addr().unwrap();
-        let token = encode_token(&Credentials {
-            account_tag: "udp-test-account".into(),
-            tunnel_secret: Secret::new(vec![7; 32]),
-            tunnel_id: Uuid::new_v4(),
-            endpoint: String::new(),
-        });
-        let flags: Vec<String> = ["--ha-connections", "1", "--protocol", "quic"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
         // `--features` is a `run` flag, as cloudflared's.
-        let run_flags = ["--features", "support_datagram_v3_2"];
-        let c = Connector::spawn_env(
-            &[edge],
-            ca.ca_pem_path(),
-            &token,
-            None,
-            &flags,
-            &run_flags,
+        let (c, edge) = registered_connector(
+            &ca,
+            &["--features", "support_datagram_v3_2"],
             &[("RINGFLARE_IO_DRIVER", driver)],
-        );
-        let incoming = compio::time::timeout(WAIT, server.wait_incoming())
-            .await
-            .unwrap_or_else(|_| panic!("no QUIC connection; log:\n{}", c.log_text()))
-            .unwrap();
-        let conn = incoming.await.unwrap();
-        let (send, recv) = conn.accept_bi().await.unwrap();
-        let (registered, mut on_registered) = futures_channel::mpsc::unbounded();
-        let _control = compio::runtime::spawn(serve_registration(
-            AcceptAll(registered),
-            recv.into_compat(),
-            send.into_compat(),
-        ));
-        // Awaited, not polled: this thread drives the edge's side of the connection.
-        compio::time::timeout(WAIT, on_registered.next())
-            .await
-            .unwrap_or_else(|_| panic!("no registration; log:\n{}", c.log_text()));
+        )
+        .await;
+        let conn = edge.conn.clone();
 
         let (origin, _echo) = echo_origin().await;
         let id = SessionId([0x42; 16]);
@@ -218,45 +178,10 @@ impl CloudflaredServer for EdgeSessions {
 fn v2_session_registered_by_rpc_echoes_then_idles_out() {
     let dir = tempfile::tempdir().unwrap();
     let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-    let tls = edge_quic_server_config(&ca).unwrap();
     let rt = compio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let settings = QuicSettings::default();
-        let server = Endpoint::new(
-            udp,
-            QuicSettings::endpoint(),
-            Some(settings.server(tls).unwrap()),
-            None,
-        )
-        .unwrap();
-        let edge: SocketAddr = server.local_addr().unwrap();
-        let token = encode_token(&Credentials {
-            account_tag: "udp-test-account".into(),
-            tunnel_secret: Secret::new(vec![7; 32]),
-            tunnel_id: Uuid::new_v4(),
-            endpoint: String::new(),
-        });
-        let flags: Vec<String> = ["--ha-connections", "1", "--protocol", "quic"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let c = Connector::spawn_env(&[edge], ca.ca_pem_path(), &token, None, &flags, &[], &[]);
-        let incoming = compio::time::timeout(WAIT, server.wait_incoming())
-            .await
-            .unwrap_or_else(|_| panic!("no QUIC connection; log:\n{}", c.log_text()))
-            .unwrap();
-        let conn = incoming.await.unwrap();
-        let (send, recv) = conn.accept_bi().await.unwrap();
-        let (registered, mut on_registered) = futures_channel::mpsc::unbounded();
-        let _control = compio::runtime::spawn(serve_registration(
-            AcceptAll(registered),
-            recv.into_compat(),
-            send.into_compat(),
-        ));
-        compio::time::timeout(WAIT, on_registered.next())
-            .await
-            .unwrap_or_else(|_| panic!("no registration; log:\n{}", c.log_text()));
+        let (c, edge) = registered_connector(&ca, &[], &[]).await;
+        let conn = edge.conn.clone();
 
         // registerUdpSession on an edge-opened RPC stream, as the edge does.
         let (origin, _echo) = echo_origin().await;

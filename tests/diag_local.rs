@@ -2,14 +2,14 @@
 //! name, the files in it and what they hold, and the lines it prints; then against an address
 //! where nothing listens (jobs fail, the archive is still written, exit 0 as cloudflared).
 
-mod connector_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 /// The entries of a stored ZIP archive (what `tunnel diag` writes), by name.

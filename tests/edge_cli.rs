@@ -1,7 +1,7 @@
 //! `ringflare edge` as a process: `--help`, `edge init`, serving with the state it created,
 //! and a clean stop on SIGTERM.
 
-mod edge_support;
+mod common;
 
 use std::{
     io::{BufRead, BufReader},
@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use edge_support::*;
+use common::*;
 use ringflare::config::credentials::{parse_credentials_file, parse_token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringflare");

@@ -3,13 +3,13 @@
 //! connections, refusing more cleanly and taking new ones again when old ones close.
 //! (Memory per connection is measured in benchmarks, not here.)
 
-mod edge_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use edge_support::*;
+use common::*;
 use ringflare::edge::Edge;
 use ringflare::runtime::IoDriver;
 

@@ -1,11 +1,11 @@
 //! The built-in edge end to end on loopback: a test connector registers, eyeball requests
 //! travel over HTTP/1.1 → edge → HTTP/2 tunnel → test connector and back.
 
-mod edge_support;
+mod common;
 
 use std::io::Write;
 
-use edge_support::*;
+use common::*;
 use ringflare::runtime::IoDriver;
 
 fn registered_edge(

@@ -6,8 +6,7 @@
 //! a websocket echo, and that an eyeball going away resets the stream. Stock cloudflared over
 //! QUIC through the edge is tests/quic_edge/run.sh.
 
-#[path = "edge_support/mod.rs"]
-mod edge_support;
+mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,15 +15,14 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::{Client, TestTunnel, WAIT, fnv, pattern, register_params};
 use compio::quic::{Endpoint, RecvStream, SendStream};
-use edge_support::{Client, TestTunnel, WAIT, fnv, pattern};
 use futures_channel::mpsc as fmpsc;
 use futures_util::StreamExt;
 use ringflare::edge::Edge;
 use ringflare::proto::{
-    ClientInfo, ConnectRequest, ConnectResponse, ConnectionOptions, ConnectionResponse,
-    ConnectionType, FrameLimits, RegisterConnectionParams, RegistrationClient, TunnelAuth,
-    TunnelSecret,
+    ConnectRequest, ConnectResponse, ConnectionResponse, ConnectionType, FrameLimits,
+    RegistrationClient,
 };
 use ringflare::quic::{QuicSettings, bind_udp};
 use ringflare::runtime::{DriverKind, IoDriver, build_runtime};
@@ -123,26 +121,15 @@ async fn run_peer(
         let _ = driver.await;
     })
     .detach();
-    let params = RegisterConnectionParams {
-        auth: TunnelAuth {
-            account_tag: t.account.clone(),
-            tunnel_secret: TunnelSecret::new(t.secret.clone()),
-        },
-        tunnel_id: *t.id.as_bytes(),
-        conn_index: 0,
-        options: ConnectionOptions {
-            client: ClientInfo {
-                client_id: Uuid::new_v4().as_bytes().to_vec(),
-                features: vec![],
-                version: "quic-test-peer".into(),
-                arch: "linux_amd64".into(),
-            },
-            origin_local_ip: ConnectionOptions::ip_bytes([127, 0, 0, 1].into()),
-            replace_existing: false,
-            compression_quality: 0,
-            num_previous_attempts: 0,
-        },
-    };
+    let params = register_params(
+        &t.account,
+        &t.secret,
+        t.id,
+        0,
+        Uuid::new_v4(),
+        &[],
+        "quic-test-peer",
+    );
     match client.register_connection(&params).await {
         Ok(ConnectionResponse::Details(_)) => {
             let _ = seen.send(Seen::Registered);
@@ -341,7 +328,7 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, seen: mpsc::Se
 
 fn edge_and_peer(dir: &std::path::Path) -> (Edge, QuicPeer) {
     let t = TestTunnel::new();
-    let edge = edge_support::start_edge(dir, vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
+    let edge = common::start_edge(dir, vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
     let peer = QuicPeer::start(&edge, &t);
     assert!(edge.wait_registered(1, WAIT));
     assert_eq!(edge.registered()[0].protocol, "quic");
@@ -513,7 +500,7 @@ fn eyeball_going_away_stops_the_quic_stream() {
         }
     }
     // Nothing is left in flight on the connection.
-    assert!(edge_support::eventually(WAIT, || {
+    assert!(common::eventually_blocking(WAIT, || {
         let mut c = Client::connect(edge.eyeball_addr());
         c.get("a.test", "/hello").status == 200
     }));

@@ -1,11 +1,11 @@
 //! Registration with the built-in edge: success, refusals, and malformed connector input.
 //! Every failure must close the connection (the peer sees the HTTP/2 connection end).
 
-mod edge_support;
+mod common;
 
 use std::{io::Read, net::TcpStream, time::Duration};
 
-use edge_support::*;
+use common::*;
 use ringflare::runtime::IoDriver;
 
 fn edge_with(t: &TestTunnel) -> (tempfile::TempDir, ringflare::edge::Edge) {

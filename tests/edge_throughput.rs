@@ -2,7 +2,7 @@
 //! default; speed belongs in benchmarks, this only prints numbers). Run in release:
 //! `cargo test --release --test edge_throughput -- --ignored --nocapture`.
 
-mod edge_support;
+mod common;
 
 use std::{
     io::Write,
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use edge_support::*;
+use common::*;
 use ringflare::runtime::IoDriver;
 
 #[test]

@@ -2,11 +2,11 @@
 //! the proxy's line with `ingressRule` and `originService` and the connection's
 //! `failed to serve incoming request`, both with the error.
 
-mod connector_support;
+mod common;
 
 use std::time::Duration;
 
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 #[test]

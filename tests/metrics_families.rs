@@ -5,13 +5,13 @@
 //! with the same type and labels, histograms have cloudflared's buckets, and the counting of the
 //! families added for parity follows cloudflared's rules.
 
-mod connector_support;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 struct Family {

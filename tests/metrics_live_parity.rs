@@ -4,11 +4,11 @@
 //! TYPE, series and labels after a served request and an unreachable origin, and `/config`
 //! byte for byte.
 
-mod connector_support;
+mod common;
 
 use std::time::Duration;
 
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 
 /// A scrape as the fixture keeps it: go_* and ringflare's own family dropped, values dropped,

@@ -4,13 +4,13 @@
 //! every request to a real origin (plain http in absolute form, https through CONNECT).
 //! Loopback origins and `NO_PROXY` names never reach the proxy.
 
-mod connector_support;
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use connector_support::*;
+use common::*;
 use ringflare::runtime::DriverKind;
 use ringflare::tls::{EdgeCa, edge_server_config};
 
@@ -73,22 +73,6 @@ fn proxy(plain_origin: SocketAddr, tls_origin: SocketAddr) -> (SocketAddr, Seen)
         }
     });
     (addr, seen)
-}
-
-/// A TLS echo origin on loopback.
-fn tls_origin(config: Arc<rustls::ServerConfig>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                serve_echo(rustls::StreamOwned::new(conn, stream));
-            });
-        }
-    });
-    addr
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! ExecStart arguments is mapping `/etc/cloudflared/...` into that root. The edge address and CA
 //! come from `TUNNEL_EDGE`/`TUNNEL_CACERT`, as `Environment=` lines would give them.
 
-mod edge_support;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use edge_support::Client;
+use common::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringflare");
 const WAIT: Duration = Duration::from_secs(30);

@@ -1,0 +1,204 @@
+//! Blocking HTTP/1.1 clients: a keep-alive eyeball connection that parses responses
+//! (Content-Length, chunked with trailers, to EOF) and a one-shot GET.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcp};
+
+use super::wait::WAIT;
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// `read`, retried on EINTR: a socket read with a timeout is not restarted after a signal
+/// (signal(7)), and other tests in the same binary may signal the process.
+fn read_retrying(stream: &mut StdTcp, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A keep-alive eyeball connection with a read buffer.
+pub struct Client {
+    pub stream: StdTcp,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = StdTcp::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends a GET for `path` with `Host: host`.
+    pub fn get(&mut self, host: &str, path: &str) -> Response {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-test\r\n\r\n");
+        self.stream.write_all(req.as_bytes()).unwrap();
+        self.read_response(false)
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut tmp = [0u8; 64 * 1024];
+        let n = read_retrying(&mut self.stream, &mut tmp).unwrap_or(0);
+        self.buf.extend_from_slice(&tmp[..n]);
+        n
+    }
+
+    /// Reads a response head.
+    pub fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(len) = resp.parse(&self.buf).unwrap() {
+                let status = resp.code.unwrap();
+                let hs = resp
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                self.buf.drain(..len);
+                return (status, hs);
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before the response head"
+            );
+        }
+    }
+
+    /// Reads and discards exactly `n` body bytes.
+    pub fn discard_body(&mut self, n: usize) {
+        let mut left = n;
+        let have = self.buf.len().min(left);
+        self.buf.drain(..have);
+        left -= have;
+        let mut tmp = vec![0u8; 256 * 1024];
+        while left > 0 {
+            let got = read_retrying(&mut self.stream, &mut tmp).unwrap();
+            assert!(got > 0, "connection closed mid-body");
+            let used = got.min(left);
+            self.buf.extend_from_slice(&tmp[used..got]);
+            left -= used;
+        }
+    }
+
+    /// Reads exactly `n` body bytes.
+    pub fn read_exact_body(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            assert!(self.fill() > 0, "connection closed mid-body");
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads until `needle` appears in the buffer; returns everything up to and including it.
+    pub fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(pos) = self.buf.windows(needle.len()).position(|w| w == needle) {
+                return self.buf.drain(..pos + needle.len()).collect();
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
+    fn read_line(&mut self) -> String {
+        String::from_utf8(self.read_until(b"\r\n")).unwrap()
+    }
+
+    /// Reads a whole response (body by Content-Length, chunked, or to EOF).
+    pub fn read_response(&mut self, head_request: bool) -> Response {
+        let (status, headers) = self.read_head();
+        let mut r = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            trailers: Vec::new(),
+        };
+        if head_request || status == 101 || status == 204 || status == 304 {
+            return r;
+        }
+        if let Some(cl) = r.header("content-length") {
+            let n: usize = cl.trim().parse().unwrap();
+            r.body = self.read_exact_body(n);
+        } else if r
+            .header("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
+            loop {
+                let line = self.read_line();
+                let size =
+                    usize::from_str_radix(line.trim_end().split(';').next().unwrap(), 16).unwrap();
+                if size == 0 {
+                    loop {
+                        let line = self.read_line();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let (n, v) = line.trim_end().split_once(':').unwrap();
+                        r.trailers.push((n.to_owned(), v.trim().to_owned()));
+                    }
+                    break;
+                }
+                let data = self.read_exact_body(size + 2);
+                r.body.extend_from_slice(&data[..size]);
+            }
+        } else {
+            while self.fill() > 0 {}
+            r.body = std::mem::take(&mut self.buf);
+        }
+        r
+    }
+
+    /// True when the server closed the connection (EOF) within the timeout.
+    pub fn is_closed(&mut self) -> bool {
+        self.fill() == 0
+    }
+}
+
+/// A blocking HTTP GET to the metrics server: (status line, body).
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
