@@ -293,58 +293,15 @@ fn icmp_echo(v3: bool) {
     let allowed = ping_allowed();
     let dir = tempfile::tempdir().unwrap();
     let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-    let tls = edge_quic_server_config(&ca).unwrap();
     let rt = compio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let settings = QuicSettings::default();
-        let server = Endpoint::new(
-            udp,
-            QuicSettings::endpoint(),
-            Some(settings.server(tls).unwrap()),
-            None,
-        )
-        .unwrap();
-        let edge: SocketAddr = server.local_addr().unwrap();
-        let token = encode_token(&Credentials {
-            account_tag: "udp-test-account".into(),
-            tunnel_secret: Secret::new(vec![7; 32]),
-            tunnel_id: Uuid::new_v4(),
-            endpoint: String::new(),
-        });
-        let flags: Vec<String> = ["--ha-connections", "1", "--protocol", "quic"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
         let run_flags: &[&str] = if v3 {
             &["--features", "support_datagram_v3_2"]
         } else {
             &[]
         };
-        let c = Connector::spawn_env(
-            &[edge],
-            ca.ca_pem_path(),
-            &token,
-            None,
-            &flags,
-            run_flags,
-            &[],
-        );
-        let incoming = compio::time::timeout(WAIT, server.wait_incoming())
-            .await
-            .unwrap_or_else(|_| panic!("no QUIC connection; log:\n{}", c.log_text()))
-            .unwrap();
-        let conn = incoming.await.unwrap();
-        let (send, recv) = conn.accept_bi().await.unwrap();
-        let (registered, mut on_registered) = futures_channel::mpsc::unbounded();
-        let _control = compio::runtime::spawn(serve_registration(
-            AcceptAll(registered),
-            recv.into_compat(),
-            send.into_compat(),
-        ));
-        compio::time::timeout(WAIT, on_registered.next())
-            .await
-            .unwrap_or_else(|_| panic!("no registration; log:\n{}", c.log_text()));
+        let (c, edge) = registered_connector(&ca, run_flags, &[]).await;
+        let conn = edge.conn.clone();
         let wrap = |packet: &[u8]| {
             let mut d = Vec::new();
             if v3 {

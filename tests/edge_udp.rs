@@ -6,15 +6,12 @@
 //! back to the eyeball. Also: `warp-routing.maxActiveFlows` refusing the next session, and idle
 //! sessions closing on both sides (then reopening).
 
-mod connector_support;
-#[path = "edge_support/mod.rs"]
-mod edge_support;
+mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use connector_support::{Connector, http_get};
-use edge_support::TestTunnel;
+use common::{Connector, TestTunnel, http_get};
 use ringflare::config::Secret;
 use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::edge::{Edge, EdgeOptions, UdpRoute};
