@@ -55,6 +55,10 @@ pub enum ConnError {
     Register { cause: String, permanent: bool },
     #[error("Lost connection with the edge")]
     EdgeClosed,
+    /// Nothing came from the edge for the QUIC idle timeout on an established connection:
+    /// quic-go's IdleTimeoutError, logged with its text as cloudflared does.
+    #[error("timeout: no recent network activity")]
+    QuicIdleTimeout,
     #[error("control stream failed: {0}")]
     Control(String),
     #[error("registerConnection timed out after {0:?}")]
@@ -261,10 +265,11 @@ fn next_protocol(
 /// cloudflared's warning when QUIC cannot reach the edge (supervisor/tunnel.go).
 const QUIC_BLOCKED: &str = "If this log occurs persistently, and cloudflared is unable to connect to Cloudflare Network with `quic` protocol, then most likely your machine/network is getting its egress UDP to port 7844 (or others) blocked or dropped. Make sure to allow egress connectivity as per https://developers.cloudflare.com/cloudflare-one/connections/connect-apps/configuration/ports-and-ips/\nIf you are using private routing to this Tunnel, then ICMP, UDP (and Private DNS Resolution) will not work unless your cloudflared can connect with Cloudflare Network with `quic`.";
 
-/// cloudflared's `isQuicBroken`: the QUIC handshake timed out (nothing answers on UDP) or the
-/// socket was not permitted to send.
+/// cloudflared's `isQuicBroken`: the QUIC handshake or an established connection timed out
+/// (nothing answers on UDP), or the socket was not permitted to send.
 fn quic_broken(err: &ConnError) -> bool {
     match err {
+        ConnError::QuicIdleTimeout => true,
         ConnError::Dial(m) => {
             m.contains("timed out")
                 || m.contains("timeout")
@@ -850,6 +855,7 @@ mod tests {
             None
         );
         assert!(!quic_broken(&ConnError::EdgeClosed));
+        assert!(quic_broken(&ConnError::QuicIdleTimeout));
     }
 
     #[test]

@@ -288,6 +288,10 @@ async fn serve_conn(
                     return Ok(());
                 }
                 log::debug!(connIndex = index, error:% = e; "QUIC connection ended");
+                // An edge that went silent is not one that closed: say so, as cloudflared does.
+                if matches!(e, compio::quic::ConnectionError::TimedOut) {
+                    return Err(ConnError::QuicIdleTimeout);
+                }
                 return Err(ConnError::EdgeClosed);
             }
             Step::Control(Some(ControlEvent::Registered(details))) => {

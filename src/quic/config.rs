@@ -151,9 +151,8 @@ impl QuicSettings {
             reason: e.to_string(),
         })?;
         let mut config = ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(
-            self.transport(peer, CONNECTOR_MAX_CONCURRENT_BIDI),
-        ));
+        // The limit is on streams the *peer* opens: the edge opens one per request.
+        config.transport_config(Arc::new(self.transport(peer, EDGE_MAX_CONCURRENT_BIDI)));
         Ok(config)
     }
 
