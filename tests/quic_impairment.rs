@@ -6,9 +6,7 @@
 //! - 100 concurrent streams (mixed GET/POST, checksummed) over one QUIC connection, all open
 //!   at once: the origin answers none of them until all 100 have arrived.
 
-mod connector_support;
-#[path = "edge_support/mod.rs"]
-mod edge_support;
+mod common;
 
 use std::collections::BinaryHeap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,8 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use connector_support::{Connector, Fnv, payload_chunk};
-use edge_support::{Client, TestTunnel};
+use common::{Client, Connector, Fnv, TestTunnel, payload_chunk};
 use ringflare::config::Secret;
 use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::edge::{Edge, EdgeOptions};
