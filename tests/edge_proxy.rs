@@ -6,6 +6,7 @@ mod common;
 use std::io::Write;
 
 use common::*;
+use ringflare::edge::Edge;
 use ringflare::runtime::IoDriver;
 
 fn registered_edge(
@@ -295,7 +296,11 @@ fn error_pages_for_missing_connector_unknown_host_and_origin_failure() {
 fn load_spreads_across_connections_and_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let t = TestTunnel::new();
-    let edge = start_edge(dir.path(), vec![t.edge_tunnel(&["*"])], 2, IoDriver::Poll);
+    // One edge worker: an eyeball prefers the connections on its own core, so with several
+    // workers the spread is over that core's connections only.
+    let mut opts = edge_options(dir.path(), vec![t.edge_tunnel(&["*"])], 2, IoDriver::Poll);
+    opts.workers = 1;
+    let edge = Edge::start(opts).expect("edge starts");
     // Replica A with two HA connections (two listeners), replica B with one.
     let mut peers = Vec::new();
     for (i, (addr, name)) in [

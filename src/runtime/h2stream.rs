@@ -31,6 +31,25 @@ pub async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(
     Ok(())
 }
 
+/// [`send_all`], with END_STREAM on the frame carrying the last bytes (an empty `data` sends
+/// one empty END_STREAM frame): the body's end leaves with its data, not in a frame (and, once
+/// h2 has flushed the data, a TLS record and a write) of its own.
+pub async fn send_all_last(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    loop {
+        if data.is_empty() {
+            return send.send_data(data, true);
+        }
+        let want = data.len().min(MAX_SEND_CHUNK);
+        let granted = poll_fn(|cx| poll_capacity(send, want, cx)).await?;
+        let n = granted.min(data.len());
+        let chunk = data.split_to(n);
+        if data.is_empty() {
+            return send.send_data(chunk, true);
+        }
+        send.send_data(chunk, false)?;
+    }
+}
+
 /// Returns `n` bytes of window to the peer, once they have been written onward.
 pub fn release(recv: &mut RecvStream, n: usize) {
     // Fails only when the stream is already gone, which the next read reports.

@@ -141,6 +141,12 @@ impl BodyWriter for H2BodyWriter {
         .map_err(StreamError::edge)
     }
 
+    async fn write_last(&mut self, data: Bytes) -> Result<(), StreamError> {
+        crate::runtime::h2stream::send_all_last(&mut self.0, data)
+            .await
+            .map_err(StreamError::edge)
+    }
+
     fn abort(&mut self) {
         self.0.send_reset(h2::Reason::INTERNAL_ERROR);
     }

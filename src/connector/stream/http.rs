@@ -532,12 +532,13 @@ async fn stream_body<W: BodyWriter>(
                 }
             }
             Ok(Some(BodyEvent::End { trailers })) => {
-                if !batch.is_empty() {
-                    send.write(batch.split().freeze()).await?;
-                }
                 if trailers.is_empty() {
-                    send.finish(None)?;
+                    // The rest and the end in one frame (a small body: its only frame).
+                    send.write_last(batch.split().freeze()).await?;
                 } else {
+                    if !batch.is_empty() {
+                        send.write(batch.split().freeze()).await?;
+                    }
                     let mut map = HeaderMap::new();
                     for t in trailers {
                         if let Ok(v) = HeaderValue::from_bytes(&t.value) {

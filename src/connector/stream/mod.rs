@@ -112,6 +112,15 @@ pub trait BodyWriter {
     fn write(&mut self, data: Bytes) -> impl Future<Output = Result<(), StreamError>>;
     /// Ends the body, with trailers when there are any.
     fn finish(&mut self, trailers: Option<HeaderMap>) -> Result<(), StreamError>;
+    /// Sends `data` as the end of the body (no trailers). A transport that can mark its last
+    /// frame as the end (HTTP/2 END_STREAM on the DATA frame) does so, instead of an empty
+    /// frame after it that would leave in a write of its own.
+    fn write_last(&mut self, data: Bytes) -> impl Future<Output = Result<(), StreamError>> {
+        async move {
+            self.write(data).await?;
+            self.finish(None)
+        }
+    }
     /// Aborts the body: the visitor sees an incomplete response, never a clean end.
     fn abort(&mut self);
     /// Ready once the edge has reset (cancelled) the stream.
