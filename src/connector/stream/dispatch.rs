@@ -27,26 +27,29 @@ impl Drop for InFlight<'_> {
 
 /// Serves one data stream of any transport; `conn_index` labels logs.
 pub async fn serve<S: EdgeStream>(core: &Core, stream: S, conn_index: u8) {
-    let (head, body, mut respond) = stream.into_parts();
+    let (mut head, body, mut respond) = stream.into_parts();
     let kind = head.kind;
     let counters = core.counters();
     counters.total_requests.fetch_add(1, Relaxed);
     counters.concurrent_requests.fetch_add(1, Relaxed);
     let _guard = InFlight(core);
+    // The stream's task holds this future whole for the stream's life (hours for an idle
+    // WebSocket): services other than HTTP origins are boxed, so that their state is not part
+    // of every stream's task (see the memory budget in the module docs).
     let status = match kind {
         RequestKind::ControlStream => {
             log::warn!(connIndex = conn_index; "edge opened a second control stream; refusing it");
             respond.refuse();
             return;
         }
-        RequestKind::ConfigurationUpdate => config_update(core, body, &mut respond).await,
-        RequestKind::TcpStream => tcp_stream(core, &head, body, &mut respond)
+        RequestKind::ConfigurationUpdate => Box::pin(config_update(core, body, &mut respond)).await,
+        RequestKind::TcpStream => Box::pin(tcp_stream(core, &head, body, &mut respond))
             .await
             .map_err(|e| e.in_rule(None, "warp-routing".into())),
         RequestKind::Http | RequestKind::Websocket => {
             route(
                 core,
-                &head,
+                &mut head,
                 body,
                 &mut respond,
                 kind == RequestKind::Websocket,
@@ -71,7 +74,7 @@ pub async fn serve<S: EdgeStream>(core: &Core, stream: S, conn_index: u8) {
 /// Ingress lookup and the rule's service.
 async fn route<B: super::BodyReader, R: ResponseSender>(
     core: &Core,
-    req: &StreamHead,
+    req: &mut StreamHead,
     body: B,
     respond: &mut R,
     websocket: bool,
@@ -101,7 +104,7 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
     log_request(req, &host, conn_index, index, rule);
     if let Some(access) = rule.access.as_ref().filter(|a| a.required) {
         let token = req.headers.get(super::access::HEADER).map(|v| v.as_bytes());
-        if let super::access::Decision::Deny(reason) = super::access::check(access, token)
+        if let super::access::Decision::Deny(reason) = Box::pin(super::access::check(access, token))
             .await
             .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
         {
@@ -112,7 +115,7 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
     let service = rule.service.to_string();
     let result = match &rule.service {
         Service::Status(code) => status_only(respond, *code),
-        Service::HelloWorld => Ok(super::hello::serve(req, body, respond, websocket)
+        Service::HelloWorld => Ok(Box::pin(super::hello::serve(req, body, respond, websocket))
             .await
             .unwrap_or(200)),
         Service::Http(o) => {
@@ -130,7 +133,7 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
         }
         Service::Stream(s) if websocket => {
             let dest = s.dest.clone();
-            stream_service(req, body, respond, rule, &dest).await
+            Box::pin(stream_service(req, body, respond, rule, &dest)).await
         }
         Service::Bastion if websocket => {
             let dest = req
@@ -139,10 +142,10 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
                 .and_then(|v| v.to_str().ok())
                 .map(jump_destination)
                 .ok_or_else(|| StreamError::refused("Did not receive final destination from client. The --destination flag is likely not set on the client side"))?;
-            stream_service(req, body, respond, rule, &dest).await
+            Box::pin(stream_service(req, body, respond, rule, &dest)).await
         }
         Service::SocksProxy { rules } if websocket => {
-            super::socks::serve_proxy(req, body, respond, rule, rules)
+            Box::pin(super::socks::serve_proxy(req, body, respond, rule, rules))
                 .await
                 .map_err(socks_error)
         }
@@ -203,7 +206,7 @@ fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsPar
 #[allow(clippy::too_many_arguments)]
 async fn http_origin<B: super::BodyReader, R: ResponseSender>(
     core: &Core,
-    req: &StreamHead,
+    req: &mut StreamHead,
     body: B,
     respond: &mut R,
     rule: &Rule,

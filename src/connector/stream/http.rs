@@ -202,9 +202,11 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Proxies one request; on `Outcome::Failed` nothing was sent and `respond` is still usable.
+/// An upgraded request's headers and URI are cleared from `req` once answered (the stream
+/// may then idle for hours).
 pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
     core: &Core,
-    req: &StreamHead,
+    req: &mut StreamHead,
     mut recv: B,
     respond: &mut R,
     d: &Dial,
@@ -214,9 +216,9 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
     let mut first = None;
     if !websocket && d.tls.as_ref().is_some_and(|t| t.http2) {
         // Websockets stay on HTTP/1.1 (no upgrade over h2), as with Go's transport.
-        match h2_client(core, d).await {
+        match Box::pin(h2_client(core, d)).await {
             Ok(H2Choice::H2(client)) => {
-                return proxy_h2(core, req, recv, respond, client, opts).await;
+                return Box::pin(proxy_h2(core, req, recv, respond, client, opts)).await;
             }
             Ok(H2Choice::Http1(stream)) => first = Some(stream),
             Err(e) => return Outcome::Failed(e),
@@ -242,16 +244,33 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
         let reused = pooled.is_some() && !fresh;
         let stream = match pooled.take() {
             Some(s) => s,
+            // Dialing and the exchange are boxed: their state is over before an upgraded
+            // stream starts to idle, so it must not be part of its task (the memory budget in
+            // the module docs of `stream`); one allocation each per request.
             None => match if websocket {
-                dial_upgrade(d, &core.origin_tls).await
+                Box::pin(dial_upgrade(d, &core.origin_tls)).await
             } else {
-                dial(d, &core.origin_tls).await
+                Box::pin(dial(d, &core.origin_tls)).await
             } {
                 Ok(s) => s,
                 Err(e) => return Outcome::Failed(e.into()),
             },
         };
-        match exchange(stream, &head, &out, &mut recv, respond, websocket).await {
+        match Box::pin(exchange(stream, &head, &out, &mut recv, respond, websocket)).await {
+            Exchange::Upgraded {
+                rd,
+                wr,
+                buf,
+                mut send,
+            } => {
+                // The stream may now idle for hours: let go of the request (its headers as
+                // sent to the origin and the encoded head) before piping.
+                drop((out, head, key));
+                req.headers = HeaderMap::new();
+                req.uri = http::Uri::default();
+                super::pipe::pipe_raw(rd, wr, buf, &mut recv, &mut send).await;
+                return Outcome::Responded(101);
+            }
             Exchange::Done { status, reusable } => {
                 if let Some(stream) = reusable {
                     core.pool.checkin(key, stream, opts.keep_alive_connections);
@@ -272,7 +291,16 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
     }
 }
 
-enum Exchange {
+enum Exchange<W> {
+    /// A WebSocket upgrade was answered (101 sent to the edge): the connection and the body
+    /// writer, to be piped once the caller let go of the request.
+    Upgraded {
+        rd: Rd,
+        wr: Wr,
+        /// Origin bytes read past the 101 head.
+        buf: BytesMut,
+        send: W,
+    },
     /// The response went out; `reusable` holds the connection when it can be pooled.
     Done {
         status: u16,
@@ -294,7 +322,7 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
     recv: &mut B,
     respond: &mut R,
     websocket: bool,
-) -> Exchange {
+) -> Exchange<R::Writer> {
     let (mut rd, mut wr) = stream.split();
     if let Err(e) = write_all(&mut wr, head.clone()).await {
         return Exchange::Failed {
@@ -385,15 +413,13 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
         }
     };
     match body_res {
-        None => {
-            if let Some(send) = send.as_mut() {
-                super::pipe::pipe_raw(rd, wr, buf, recv, send).await;
-            }
-            Exchange::Done {
+        None => match send {
+            Some(send) => Exchange::Upgraded { rd, wr, buf, send },
+            None => Exchange::Done {
                 status,
                 reusable: None,
-            }
-        }
+            },
+        },
         Some(Ok(clean)) => {
             let reusable = if clean && keep_alive && upload_ok {
                 crate::connector::origin::reunite(rd, wr)

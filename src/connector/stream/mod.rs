@@ -23,17 +23,31 @@
 //! ([`crate::proto::ws`] is the codec); [`response`] builds HTTP/2 response heads.
 //!
 //! # Memory per stream (budget)
-//! - Idle WebSocket / TCP stream, beyond the socket and h2's own stream state: no origin read
-//!   buffer (plain origin sockets are bare; a waiting read takes a buffer from the core's
-//!   provided-buffer pool only when data arrives, `origin::OriginRead::read_idle`, io_uring
-//!   driver; the poll driver holds one 4 KiB read buffer), the bridge's futures and empty
-//!   buffers, at most one pending pong (125 bytes). TLS origins and the WebSocket-wrapped TCP
-//!   bridge still hold two compat buffers of [`crate::connector::origin::STREAM_SERVICE_BUF`].
-//!   Measured (connector RSS, 2,000 idle upgraded WebSockets via `ringflare bench --mode
-//!   ws-idle`, quickbench build, io_uring): about 15 KiB per stream in all (h2 stream state,
-//!   the stream task, the socket's user-space share), down from about 24 KiB with 2 x 4 KiB
-//!   compat buffers; above the 8 KiB budget, so the task and h2 state are next. `bench e2e`
-//!   ws_idle (10,000): connector peak RSS 234 -> 170 MiB (median of three A/B pairs).
+//! - Idle WebSocket / TCP stream, beyond the socket and h2's own stream state (h2 keeps one
+//!   slab entry of a few hundred bytes per open stream): the stream's task (the `serve`
+//!   future, allocated whole by the executor) and a few small handles; nothing else.
+//!   * No origin read buffer: origin sockets of upgrades and stream services are bare (no
+//!     compat buffers), and a waiting read takes a buffer from the core's provided-buffer pool
+//!     only when data arrives (`origin::OriginRead::read_idle`, io_uring driver; the poll
+//!     driver holds one 4 KiB read buffer). The WebSocket-wrapped TCP bridge and SOCKS read the
+//!     same way (only TLS origins still go through compio's compat layer).
+//!   * No request data: an upgrade's headers, URI, origin request and encoded head are dropped
+//!     once the 101 went out (`http::proxy_http`), before the stream starts to idle.
+//!   * A small task: work that is over before a stream idles or that only rare services need
+//!     (the HTTP exchange up to the response head, dialing, HTTP/2 origins, SOCKS, stream
+//!     services, hello, access checks, configuration pushes) is boxed, so its state is not part
+//!     of every stream's task: measured (`size_of_val` of the spawned future, quickbench
+//!     build) 3,480 bytes, of which piping (`pipe::pipe_raw`) is 1,528; it was 5,440 with
+//!     everything inline.
+//!   * At most one pending pong (125 bytes) and no reassembly buffer while no frame is partly
+//!     received.
+//!
+//!   Measured (connector, 2,000 idle upgraded WebSockets via `ringflare bench --mode ws-idle`
+//!   through 4 HA connections, quickbench build, io_uring, a loaded 2-core machine): RSS
+//!   12.8 KiB per stream, was 16.7-19.1 KiB. Before the change a counting allocator put the
+//!   live heap at 6.1 KiB per stream, 5.45 KiB of it the task; the rest of the RSS is the
+//!   allocator's pages (size classes, pages kept from the opening burst). Next: the task's
+//!   own locals (about 1.9 KiB beyond the piping future) and the allocator's share.
 //! - In flight, upstream: at most one received DATA frame, whose window is released only once
 //!   its bytes went into the origin socket, plus a WebSocket frame being reassembled (at most
 //!   `MAX_FRAME`, paced by the window).
@@ -41,7 +55,10 @@
 //!   h2 queues, which is bounded by the edge's stream window: the connector asks for send
 //!   capacity before reading more from the origin. Decoded body chunks smaller than 16 KiB are
 //!   batched (one DATA frame per origin read), so the queue never holds tiny frames.
-//! - HTTP origin connections: 2 x 64 KiB compat buffers (kept while pooled).
+//! - An HTTP request in flight: its task plus the boxed exchange (response head, body
+//!   framing, the upload alongside), freed when the response ends.
+//! - HTTP origin connections: plain TCP and unix ones are bare sockets (no buffers while
+//!   pooled); TLS origins hold compio's compat buffers and rustls' own.
 
 #![forbid(unsafe_code)]
 

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use compio::net::{TcpStream, ToSocketAddrsAsync};
-use futures_util::io::AsyncWriteExt;
 
 use super::websocket::{
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, decode, send_frame,
@@ -304,17 +303,16 @@ async fn run<B: BodyReader, W: BodyWriter>(
 ) {
     match handshake(recv, send, ws, dialer).await {
         Ok(origin) => {
-            let mut origin = origin.into_compat();
+            let (rd, mut wr) = origin.split();
             let early = ws.payload.split();
             if !early.is_empty()
-                && (origin.write_all(&early).await.is_err() || origin.flush().await.is_err())
+                && (wr.write_bytes(early.freeze()).await.is_err() || wr.flush().await.is_err())
             {
-                let _ = origin.close().await;
+                let _ = wr.close().await;
                 end(send).await;
                 return;
             }
-            let origin = OriginStream::Compat(origin);
-            super::websocket::bridge_from(recv, send, origin, ws.raw.split()).await;
+            super::websocket::bridge_from(recv, send, rd, wr, ws.raw.split()).await;
         }
         Err(e) => {
             log::debug!(error = e.as_str(); "Socks stream handler error");
@@ -465,10 +463,8 @@ fn wrap(tcp: TcpStream, o: &OriginRequest) -> (OriginStream, Option<SocketAddr>)
         },
     );
     let local = tcp.local_addr().ok();
-    (
-        OriginStream::tcp_with(tcp, crate::connector::origin::STREAM_SERVICE_BUF),
-        local,
-    )
+    // A bare socket: the bridge reads it from the core's buffer pool (no stream buffers).
+    (OriginStream::Tcp(tcp), local)
 }
 
 /// Why a handshake message could not be read.

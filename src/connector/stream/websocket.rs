@@ -21,12 +21,11 @@ use std::pin::pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BodyReader, BodyWriter, StreamError};
 
-use crate::connector::origin::OriginStream;
-use crate::connector::origin::http::ReadSize;
+use crate::connector::origin::http::{ReadSize, fill_sized};
+use crate::connector::origin::{OriginRead, OriginStream, OriginWrite};
 pub use crate::proto::ws::{
     Error as WsError, Frame, MAX_FRAME, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
     decode, header,
@@ -55,18 +54,21 @@ pub async fn bridge<B: BodyReader, W: BodyWriter>(
     send: &mut W,
     origin: OriginStream,
 ) {
-    bridge_from(recv, send, origin, BytesMut::new()).await;
+    let (rd, wr) = origin.split();
+    bridge_from(recv, send, rd, wr, BytesMut::new()).await;
 }
 
-/// [`bridge`] with `pending`: edge bytes already received but not yet decoded as frames (a
-/// SOCKS handshake read past its last message).
+/// [`bridge`] on an origin's halves, with `pending`: edge bytes already received but not yet
+/// decoded as frames (a SOCKS handshake read past its last message). A bare origin socket is
+/// read as [`pipe::pipe_raw`](super::pipe::pipe_raw) reads it: from the core's buffer pool
+/// while the stream is idle or interactive, so an idle bridge holds no read buffer.
 pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
     recv: &mut B,
     send: &mut W,
-    origin: OriginStream,
+    mut rd: OriginRead,
+    mut wr: OriginWrite,
     pending: BytesMut,
 ) {
-    let (mut rd, mut wr) = origin.into_compat().split();
     // At most one pong waits to be sent; a newer ping replaces it (RFC 6455 §5.5.3 allows
     // answering only the most recent ping).
     let pong: RefCell<Option<Bytes>> = RefCell::new(None);
@@ -76,13 +78,23 @@ pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
             let mut buf = BytesMut::new();
             let mut size = ReadSize::new();
             loop {
-                match next_down(&mut rd, &mut buf, &mut size, &pong).await {
-                    Down::Control(op, payload) => {
-                        if send_frame(send, op, payload).await.is_err() {
-                            return;
+                let read = {
+                    // One read stays in flight while pongs go out (dropping a completed read
+                    // would lose its bytes).
+                    let mut read = pin!(read_down(&mut rd, &mut buf, &mut size));
+                    loop {
+                        match next_down(read.as_mut(), &pong).await {
+                            Down::Pong(payload) => {
+                                if send_frame(send, OP_PONG, payload).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Down::Read(r) => break r,
                         }
                     }
-                    Down::Data => {
+                };
+                match read {
+                    Ok(n) if n > 0 => {
                         if send_frame(send, OP_BINARY, buf.split().freeze())
                             .await
                             .is_err()
@@ -90,7 +102,7 @@ pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
                             return;
                         }
                     }
-                    Down::End => return,
+                    _ => return,
                 }
             }
         });
@@ -115,7 +127,10 @@ pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
                             *pong.borrow_mut() = Some(f.payload);
                         }
                         Ok(Some(f)) if matches!(f.opcode, OP_CONT | OP_TEXT | OP_BINARY) => {
-                            if wr.write_all(&f.payload).await.is_err() || wr.flush().await.is_err()
+                            if f.payload.is_empty() {
+                                continue;
+                            }
+                            if wr.write_bytes(f.payload).await.is_err() || wr.flush().await.is_err()
                             {
                                 return;
                             }
@@ -128,6 +143,10 @@ pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
                             return;
                         }
                     }
+                }
+                // An idle stream keeps no reassembly buffer.
+                if buf.is_empty() {
+                    buf = BytesMut::new();
                 }
                 // The chunk's window goes back only now that its payload is in the origin
                 // socket (or buffered as the start of a frame, bounded by MAX_FRAME).
@@ -160,49 +179,40 @@ async fn both_until_first<A: Future, B: Future>(
 
 /// What the origin->edge direction does next.
 enum Down {
-    /// A control frame (pong) to send.
-    Control(u8, Bytes),
-    /// New origin bytes are in the buffer.
-    Data,
-    /// The origin closed or failed.
-    End,
+    /// A pong to send (the read stays in flight).
+    Pong(Bytes),
+    /// The origin read completed: bytes appended to the buffer, 0 at EOF, or an error.
+    Read(std::io::Result<usize>),
 }
 
-/// Waits for a pending pong or origin bytes, whichever comes first. The read happens inside
-/// one poll, so a pending read never leaves the buffer half-resized.
-async fn next_down(
-    rd: &mut futures_util::io::ReadHalf<crate::connector::origin::CompatStream>,
+/// One origin read for the origin->edge direction: from the core's buffer pool until a read
+/// fills its buffer (idle or interactive), then straight into `buf`, growing.
+async fn read_down(
+    rd: &mut OriginRead,
     buf: &mut BytesMut,
     size: &mut ReadSize,
+) -> std::io::Result<usize> {
+    if size.is_min() {
+        let n = rd.read_idle(buf, size.get()).await?;
+        size.update(n);
+        Ok(n)
+    } else {
+        fill_sized(rd, buf, size).await
+    }
+}
+
+/// Waits for a pending pong or the origin read, whichever comes first; a pong does not
+/// disturb the read in flight. `up` is polled before `down` in every round
+/// ([`both_until_first`]), so a pong it records needs no wake-up of its own.
+async fn next_down<F: Future<Output = std::io::Result<usize>>>(
+    mut read: std::pin::Pin<&mut F>,
     pong: &RefCell<Option<Bytes>>,
 ) -> Down {
-    use futures_util::io::AsyncRead;
     poll_fn(|cx| {
         if let Some(payload) = pong.borrow_mut().take() {
-            return Poll::Ready(Down::Control(OP_PONG, payload));
+            return Poll::Ready(Down::Pong(payload));
         }
-        let start = buf.len();
-        buf.resize(start + size.get(), 0);
-        let res = std::pin::Pin::new(&mut *rd).poll_read(cx, &mut buf[start..]);
-        match res {
-            Poll::Ready(Ok(n)) if n > 0 => {
-                size.update(n);
-                buf.truncate(start + n);
-                Poll::Ready(Down::Data)
-            }
-            Poll::Ready(_) => {
-                buf.truncate(start);
-                Poll::Ready(Down::End)
-            }
-            Poll::Pending => {
-                buf.truncate(start);
-                if start == 0 {
-                    // Idle: hold no read buffer while waiting (the next poll takes a new one).
-                    *buf = BytesMut::new();
-                }
-                Poll::Pending
-            }
-        }
+        read.as_mut().poll(cx).map(Down::Read)
     })
     .await
 }
