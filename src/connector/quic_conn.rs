@@ -117,9 +117,23 @@ pub(super) async fn serve_once(
 ) -> Result<(), ConnError> {
     let (endpoint, conn) = dial(core, addr).await?;
     let result = serve_conn(core, index, addr, attempt, registered, first, &conn).await;
+    log_stats(index, &conn);
     conn.close(0u32.into(), b"");
     let _ = compio::time::timeout(CLOSE_FLUSH, endpoint.shutdown()).await;
     result
+}
+
+/// quinn's counters for the connection (packets, losses, congestion events, path MTU, RTT,
+/// window): what to look at first when a QUIC connection is slow.
+fn log_stats(index: u8, conn: &Connection) {
+    let s = conn.stats();
+    log::debug!(connIndex = index, rtt:? = s.path.rtt, cwnd = s.path.cwnd, mtu = s.path.current_mtu,
+        sent_packets = s.path.sent_packets, lost_packets = s.path.lost_packets,
+        lost_bytes = s.path.lost_bytes, congestion_events = s.path.congestion_events,
+        udp_tx_datagrams = s.udp_tx.datagrams, udp_tx_ios = s.udp_tx.ios,
+        udp_rx_datagrams = s.udp_rx.datagrams, udp_rx_ios = s.udp_rx.ios,
+        stream_data_blocked = s.frame_tx.stream_data_blocked,
+        data_blocked = s.frame_tx.data_blocked; "QUIC connection stats");
 }
 
 enum Step {

@@ -129,6 +129,13 @@ impl QuicConn {
             .map_err(|_| format!("QUIC handshake timed out after {limit:?}"))?
             .map_err(|e| format!("QUIC handshake failed: {e}"))?;
         let result = self.control(&conn).await;
+        let s = conn.stats();
+        log::debug!(peer:% = self.peer, rtt:? = s.path.rtt, cwnd = s.path.cwnd,
+            mtu = s.path.current_mtu, sent_packets = s.path.sent_packets,
+            lost_packets = s.path.lost_packets, congestion_events = s.path.congestion_events,
+            udp_tx_ios = s.udp_tx.ios, udp_rx_ios = s.udp_rx.ios,
+            max_data = s.frame_tx.max_data, max_stream_data = s.frame_tx.max_stream_data;
+            "QUIC connection stats");
         let reason = match &result {
             Ok(why) | Err(why) => why.as_bytes(),
         };

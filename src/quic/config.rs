@@ -31,9 +31,20 @@ pub const MAX_UDP_PAYLOAD: u16 = 1452;
 /// Bytes of received datagrams buffered per connection before the oldest are dropped; it also
 /// enables the datagram extension (max_datagram_frame_size) toward the peer.
 pub const DATAGRAM_RECEIVE_BUFFER: usize = 1 << 20;
-/// Concurrent bidirectional streams the edge may have open toward the connector, and the
-/// connector toward the edge (one control stream and short RPC streams).
-pub const EDGE_MAX_CONCURRENT_BIDI: u32 = 4096;
+/// quinn's own cap on bytes written but not yet acknowledged, per connection. quic-go has
+/// none (the peer's flow control is the only bound), and quinn's must not bind first: when it
+/// does, every ACK that frees a few packets' worth wakes every stream blocked on it (quinn
+/// reports all of them writable at once), so 64 concurrent downloads spent their CPU on
+/// wake-ups instead of bytes. Kept above any connection window a peer grants in practice
+/// (cloudflared's and the edge's: 30 MiB), so the peer's MAX_DATA, sent once per eighth of its
+/// window, is what paces writers, and memory stays bounded by the peer's window.
+pub const SEND_WINDOW: u64 = 128 << 20;
+/// Concurrent bidirectional streams the edge may have open toward the connector (one per
+/// eyeball request, WebSocket or TCP flow, so long-lived ones add up). cloudflared grants 2^60;
+/// quinn materialises every stream below the highest one a peer opens, so a grant that large
+/// would let one frame make it allocate without bound. 65,536 per connection (four connections:
+/// 262,144 streams) is past what one host's sockets and memory carry, and still bounded.
+pub const EDGE_MAX_CONCURRENT_BIDI: u32 = 65_536;
 /// The connector opens its control stream and a few RPC streams; the edge accepts this many.
 const CONNECTOR_MAX_CONCURRENT_BIDI: u32 = 64;
 
@@ -129,7 +140,7 @@ impl QuicSettings {
             .max_concurrent_uni_streams(VarInt::from_u32(0))
             .stream_receive_window(stream)
             .receive_window(conn)
-            .send_window(self.conn_window)
+            .send_window(SEND_WINDOW)
             .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
             .initial_mtu(initial_packet_size(peer))
             .mtu_discovery_config(self.pmtu_discovery.then(|| {
@@ -151,7 +162,7 @@ impl QuicSettings {
             reason: e.to_string(),
         })?;
         let mut config = ClientConfig::new(Arc::new(crypto));
-        // The limit is on streams the *peer* opens: the edge opens one per request.
+        // The limit is on streams the peer opens: the edge opens one per eyeball request.
         config.transport_config(Arc::new(self.transport(peer, EDGE_MAX_CONCURRENT_BIDI)));
         Ok(config)
     }
@@ -208,6 +219,12 @@ mod tests {
                 .contains("quic-stream-level-flow-control-limit"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn send_window_never_binds_before_the_peer_window() {
+        // quinn's send window binding first wakes every blocked writer on every ACK.
+        assert!(SEND_WINDOW > QuicSettings::default().conn_window);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use compio::quic::{RecvStream, SendStream};
+use futures_util::FutureExt;
 use http::header::HeaderValue;
 use http::{HeaderMap, Uri};
 
@@ -115,6 +116,7 @@ pub async fn open(mut send: SendStream, recv: RecvStream) -> Result<Opened, Open
                 pending,
                 has_body,
                 ended: !has_body,
+                error: None,
             },
         }),
     })
@@ -238,6 +240,13 @@ fn edge_error(e: impl std::fmt::Display) -> StreamError {
     StreamError::new(Side::Edge, Cause::EdgeTransport(e.to_string()))
 }
 
+fn read_error(e: compio::quic::ReadError) -> StreamError {
+    match e {
+        compio::quic::ReadError::Reset(_) => edge_reset(),
+        e => edge_error(e),
+    }
+}
+
 fn edge_reset() -> StreamError {
     StreamError::new(Side::Edge, Cause::EdgeReset)
 }
@@ -249,6 +258,8 @@ pub struct QuicBody {
     pending: Bytes,
     has_body: bool,
     ended: bool,
+    /// A read error met while gathering, reported by the next call.
+    error: Option<compio::quic::ReadError>,
 }
 
 impl BodyReader for QuicBody {
@@ -259,18 +270,46 @@ impl BodyReader for QuicBody {
         if !self.pending.is_empty() {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }
+        if let Some(e) = self.error.take() {
+            return Err(read_error(e));
+        }
         if self.ended {
             return Ok(None);
         }
-        match self.recv.read_chunk(MAX_CHUNK, true).await {
-            Ok(Some(chunk)) => Ok(Some(chunk.bytes)),
+        let first = match self.recv.read_chunk(MAX_CHUNK, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
             Ok(None) => {
                 self.ended = true;
-                Ok(None)
+                return Ok(None);
             }
-            Err(compio::quic::ReadError::Reset(_)) => Err(edge_reset()),
-            Err(e) => Err(edge_error(e)),
+            Err(e) => return Err(read_error(e)),
+        };
+        // quinn hands out one received frame (about a packet) per read: gather what has
+        // already arrived, so the origin gets one write per MAX_CHUNK rather than per packet.
+        let mut gathered: Option<BytesMut> = None;
+        while gathered.as_ref().map_or(first.len(), BytesMut::len) < MAX_CHUNK {
+            let room = MAX_CHUNK - gathered.as_ref().map_or(first.len(), BytesMut::len);
+            match self.recv.read_chunk(room, true).now_or_never() {
+                Some(Ok(Some(next))) => gathered
+                    .get_or_insert_with(|| {
+                        let mut g = BytesMut::with_capacity(MAX_CHUNK);
+                        g.extend_from_slice(&first);
+                        g
+                    })
+                    .extend_from_slice(&next.bytes),
+                Some(Ok(None)) => {
+                    self.ended = true;
+                    break;
+                }
+                // The bytes gathered go first; the error comes with the next call.
+                Some(Err(e)) => {
+                    self.error = Some(e);
+                    break;
+                }
+                None => break,
+            }
         }
+        Ok(Some(gathered.map_or(first, BytesMut::freeze)))
     }
 
     fn release(&mut self, _n: usize) {
