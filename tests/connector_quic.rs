@@ -624,7 +624,7 @@ fn serves_data_streams_io_uring() {
     }
 }
 
-/// An origin answering `GET /<n>` with `n` bytes of [`edge_support::pattern`] (seed: `n`), one
+/// An origin answering `GET /<n>` with `n` bytes of [`common::pattern`] (seed: `n`), one
 /// thread per connection.
 fn bytes_origin() -> SocketAddr {
     use std::io::{BufRead, BufReader, Write};
@@ -649,7 +649,7 @@ fn bytes_origin() -> SocketAddr {
                     .nth(1)
                     .and_then(|p| p.trim_start_matches('/').parse().ok())
                     .unwrap_or(0);
-                let body = edge_support::pattern(n, n as u8);
+                let body = common::pattern(n, n as u8);
                 let mut s = reader.into_inner();
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
                 let _ = s.write_all(head.as_bytes());
@@ -733,7 +733,7 @@ fn a_hundred_concurrent_downloads_over_quic_all_progress() {
                 let mut body = Vec::with_capacity(size);
                 s.read_to_end(&mut body)
                     .map_err(|e| format!("stream {i}: {e} after {} bytes", body.len()))?;
-                if body != edge_support::pattern(size, size as u8) {
+                if body != common::pattern(size, size as u8) {
                     return Err(format!(
                         "stream {i}: {} of {size} bytes, or wrong bytes",
                         body.len()
