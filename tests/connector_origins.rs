@@ -213,3 +213,97 @@ fn http2_origin_multiplexes_requests_over_one_connection() {
         );
     });
 }
+
+/// A TLS origin that answers one WebSocket upgrade per connection with 101 and then echoes
+/// raw bytes (what the connector relays after an upgrade).
+fn wss_origin(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, stream);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if s.write_all(resp.as_bytes())
+                    .and_then(|()| s.flush())
+                    .is_err()
+                {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).and_then(|()| s.flush()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A WebSocket through an https origin (rustls over owned buffers on the origin side): the
+/// upgrade is answered and bytes flow both ways after it, on both io drivers.
+#[test]
+fn websocket_to_https_origin() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(certs.path()).unwrap();
+    let wss = wss_origin(edge_server_config(&ca).unwrap());
+    for driver in ["io_uring", "poll"] {
+        block_on(DriverKind::Poll, async {
+            let edge = TestEdge::new().await;
+            let cfg = edge.dir.path().join("config.yml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "ingress:\n  - hostname: wss.test\n    service: https://{wss}\n    originRequest:\n      noTLSVerify: true\n  - service: http_status:404\n"
+                ),
+            )
+            .unwrap();
+            let _connector = Connector::start(&edge, Some(&cfg), &["--io-driver", driver], &[]);
+            let conn = edge.accept().await;
+            let mut client = conn.client.clone().ready().await.unwrap();
+            let req = http::Request::get("https://wss.test/ws")
+                .header("cf-cloudflared-proxy-connection-upgrade", "websocket")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .body(())
+                .unwrap();
+            let (resp, mut send) = client.send_request(req, false).unwrap();
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200, "{driver}");
+            let mut body = resp.into_body();
+            for round in 0..3 {
+                let msg = format!("round {round} over wss");
+                ringflare::runtime::h2stream::send_all(
+                    &mut send,
+                    bytes::Bytes::from(msg.clone().into_bytes()),
+                )
+                .await
+                .unwrap();
+                let mut got = Vec::new();
+                while got.len() < msg.len() {
+                    let chunk = body.data().await.unwrap().unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                assert_eq!(got, msg.as_bytes(), "{driver}");
+            }
+        });
+    }
+}

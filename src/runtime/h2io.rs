@@ -34,8 +34,9 @@ use std::{
 };
 
 use compio::buf::BufResult;
+use compio::buf::IoBuf as _;
 use compio::io::compat::AsyncStream;
-use compio::io::{AsyncRead as _, AsyncWrite as _, AsyncWriteExt as _};
+use compio::io::{AsyncReadManaged, AsyncWriteExt as _};
 use compio::net::TcpStream;
 use compio::tls::TlsStream;
 use futures_util::io::{AsyncRead as FuturesRead, AsyncWrite as FuturesWrite};
@@ -163,8 +164,19 @@ pub fn connector_h2_server() -> h2::server::Builder {
 /// drivers. One connection holds at most `READ_BUF` of ciphertext plus rustls' own buffers
 /// (its outgoing queue is capped by rustls' buffer limit, 64 KiB by default: when it is full
 /// `poll_write` waits for the socket).
-pub struct RustlsIo<C> {
-    tcp: TcpStream,
+///
+/// # Origin connections ([`tls_connect_lean`])
+/// An origin connection may sit in the keep-alive pool, or under an idle WebSocket, for hours.
+/// Such a connection reads *lean*: while no data is flowing a read takes a buffer from the
+/// core's io_uring provided-buffer pool (the kernel picks one only when data arrives; its bytes
+/// are copied into a `Vec` of exactly their size) and the ciphertext `Vec` is freed as soon as
+/// rustls took it all, so a waiting connection holds no read buffer beyond rustls' own state.
+/// While data is flowing (the last read filled its buffer) it reads `READ_BUF` at a time into
+/// an owned buffer, as the edge connection does. On the poll driver, or when the pool has no
+/// buffer free, a waiting read owns a `LEAN_READ` buffer.
+pub struct RustlsIo<C, T = TcpStream> {
+    /// The socket (TCP or unix); the field keeps its name for the TCP case.
+    tcp: T,
     conn: C,
     /// Ciphertext read but not yet handed to rustls: `rbuf[rpos..]`. `None` while a read
     /// owns the buffer.
@@ -177,7 +189,42 @@ pub struct RustlsIo<C> {
     shutting: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
     /// The peer closed TCP (a read returned 0).
     tcp_eof: bool,
+    /// Read lean (origin connections): see the type's documentation.
+    lean: bool,
+    /// Lean mode: the last read filled its buffer, so more data is probably waiting.
+    busy: bool,
 }
+
+/// A socket rustls can run over: owned-buffer reads (also from the provided-buffer pool) and
+/// writes, and cheap handles to the same descriptor (compio sockets are reference-counted),
+/// so in-flight operations own theirs. compio's `TcpStream` and `UnixStream`.
+pub trait TlsSocket:
+    compio::io::AsyncRead
+    + compio::io::AsyncWrite
+    + AsyncReadManaged
+    + Clone
+    + Unpin
+    + std::fmt::Debug
+    + 'static
+{
+}
+
+impl<T> TlsSocket for T where
+    T: compio::io::AsyncRead
+        + compio::io::AsyncWrite
+        + AsyncReadManaged
+        + Clone
+        + Unpin
+        + std::fmt::Debug
+        + 'static
+{
+}
+
+/// A lean read's owned buffer where the provided-buffer pool cannot serve it: one TLS record.
+const LEAN_READ: usize = 16 * 1024 + 256;
+/// A lean read this long filled its buffer (the core's pool buffers are 4 KiB,
+/// `runtime::driver`): data is flowing.
+const LEAN_FULL: usize = 4 * 1024;
 
 type OpFuture<T> = Pin<Box<dyn Future<Output = BufResult<T, Vec<u8>>>>>;
 
@@ -189,7 +236,7 @@ pub type ClientTlsIo = RustlsIo<rustls::ClientConnection>;
 /// A TLS server (built-in edge side) ready for `h2`.
 pub type ServerTlsIo = RustlsIo<rustls::ServerConnection>;
 
-impl<C> std::fmt::Debug for RustlsIo<C> {
+impl<C, T: std::fmt::Debug> std::fmt::Debug for RustlsIo<C, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RustlsIo")
             .field("tcp", &self.tcp)
@@ -213,6 +260,21 @@ pub async fn tls_connect(
     Ok(io)
 }
 
+/// Connects TLS over `sock` (TCP or unix) as a client to an origin and completes the
+/// handshake. The connection reads lean (see [`RustlsIo`]): an idle one holds no read buffer.
+pub async fn tls_connect_lean<T: TlsSocket>(
+    sock: T,
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+) -> io::Result<RustlsIo<rustls::ClientConnection, T>> {
+    let conn = rustls::ClientConnection::new(config, server_name).map_err(io::Error::other)?;
+    let mut io = RustlsIo::new(sock, conn);
+    io.lean = true;
+    io.rbuf = Some(Vec::new());
+    io.handshake().await?;
+    Ok(io)
+}
+
 /// Accepts TLS over `tcp` as a server (the built-in edge) and completes the handshake.
 pub async fn tls_accept(
     tcp: TcpStream,
@@ -224,12 +286,13 @@ pub async fn tls_accept(
     Ok(io)
 }
 
-impl<C, S> RustlsIo<C>
+impl<C, S, T> RustlsIo<C, T>
 where
     C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
     S: SideData,
+    T: TlsSocket,
 {
-    fn new(tcp: TcpStream, conn: C) -> Self {
+    fn new(tcp: T, conn: C) -> Self {
         Self {
             tcp,
             conn,
@@ -240,12 +303,20 @@ where
             writing: None,
             shutting: None,
             tcp_eof: false,
+            lean: false,
+            busy: false,
         }
     }
 
     /// The rustls connection (ALPN, negotiated key exchange, peer certificates).
     pub fn tls(&self) -> &C {
         &self.conn
+    }
+
+    /// Bytes of ciphertext read buffer this connection holds now (a read in flight owns its
+    /// buffer, counted as 0): what an idle connection costs beyond rustls' own state.
+    pub fn read_buf_capacity(&self) -> usize {
+        self.rbuf.as_ref().map_or(0, Vec::capacity)
     }
 
     /// Drives the handshake to completion, sending what rustls queues (including a fatal
@@ -283,7 +354,12 @@ where
                 let n = self.conn.read_tls(&mut &buf[self.rpos..])?;
                 self.rpos += n;
                 if self.rpos == buf.len() {
-                    buf.clear();
+                    if self.lean && !self.busy {
+                        // Drained and nothing more is known to be waiting: hold no buffer.
+                        *buf = Vec::new();
+                    } else {
+                        buf.clear();
+                    }
                     self.rpos = 0;
                 }
                 self.conn
@@ -298,16 +374,29 @@ where
                 let mut buf = self.rbuf.take().unwrap_or_default();
                 buf.clear();
                 self.rpos = 0;
-                buf.reserve(READ_BUF);
                 let mut tcp = self.tcp.clone();
-                // compio reads into the spare capacity: nothing is zeroed.
-                self.reading = Some(Box::pin(async move { tcp.read(buf).await }));
+                if self.lean && !self.busy {
+                    self.reading = Some(Box::pin(lean_read(tcp, buf)));
+                } else {
+                    buf.reserve(READ_BUF);
+                    // compio reads into the spare capacity: nothing is zeroed.
+                    self.reading = Some(Box::pin(async move { tcp.read(buf).await }));
+                }
             }
             let Some(fut) = self.reading.as_mut() else {
                 continue;
             };
             let BufResult(res, buf) = ready!(fut.as_mut().poll(cx));
             self.reading = None;
+            if let Ok(n) = res {
+                // A read that filled its buffer leaves more waiting: read big while it flows.
+                let full = if self.lean && !self.busy {
+                    LEAN_FULL
+                } else {
+                    buf.capacity()
+                };
+                self.busy = n > 0 && n >= full;
+            }
             self.rbuf = Some(buf);
             match res {
                 Ok(0) => {
@@ -387,10 +476,11 @@ where
     }
 }
 
-impl<C, S> TokioRead for RustlsIo<C>
+impl<C, S, T> TokioRead for RustlsIo<C, T>
 where
     C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
     S: SideData,
+    T: TlsSocket,
 {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -425,10 +515,11 @@ where
     }
 }
 
-impl<C, S> TokioWrite for RustlsIo<C>
+impl<C, S, T> TokioWrite for RustlsIo<C, T>
 where
     C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
     S: SideData,
+    T: TlsSocket,
 {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -489,5 +580,91 @@ where
         // The peer may already be gone; a failed TCP shutdown changes nothing for h2.
         let _ = ready!(fut.as_mut().poll(cx));
         Poll::Ready(Ok(()))
+    }
+}
+
+/// One lean read (see [`RustlsIo`]): from the core's provided-buffer pool where the driver
+/// has one (io_uring), the bytes copied into `buf` (empty on entry) at their exact size;
+/// else an owned read of at most [`LEAN_READ`] into `buf`'s spare capacity.
+async fn lean_read<T: TlsSocket>(mut sock: T, mut buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+    let iouring = compio::runtime::Runtime::with_current(|rt| rt.driver_type().is_iouring());
+    if iouring {
+        match sock.read_managed(0).await {
+            Ok(Some(b)) => {
+                let data = b.as_init();
+                buf.reserve_exact(data.len());
+                buf.extend_from_slice(data);
+                return BufResult(Ok(data.len()), buf);
+            }
+            Ok(None) => return BufResult(Ok(0), buf),
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ResourceBusy
+                        | io::ErrorKind::Unsupported
+                        | io::ErrorKind::OutOfMemory
+                ) =>
+            {
+                return BufResult(Err(e), buf);
+            }
+            // No pool buffer free: an ordinary read will do.
+            Err(_) => {}
+        }
+    }
+    buf.reserve(LEAN_READ);
+    sock.read(buf).await
+}
+
+/// `futures-io` faces of the same stream, for the origin code that splits a connection into
+/// halves for the keep-alive pool (`futures_util::io::split`) and the stream services. A flush
+/// here waits until the kernel has every byte (an HTTP/1.1 request must be out before its
+/// response is awaited); the rest is the `tokio::io` implementation above.
+impl<C, S, T> FuturesRead for RustlsIo<C, T>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+    T: TlsSocket,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut rb = ReadBuf::new(buf);
+        ready!(TokioRead::poll_read(self, cx, &mut rb))?;
+        Poll::Ready(Ok(rb.filled().len()))
+    }
+}
+
+impl<C, S, T> FuturesWrite for RustlsIo<C, T>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+    T: TlsSocket,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        TokioWrite::poll_write(self, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        TokioWrite::poll_write_vectored(self, cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.conn.writer().flush()?;
+        this.poll_flush_tls(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TokioWrite::poll_shutdown(self, cx)
     }
 }

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use h2::client::SendRequest;
 
-use super::PoolKey;
+use super::{CompatStream, OriginStream, PoolKey};
+use crate::runtime::h2io::TokioIo;
 
 /// Live HTTP/2 origin connections of one core.
 #[derive(Default)]
@@ -33,7 +34,31 @@ impl H2Pool {
         }
     }
 
+    /// Registers a live connection (see [`handshake`]) for `key`.
     pub fn insert(&self, key: PoolKey, client: SendRequest<Bytes>) {
         self.conns.borrow_mut().insert(key, client);
     }
+}
+
+/// Starts HTTP/2 over an origin connection that chose it by ALPN and spawns its driver on this
+/// core. A TLS connection goes to `h2` as it is (rustls over owned buffers, no compat layer).
+pub async fn handshake(stream: OriginStream) -> Result<SendRequest<Bytes>, h2::Error> {
+    match stream {
+        OriginStream::Compat(CompatStream::TlsTcp(t)) => start(t).await,
+        OriginStream::Compat(CompatStream::TlsUnix(t)) => start(t).await,
+        // Not reached today (h2 is only chosen by ALPN), kept total.
+        other => start(TokioIo::new(other.into_compat())).await,
+    }
+}
+
+async fn start<T>(io: T) -> Result<SendRequest<Bytes>, h2::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (client, conn) = h2::client::handshake(io).await?;
+    compio::runtime::spawn(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    Ok(client)
 }

@@ -6,9 +6,13 @@
 //! Plain origins of the HTTP exchange are bare compio sockets driven with owned buffers: the
 //! kernel writes straight into the spare capacity of the `BytesMut` the HTTP decoder splits into
 //! `Bytes` for h2 (not zeroed first, no copy), and request head and body `Bytes` go to the kernel
-//! as they are (vectored for chunk framing). TLS origins, HTTP/2 origins and stream services
-//! still use compio's `futures-io` compat stream ([`CompatStream`]): one copy each way, and
-//! rustls' own buffers with TLS.
+//! as they are (vectored for chunk framing). TLS origins are rustls driven over the socket
+//! with owned buffers ([`OriginTlsIo`], `runtime::h2io::RustlsIo`): the kernel writes
+//! ciphertext into an owned buffer (the core's provided-buffer pool while idle, so an idle or
+//! pooled TLS connection holds no read buffer), rustls decrypts it and copies the plaintext
+//! out; HTTP/2 origins hand that stream to `h2` directly. Stream services that need
+//! `futures-io` over a plain socket still use compio's compat stream ([`CompatStream`]): one
+//! copy each way.
 
 #![forbid(unsafe_code)]
 
@@ -28,7 +32,7 @@ use compio::io::compat::AsyncStream;
 use compio::net::{TcpStream, UnixStream};
 use futures_util::io::{AsyncRead, AsyncWrite};
 
-pub use tls::OriginTls;
+pub use tls::{OriginTls, OriginTlsIo};
 
 use super::proxy_connect;
 use super::proxy_env::ProxyUrl;
@@ -45,21 +49,23 @@ pub const STREAM_SERVICE_BUF: usize = 4 * 1024;
 ///
 /// Plain TCP and unix origins of the HTTP exchange are the bare compio sockets, driven with
 /// owned buffers ([`OriginRead`], [`OriginWrite`]): no compat layer, no stream buffers. TLS
-/// origins, HTTP/2 origins and stream services (which use `futures-io`) go through
-/// [`CompatStream`].
+/// origins (rustls over owned buffers, [`OriginTlsIo`]) and plain sockets of stream services
+/// that use `futures-io` are [`CompatStream`]s, whose halves split and reunite the same way.
 pub enum OriginStream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Compat(CompatStream),
 }
 
-/// An origin stream behind `futures-io`: compio's compat layer (own buffers, a copy each way)
-/// or rustls over it.
+/// An origin stream behind `futures-io`: compio's compat layer over a plain socket (own
+/// buffers, a copy each way), or rustls driven over the socket with owned buffers
+/// ([`OriginTlsIo`], no compat layer; an idle one holds no read buffer). `futures-io` here is
+/// only the face the pool's split halves and the stream services use.
 pub enum CompatStream {
     Tcp(Pin<Box<AsyncStream<TcpStream>>>),
     Unix(Pin<Box<AsyncStream<UnixStream>>>),
-    TlsTcp(Box<compio::tls::TlsStream<TcpStream>>),
-    TlsUnix(Box<compio::tls::TlsStream<UnixStream>>),
+    TlsTcp(Box<OriginTlsIo<TcpStream>>),
+    TlsUnix(Box<OriginTlsIo<UnixStream>>),
 }
 
 impl OriginStream {
@@ -451,7 +457,7 @@ pub fn proxy_request(d: &Dial, target: &mut String, headers: &mut Vec<(String, B
     }
 }
 
-/// Plain origins are bare sockets; TLS ones go through rustls behind the compat layer.
+/// Plain origins are bare sockets; TLS ones are rustls over the socket ([`OriginTlsIo`]).
 /// `proxied`: HTTP requests, which honour `HTTP(S)_PROXY`.
 async fn dial_sized(
     d: &Dial,
@@ -715,5 +721,126 @@ mod tests {
             "the socket is polled deeper after {REUSES} reuses: {first_depth:#x} -> {last_depth:#x}"
         );
         assert_eq!(pool.idle_count(&key), 1);
+    }
+
+    /// A keep-alive https origin on loopback answering every request on its connections; the
+    /// counter says how many connections it accepted.
+    fn tls_origin(
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut s = rustls::StreamOwned::new(conn, s);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(resp).and_then(|()| s.flush()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// An https origin connection goes back to the pool and serves the next requests (one TLS
+    /// connection for all of them), and while it sits there it holds no ciphertext read buffer
+    /// (rustls over owned buffers, the buffer released once drained). Both io drivers.
+    #[test]
+    fn https_origin_is_pooled_and_idles_without_a_read_buffer() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::EdgeCa::load_or_create(dir.path()).unwrap();
+        let (addr, accepted) = tls_origin(crate::tls::edge_server_config(&ca).unwrap());
+        for driver in [
+            crate::runtime::DriverKind::IoUring,
+            crate::runtime::DriverKind::Poll,
+        ] {
+            let Ok(rt) = crate::runtime::build_runtime(driver) else {
+                // No io_uring here (blocked by the sandbox): the poll pass still runs.
+                continue;
+            };
+            let before = accepted.load(Ordering::SeqCst);
+            rt.block_on(async {
+                let d = Dial {
+                    target: Target::Tcp {
+                        host: "127.0.0.1".into(),
+                        port: addr.port(),
+                    },
+                    tls: Some(TlsParams {
+                        server_name: "origin.test".into(),
+                        ca_pool: String::new(),
+                        no_verify: true,
+                        http2: false,
+                    }),
+                    connect_timeout: Duration::from_secs(5),
+                    tls_timeout: Duration::from_secs(5),
+                    tcp_keep_alive: Duration::ZERO,
+                };
+                let tls = OriginTls::default();
+                let pool = Pool::default();
+                let key = d.key();
+                for i in 0..20 {
+                    let stream = match pool.checkout(&key, Duration::from_secs(60)) {
+                        Some(s) => s,
+                        None => {
+                            assert_eq!(i, 0, "{driver:?}: the pooled connection was lost at {i}");
+                            dial(&d, &tls).await.unwrap()
+                        }
+                    };
+                    let (mut rd, mut wr) = stream.split();
+                    wr.write_bytes(Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+                        .await
+                        .unwrap();
+                    wr.flush().await.unwrap();
+                    let mut resp = BytesMut::new();
+                    while resp.len() < 40 {
+                        let want = 40 - resp.len();
+                        let n = rd.read_into(&mut resp, want).await.unwrap();
+                        assert!(n > 0, "{driver:?}: origin closed");
+                    }
+                    assert!(resp.ends_with(b"ok"), "{driver:?}: {resp:?}");
+                    let stream = reunite(rd, wr).expect("halves of one connection");
+                    let OriginStream::Compat(CompatStream::TlsTcp(io)) = &stream else {
+                        panic!("{driver:?}: an https origin is not a TLS stream");
+                    };
+                    assert_eq!(
+                        io.read_buf_capacity(),
+                        0,
+                        "{driver:?}: an idle TLS origin connection holds a read buffer"
+                    );
+                    pool.checkin(key.clone(), stream, 4);
+                }
+                assert_eq!(pool.idle_count(&key), 1);
+            });
+            assert_eq!(
+                accepted.load(Ordering::SeqCst) - before,
+                1,
+                "{driver:?}: 20 requests took more than one TLS connection"
+            );
+        }
     }
 }

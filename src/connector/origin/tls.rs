@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compio::tls::TlsConnector;
-use futures_util::io::{AsyncRead, AsyncWrite};
+use crate::runtime::h2io::{self, RustlsIo, TlsSocket};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{WebPkiSupportedAlgorithms, ring::default_provider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -22,39 +21,38 @@ use rustls_pki_types::pem::PemObject;
 use super::{DialError, TlsParams};
 use crate::tls::cloudflare_roots;
 
-/// Per-core cache of origin TLS connectors.
+/// Per-core cache of origin TLS client configs.
 #[derive(Default)]
 pub struct OriginTls {
     /// Keyed by (caPool, noTLSVerify, offer h2).
-    configs: RefCell<HashMap<(String, bool, bool), TlsConnector>>,
+    configs: RefCell<HashMap<(String, bool, bool), Arc<ClientConfig>>>,
 }
+
+/// A TLS origin connection: rustls driven over the socket with owned buffers
+/// ([`RustlsIo`]); an idle one holds no read buffer.
+pub type OriginTlsIo<T> = RustlsIo<rustls::ClientConnection, T>;
 
 impl OriginTls {
     /// TLS handshake over `stream` (TCP or unix), bounded by `timeout`. The flag says whether
     /// the origin chose HTTP/2 by ALPN (only offered for `http2Origin`).
-    pub async fn connect<S>(
+    pub async fn connect<T: TlsSocket>(
         &self,
-        stream: S,
+        stream: T,
         p: &TlsParams,
         timeout: Duration,
         addr: &str,
-    ) -> Result<(compio::tls::TlsStream<S>, bool), DialError>
-    where
-        S: compio::io::util::Splittable + 'static,
-        S::ReadHalf: compio::io::AsyncRead + Unpin,
-        S::WriteHalf: compio::io::AsyncWrite + Unpin,
-        compio::tls::TlsStream<S>: AsyncRead + AsyncWrite + Unpin,
-    {
+    ) -> Result<(OriginTlsIo<T>, bool), DialError> {
         let fail = |reason: String| DialError::Tls {
             addr: addr.to_owned(),
             reason,
         };
-        let connector = self.connector(p).map_err(fail)?;
+        let config = self.config(p).map_err(fail)?;
         let name = p.server_name.trim_start_matches('[').trim_end_matches(']');
-        let handshake = connector.connect(name, stream);
+        let name = ServerName::try_from(name.to_owned()).map_err(|e| fail(e.to_string()))?;
+        let handshake = h2io::tls_connect_lean(stream, config, name);
         match compio::time::timeout(timeout, handshake).await {
             Ok(Ok(tls)) => {
-                let h2 = tls.negotiated_alpn().is_some_and(|p| p.as_ref() == b"h2");
+                let h2 = tls.tls().alpn_protocol() == Some(b"h2");
                 Ok((tls, h2))
             }
             Ok(Err(e)) => Err(fail(e.to_string())),
@@ -62,14 +60,14 @@ impl OriginTls {
         }
     }
 
-    fn connector(&self, p: &TlsParams) -> Result<TlsConnector, String> {
+    fn config(&self, p: &TlsParams) -> Result<Arc<ClientConfig>, String> {
         let key = (p.ca_pool.clone(), p.no_verify, p.http2);
         if let Some(c) = self.configs.borrow().get(&key) {
             return Ok(c.clone());
         }
-        let connector = TlsConnector::from(build(&p.ca_pool, p.no_verify, p.http2)?);
-        self.configs.borrow_mut().insert(key, connector.clone());
-        Ok(connector)
+        let config = build(&p.ca_pool, p.no_verify, p.http2)?;
+        self.configs.borrow_mut().insert(key, config.clone());
+        Ok(config)
     }
 }
 

@@ -634,14 +634,9 @@ async fn h2_client(core: &Core, d: &Dial) -> Result<H2Choice, ProxyError> {
     if !is_h2 {
         return Ok(H2Choice::Http1(stream));
     }
-    let (client, conn) =
-        h2::client::handshake(crate::runtime::h2io::TokioIo::new(stream.into_compat()))
-            .await
-            .map_err(ProxyError::Http2Origin)?;
-    compio::runtime::spawn(async move {
-        let _ = conn.await;
-    })
-    .detach();
+    let client = crate::connector::origin::h2::handshake(stream)
+        .await
+        .map_err(ProxyError::Http2Origin)?;
     let client = client.ready().await.map_err(ProxyError::Http2Origin)?;
     core.h2_pool.insert(key, client.clone());
     Ok(H2Choice::H2(client))
