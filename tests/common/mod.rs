@@ -15,9 +15,7 @@
 //! - [`hashing`]: FNV-1a checksums and deterministic payloads;
 //! - [`wait`]: timeouts, `eventually` (async and blocking) and `block_on`.
 //!
-//! Everything is re-exported flat, so a suite says `mod common; use common::*;`. The old
-//! module paths `connector_support::X` and `edge_support::X` still work: tests/connector_support
-//! and tests/edge_support re-export exactly the names they had from here.
+//! Everything is re-exported flat, so a suite says `mod common; use common::*;`.
 #![allow(dead_code)]
 
 pub mod connector;
