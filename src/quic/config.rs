@@ -40,11 +40,12 @@ pub const DATAGRAM_RECEIVE_BUFFER: usize = 1 << 20;
 /// window, is what paces writers, and memory stays bounded by the peer's window.
 pub const SEND_WINDOW: u64 = 128 << 20;
 /// Concurrent bidirectional streams the edge may have open toward the connector (one per
-/// eyeball request, WebSocket or TCP flow, so long-lived ones add up). cloudflared grants 2^60;
-/// quinn materialises every stream below the highest one a peer opens, so a grant that large
-/// would let one frame make it allocate without bound. 65,536 per connection (four connections:
-/// 262,144 streams) is past what one host's sockets and memory carry, and still bounded.
-pub const EDGE_MAX_CONCURRENT_BIDI: u32 = 65_536;
+/// eyeball request, WebSocket or TCP flow). cloudflared grants 2^60, which quic-go tracks
+/// lazily; quinn allocates a slot for every stream a grant allows, up front (measured: a
+/// 65,536 grant cost four connections 48 MiB of RSS before the first request). 4096 per
+/// connection, 16,384 over four, costs about 3 MiB and is past what the idle-stream budget lets
+/// one host hold.
+pub const EDGE_MAX_CONCURRENT_BIDI: u32 = 4096;
 /// The connector opens its control stream and a few RPC streams; the edge accepts this many.
 const CONNECTOR_MAX_CONCURRENT_BIDI: u32 = 64;
 
