@@ -204,6 +204,41 @@ const READ_POOL_BUFFERS: std::num::NonZero<u16> = std::num::NonZero::new(64).unw
 /// The size of one pool buffer: the smallest read of a stream service.
 const READ_POOL_BUFFER_LEN: usize = 4 * 1024;
 
+/// One read of at most `want` bytes (0: a pool buffer's worth) from the core's provided-buffer
+/// pool, the bytes handed to `take` before the buffer goes back: `Some(Ok(0))` at EOF. `None`
+/// when the pool cannot serve it: the poll driver (whose fallback pool hands a buffer to a read
+/// when it starts, not when data arrives) or no buffer free; the caller then reads into a
+/// buffer of its own.
+pub async fn read_pooled<S: compio::io::AsyncReadManaged>(
+    sock: &mut S,
+    want: usize,
+    take: impl FnOnce(&[u8]),
+) -> Option<io::Result<usize>> {
+    use compio::buf::IoBuf as _;
+    if !Runtime::with_current(|rt| rt.driver_type().is_iouring()) {
+        return None;
+    }
+    match sock.read_managed(want).await {
+        Ok(Some(b)) => {
+            let data = b.as_init();
+            take(data);
+            Some(Ok(data.len()))
+        }
+        Ok(None) => Some(Ok(0)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ResourceBusy
+                    | io::ErrorKind::Unsupported
+                    | io::ErrorKind::OutOfMemory
+            ) =>
+        {
+            None
+        }
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// Builds a compio runtime on exactly `driver` (no silent fallback: the report must stay true).
 pub fn build_runtime(driver: DriverKind) -> Result<Runtime, DriverError> {
     let mut proactor = ProactorBuilder::new();

@@ -34,7 +34,6 @@ use std::{
 };
 
 use compio::buf::BufResult;
-use compio::buf::IoBuf as _;
 use compio::io::compat::AsyncStream;
 use compio::io::{AsyncReadManaged, AsyncWriteExt as _};
 use compio::net::TcpStream;
@@ -587,29 +586,12 @@ where
 /// has one (io_uring), the bytes copied into `buf` (empty on entry) at their exact size;
 /// else an owned read of at most [`LEAN_READ`] into `buf`'s spare capacity.
 async fn lean_read<T: TlsSocket>(mut sock: T, mut buf: Vec<u8>) -> BufResult<usize, Vec<u8>> {
-    let iouring = compio::runtime::Runtime::with_current(|rt| rt.driver_type().is_iouring());
-    if iouring {
-        match sock.read_managed(0).await {
-            Ok(Some(b)) => {
-                let data = b.as_init();
-                buf.reserve_exact(data.len());
-                buf.extend_from_slice(data);
-                return BufResult(Ok(data.len()), buf);
-            }
-            Ok(None) => return BufResult(Ok(0), buf),
-            Err(e)
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::ResourceBusy
-                        | io::ErrorKind::Unsupported
-                        | io::ErrorKind::OutOfMemory
-                ) =>
-            {
-                return BufResult(Err(e), buf);
-            }
-            // No pool buffer free: an ordinary read will do.
-            Err(_) => {}
-        }
+    let take = |data: &[u8]| {
+        buf.reserve_exact(data.len());
+        buf.extend_from_slice(data);
+    };
+    if let Some(r) = super::read_pooled(&mut sock, 0, take).await {
+        return BufResult(r, buf);
     }
     buf.reserve(LEAN_READ);
     sock.read(buf).await

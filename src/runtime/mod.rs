@@ -13,7 +13,7 @@ mod workers;
 
 pub use driver::{
     DriverError, DriverKind, DriverReport, IO_DRIVER_ENV, IoDriver, ParseIoDriverError,
-    build_runtime, select_driver,
+    build_runtime, read_pooled, select_driver,
 };
 pub use net::{SocketError, TcpTuning, apply_tuning, bind_reuseport, set_keepalive, set_nodelay};
 pub use workers::{

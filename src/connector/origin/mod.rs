@@ -36,7 +36,7 @@ pub use tls::{OriginTls, OriginTlsIo};
 
 use super::proxy_connect;
 use super::proxy_env::ProxyUrl;
-use crate::runtime::{TcpTuning, apply_tuning};
+use crate::runtime::{TcpTuning, apply_tuning, read_pooled};
 
 /// Buffer per direction of a stream service's origin socket (WebSocket-wrapped TCP, private
 /// TCP, SOCKS). The compat stream allocates both at once and keeps them for the stream's life,
@@ -209,23 +209,15 @@ impl OriginRead {
     /// hands a buffer to a read when it starts, not when data arrives), it is
     /// [`ReadInto::read_into`].
     pub async fn read_idle(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-        let iouring = compio::runtime::Runtime::with_current(|rt| rt.driver_type().is_iouring());
-        if !iouring {
-            return self.read_into(buf, want).await;
-        }
-        let managed = match self {
-            OriginRead::Tcp(s) => compio::io::AsyncReadManaged::read_managed(s, want).await,
-            OriginRead::Unix(s) => compio::io::AsyncReadManaged::read_managed(s, want).await,
-            OriginRead::Compat(_) => return self.read_into(buf, want).await,
+        let take = |data: &[u8]| buf.extend_from_slice(data);
+        let pooled = match self {
+            OriginRead::Tcp(s) => read_pooled(s, want, take).await,
+            OriginRead::Unix(s) => read_pooled(s, want, take).await,
+            OriginRead::Compat(_) => None,
         };
-        match managed {
-            Ok(Some(b)) => {
-                buf.extend_from_slice(&b);
-                Ok(b.len())
-            }
-            Ok(None) => Ok(0),
-            Err(e) if pool_unavailable(&e) => self.read_into(buf, want).await,
-            Err(e) => Err(e),
+        match pooled {
+            Some(r) => r,
+            None => self.read_into(buf, want).await,
         }
     }
 }
@@ -239,15 +231,6 @@ impl ReadInto for IdleRead<'_> {
     async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
         self.0.read_idle(buf, want.min(STREAM_SERVICE_BUF)).await
     }
-}
-
-/// A managed read failed for want of a pool buffer (every buffer taken, or no pool on this
-/// driver), not because of the socket: an ordinary read will do.
-fn pool_unavailable(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ResourceBusy | io::ErrorKind::Unsupported | io::ErrorKind::OutOfMemory
-    )
 }
 
 impl OriginWrite {
