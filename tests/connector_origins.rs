@@ -217,45 +217,35 @@ fn http2_origin_multiplexes_requests_over_one_connection() {
 /// A TLS origin that answers one WebSocket upgrade per connection with 101 and then echoes
 /// raw bytes (what the connector relays after an upgrade).
 fn wss_origin(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let mut s = rustls::StreamOwned::new(conn, stream);
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-                if s.write_all(resp.as_bytes())
-                    .and_then(|()| s.flush())
-                    .is_err()
-                {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).and_then(|()| s.flush()).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
+    tls_server(config, |mut s| {
+        use std::io::{Read, Write};
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
         }
-    });
-    addr
+        let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        if s.write_all(resp.as_bytes())
+            .and_then(|()| s.flush())
+            .is_err()
+        {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).and_then(|()| s.flush()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// A WebSocket through an https origin (rustls over owned buffers on the origin side): the

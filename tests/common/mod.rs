@@ -41,7 +41,7 @@ pub use hashing::{Fnv, fnv, pattern, payload_chunk};
 pub use mock_edge::{EdgeConn, OpenControl, Reply, Seen, TestEdge, collect, echo_transfer, get};
 #[allow(unused_imports)]
 pub use origins::{
-    EchoOrigin, echo_origin, serve_echo, streaming_echo_origin, tcp_echo, tls_origin,
+    EchoOrigin, echo_origin, serve_echo, streaming_echo_origin, tcp_echo, tls_origin, tls_server,
 };
 #[allow(unused_imports)]
 pub use peer::{Behavior, Peer, PeerConfig, PeerEvent, register_params};

@@ -109,6 +109,15 @@ pub fn tcp_echo() -> SocketAddr {
 /// A TLS echo origin on TCP ([`serve_echo`] behind rustls) with the given server config
 /// (e.g. `edge_server_config` of an `EdgeCa`: SANs `h2.cftunnel.com`, `quic.cftunnel.com`).
 pub fn tls_origin(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    tls_server(config, serve_echo)
+}
+
+/// A TLS origin on TCP: each accepted connection, behind rustls with `config`, is served by
+/// `serve` on its own thread.
+pub fn tls_server(
+    config: Arc<rustls::ServerConfig>,
+    serve: fn(rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>),
+) -> SocketAddr {
     let listener = StdListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -116,7 +125,7 @@ pub fn tls_origin(config: Arc<rustls::ServerConfig>) -> SocketAddr {
             let config = config.clone();
             std::thread::spawn(move || {
                 let conn = rustls::ServerConnection::new(config).unwrap();
-                serve_echo(rustls::StreamOwned::new(conn, stream));
+                serve(rustls::StreamOwned::new(conn, stream));
             });
         }
     });
