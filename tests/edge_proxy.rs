@@ -354,11 +354,22 @@ enum Leave {
 }
 
 fn unregister_drains(how: Leave) {
-    let (_dir, edge, t, peer) = registered_edge(IoDriver::Poll);
+    // One edge worker: both tunnel connections live on the core that accepts every eyeball, so
+    // routing is round robin over the less loaded of the two and the overlapping slow requests
+    // are bound to land on p0 too. With two workers, an eyeball prefers the connection on its
+    // own core, and all four could land on p1's.
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestTunnel::new();
+    let mut opts = edge_options(dir.path(), vec![t.edge_tunnel(&["*"])], 1, IoDriver::Poll);
+    opts.workers = 1;
+    let edge = ringflare::edge::Edge::start(opts).expect("edge starts");
+    let peer = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p0"));
+    peer.expect_registered();
+    assert!(edge.wait_registered(1, WAIT));
     let second = Peer::start(PeerConfig::new(&edge, edge.tunnel_addrs()[0], &t, "p1"));
     second.expect_registered();
     assert!(edge.wait_registered(2, WAIT));
-    // Start slow requests until one is in flight on p0.
+    // Four slow requests, in flight on both connections.
     let addr = edge.eyeball_addr();
     let slow: Vec<_> = (0..4)
         .map(|_| {
