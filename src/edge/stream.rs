@@ -43,6 +43,11 @@ const BODY_QUEUE: usize = 2;
 /// are already received are gathered up to this size, so a bulk download costs one
 /// cross-core message per 64 KiB rather than one per packet.
 const MAX_CHUNK: usize = 64 * 1024;
+/// Received chunks (one STREAM frame's payload each, at most a packet) taken per read.
+const GATHER: usize = 32;
+/// Upper bound on a received chunk's size, for sizing gathers (a chunk is one STREAM frame's
+/// payload, under [`crate::quic::MAX_UDP_PAYLOAD`]; a larger one only costs a reallocation).
+const PACKET: usize = crate::quic::MAX_UDP_PAYLOAD as usize;
 /// Bound on the `ConnectResponse` (preamble excluded): 256 KiB, a few segments.
 const RESPONSE_LIMITS: FrameLimits = FrameLimits {
     max_segments: 16,
@@ -559,37 +564,43 @@ async fn recv_side(
     if !buf.is_empty() && down.send(buf.split().freeze()).await.is_err() {
         return false;
     }
+    let mut chunks: [Bytes; GATHER] = Default::default();
     loop {
-        let first = match recv.read_chunk(MAX_CHUNK, true).await {
-            Ok(Some(chunk)) => chunk.bytes,
+        // Everything already received, up to GATHER packet-sized chunks per call: one look at
+        // the connection state (and one flow-control credit check) per batch, not per packet.
+        let mut n = match recv.read_chunks(&mut chunks).await {
+            Ok(Some(n)) => n,
             Ok(None) => return down.send(Bytes::new()).await.is_ok(),
             Err(_) => return false,
         };
-        // Gather what has already arrived (packet-sized chunks) into one message.
-        let mut chunk = first;
-        let mut gathered: Option<BytesMut> = None;
         let mut ended = false;
-        while gathered.as_ref().map_or(chunk.len(), BytesMut::len) < MAX_CHUNK {
-            match recv.read_chunk(MAX_CHUNK, true).now_or_never() {
-                Some(Ok(Some(next))) => {
-                    let g = gathered.get_or_insert_with(|| {
-                        let mut g = BytesMut::with_capacity(MAX_CHUNK + next.bytes.len());
-                        g.extend_from_slice(&chunk);
-                        g
-                    });
-                    g.extend_from_slice(&next.bytes);
+        let chunk = if n == 1 {
+            std::mem::take(&mut chunks[0])
+        } else {
+            // Gather into one message, reading on (without waiting) up to MAX_CHUNK.
+            let mut gathered = BytesMut::with_capacity(MAX_CHUNK);
+            loop {
+                for c in &mut chunks[..n] {
+                    gathered.extend_from_slice(c);
+                    *c = Bytes::new();
                 }
-                Some(Ok(None)) => {
-                    ended = true;
+                // As many more chunks as surely fit (each is at most a packet).
+                let room = ((MAX_CHUNK - gathered.len().min(MAX_CHUNK)) / PACKET).min(GATHER);
+                if room == 0 {
                     break;
                 }
-                Some(Err(_)) => return false,
-                None => break,
+                match recv.read_chunks(&mut chunks[..room]).now_or_never() {
+                    Some(Ok(Some(more))) => n = more,
+                    Some(Ok(None)) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(_)) => return false,
+                    None => break,
+                }
             }
-        }
-        if let Some(g) = gathered {
-            chunk = g.freeze();
-        }
+            gathered.freeze()
+        };
         if down.send(chunk).await.is_err() {
             return false;
         }
