@@ -8,6 +8,9 @@
 //! Why compio-quic: it runs quinn-proto on the project's runtime (io_uring or poll), with GSO/GRO
 //! and owned buffers, so QUIC connections live on one core like the http2 ones; driving
 //! quinn-proto directly would duplicate its endpoint driver without a measured gain.
+//! compio-quic 0.8.2 is used patched (`compio-quic/` here, `[patch.crates-io]`): as published
+//! it never lets quinn run path MTU discovery on Linux; `compio-quic/PATCHED.md` says why and
+//! when to drop the copy.
 
 mod config;
 mod socket;
