@@ -217,6 +217,31 @@ struct WorkerPlan {
     quic: compio::quic::ServerConfig,
     /// The UDP routes' bound sockets, taken by worker 0.
     udp_routes: std::sync::Mutex<Vec<(UdpRoute, std::net::UdpSocket)>>,
+    /// How many workers run (for spreading the tunnel listeners, [`tunnel_addrs_of`]).
+    workers: usize,
+}
+
+/// The tunnel addresses worker `index` of `workers` accepts TCP connectors on.
+///
+/// With at least as many addresses as workers (production's four HA connections, one per
+/// address, on a machine of up to four cores), each address is listened on by one worker,
+/// round robin: the connections are then spread evenly over the cores, so an eyeball request
+/// finds a tunnel connection on its own core (`registry::route`) instead of crossing to
+/// another core and back (two cross-thread wakes per request on each side). With
+/// `SO_REUSEPORT` on every core the kernel placed them by hash: four connections over two
+/// cores all landed on one an eighth of the time. With fewer addresses than workers every
+/// worker listens on every address, and the kernel spreads the connections.
+fn tunnel_addrs_of(addrs: &[SocketAddr], index: usize, workers: usize) -> Vec<SocketAddr> {
+    if workers > 1 && addrs.len() >= workers {
+        addrs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % workers == index % workers)
+            .map(|(_, a)| *a)
+            .collect()
+    } else {
+        addrs.to_vec()
+    }
 }
 
 impl Edge {
@@ -280,6 +305,9 @@ impl Edge {
             eyeball_tls,
             quic,
             udp_routes: std::sync::Mutex::new(udp_sockets),
+            workers: std::num::NonZeroUsize::new(opts.workers)
+                .or_else(|| std::thread::available_parallelism().ok())
+                .map_or(1, std::num::NonZeroUsize::get),
         });
         let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let config = WorkerConfig {
@@ -509,10 +537,11 @@ async fn worker_main(
     plan: Arc<WorkerPlan>,
     bound_tx: mpsc::Sender<(usize, Result<(), String>)>,
 ) {
-    let mut tunnel_listeners = Vec::with_capacity(plan.tunnel_addrs.len());
-    for addr in &plan.tunnel_addrs {
-        match crate::runtime::bind_reuseport(*addr) {
-            Ok(l) => tunnel_listeners.push((*addr, l)),
+    let tunnel_addrs = tunnel_addrs_of(&plan.tunnel_addrs, ctx.index, plan.workers);
+    let mut tunnel_listeners = Vec::with_capacity(tunnel_addrs.len());
+    for addr in tunnel_addrs {
+        match crate::runtime::bind_reuseport(addr) {
+            Ok(l) => tunnel_listeners.push((addr, l)),
             Err(e) => {
                 let _ = bound_tx.send((ctx.index, Err(e.to_string())));
                 return;
@@ -653,4 +682,28 @@ pub(crate) async fn until_stopped<F: std::future::Future<Output = ()>>(
     let fut = std::pin::pin!(fut);
     let stopped = std::pin::pin!(stop.stopped());
     matches!(select(fut, stopped).await, Either::Left(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_listeners_are_spread_over_the_workers() {
+        let addrs: Vec<SocketAddr> = (1..=4)
+            .map(|i| SocketAddr::from(([127, 0, 0, i], 7844)))
+            .collect();
+        // Four addresses, two workers: two each, every address exactly once.
+        let w0 = tunnel_addrs_of(&addrs, 0, 2);
+        let w1 = tunnel_addrs_of(&addrs, 1, 2);
+        assert_eq!(w0, vec![addrs[0], addrs[2]]);
+        assert_eq!(w1, vec![addrs[1], addrs[3]]);
+        // Four workers: one each.
+        for i in 0..4 {
+            assert_eq!(tunnel_addrs_of(&addrs, i, 4), vec![addrs[i]]);
+        }
+        // Fewer addresses than workers, or one worker: everyone listens on everything.
+        assert_eq!(tunnel_addrs_of(&addrs[..1], 1, 2), vec![addrs[0]]);
+        assert_eq!(tunnel_addrs_of(&addrs, 0, 1), addrs);
+    }
 }

@@ -136,3 +136,36 @@ fn auto_driver_workers_run_on_the_reported_driver() {
     let ran_on = pool.join().pop().unwrap().unwrap();
     assert_eq!(ran_on.is_iouring(), expected == DriverKind::IoUring);
 }
+
+/// A task that is always ready (it wakes itself on every poll) must not keep a worker from
+/// its I/O and timers: the worker drains ready tasks at most `DRAIN_TICKS` ticks before it
+/// polls the driver. Both drivers.
+#[test]
+fn always_ready_task_does_not_starve_timers_or_io() {
+    for driver in [IoDriver::Auto, IoDriver::Poll] {
+        let config = WorkerConfig {
+            threads: NonZeroUsize::new(1),
+            io_driver: driver,
+            no_pinning: true,
+        };
+        let pool = Workers::spawn(config, |_ctx: WorkerCtx| async move {
+            let spinning = compio::runtime::spawn(std::future::poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::<()>::Pending
+            }));
+            compio::time::sleep(Duration::from_millis(20)).await;
+            let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (accepted, connected) = futures_util::future::join(
+                listener.accept(),
+                compio::net::TcpStream::connect(addr),
+            )
+            .await;
+            drop(spinning);
+            accepted.is_ok() && connected.is_ok()
+        })
+        .unwrap();
+        let results = pool.join();
+        assert!(matches!(results[..], [Ok(true)]), "{driver}: {results:?}");
+    }
+}
