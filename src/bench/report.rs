@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::e2e::{Metric, Workload};
 use super::plot::{Series, render_svg};
-use super::stats::Report;
+use super::stats::{Report, STALL_LIMIT};
 
 /// The machine the run happened on.
 #[derive(Debug, Clone, Serialize)]
@@ -127,6 +127,15 @@ impl WorkloadResult {
         }
     }
 
+    /// The longest pause of any transfer, ms: shown for the transfer workloads (MB/s), where
+    /// it is issue 12's stall figure; for 1 KiB requests it would only repeat the latency.
+    pub fn stall_ms(&self) -> Option<f64> {
+        match self.metric {
+            Metric::MbPerS => self.report.as_ref()?.max_stall_ms,
+            Metric::RequestsPerS | Metric::Held => None,
+        }
+    }
+
     /// The value the ratio compares.
     pub fn metric_value(&self) -> Option<f64> {
         let r = self.report.as_ref()?;
@@ -157,7 +166,7 @@ pub fn render_table(res: &Results) -> String {
         m.kernel
     );
     out += &format!(
-        "{:<15} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
+        "{:<15} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>6} {:>9}\n",
         "leg",
         "workload",
         "req/s",
@@ -168,7 +177,8 @@ pub fn render_table(res: &Results) -> String {
         "cpu s/GB",
         "cpu s/100k",
         "RSS MiB",
-        "errors"
+        "errors",
+        "stall ms"
     );
     let origin = res.legs.first();
     for leg in &res.legs {
@@ -194,7 +204,7 @@ pub fn render_table(res: &Results) -> String {
                 continue;
             };
             out += &format!(
-                "{:<15} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>9} {:>9} {:>6}\n",
+                "{:<15} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>9} {:>9} {:>6} {:>9}\n",
                 leg.name,
                 w.workload,
                 r.requests_per_s,
@@ -205,8 +215,19 @@ pub fn render_table(res: &Results) -> String {
                 opt(w.cpu_s_per_gb, 2),
                 opt(w.cpu_s_per_100k_requests, 2),
                 opt(w.connector_peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
-                r.error_total
+                r.error_total,
+                opt(w.stall_ms(), 0)
             );
+            if w.stall_ms().is_some() && r.stalled > 0 {
+                out += &format!(
+                    "{:<15} {:<20} stalled: {} of {} transfers paused over {} s\n",
+                    "",
+                    "",
+                    r.stalled,
+                    r.requests + r.error_total,
+                    STALL_LIMIT.as_secs()
+                );
+            }
             if let Some(note) = &w.note {
                 out += &format!("{:<15} {:<20} note: {note}\n", "", "");
             }
@@ -223,6 +244,7 @@ pub fn render_table(res: &Results) -> String {
     }
     out += "ratio: leg / origin on requests/s (1k_*), MB/s (transfers) or WebSockets held (ws_idle).\n";
     out += "cpu and RSS: the connector process only (utime+stime from /proc/PID/stat, VmHWM).\n";
+    out += "stall ms: transfers only, the longest pause between bytes of any one transfer while it was unfinished.\n";
     out
 }
 
@@ -325,5 +347,60 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(json["legs"][1]["results"][0]["metric"], "requests_per_s");
+    }
+
+    #[test]
+    fn transfer_rows_show_the_longest_stall_and_count_the_stalled() {
+        let suite = workloads(true, None);
+        let (one_k, dl64) = (&suite[1], &suite[5]);
+        assert_eq!(dl64.name, "download_64_streams");
+        let live = LiveCounters::default();
+        let mut s = Stats::new();
+        for gap_ms in [40, 1_700, 300] {
+            s.record(Duration::from_secs(2), 1 << 20, 0, &live);
+            s.record_stall(Duration::from_millis(gap_ms));
+        }
+        let rep = s.report(ReportMeta::default(), Duration::from_secs(2));
+        let leg = LegResult {
+            results: vec![
+                WorkloadResult::new(one_k, Ok(rep.clone()), None, None, Duration::ZERO),
+                WorkloadResult::new(dl64, Ok(rep), None, None, Duration::ZERO),
+            ],
+            ..LegResult::new("ringflare/quic", "ringflare")
+        };
+        let res = Results {
+            machine: Machine {
+                cores: 2,
+                cpu: "test cpu".into(),
+                kernel: "6.1".into(),
+                memory_kib: None,
+            },
+            quick: false,
+            legs: vec![leg],
+        };
+        let table = render_table(&res);
+        let header = table.lines().nth(1).unwrap();
+        assert!(header.trim_end().ends_with("errors  stall ms"), "{header}");
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.contains(name))
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(row("download_64_streams"), "1700");
+        assert_eq!(row("1k_c64"), "-", "no stall figure for 1 KiB requests");
+        assert!(
+            table.contains("stalled: 1 of 3 transfers paused over 1 s"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&res).unwrap();
+        assert_eq!(
+            json["legs"][0]["results"][1]["report"]["max_stall_ms"],
+            1700.0
+        );
     }
 }
