@@ -89,6 +89,10 @@ pub struct WorkloadResult {
     pub connector_peak_rss_kib: Option<u64>,
     /// Anything the harness had to do (e.g. restart a wedged tunnel).
     pub note: Option<String>,
+    /// Connections dropped by full accept queues during the workload (the namespace's
+    /// `TcpExt ListenOverflows` delta: the generator's, the edge's and the origin's
+    /// listeners together; host-wide when the run is not in its own namespace).
+    pub listen_overflows: Option<u64>,
 }
 
 impl WorkloadResult {
@@ -124,6 +128,7 @@ impl WorkloadResult {
             connector_cpu_s: cpu_s,
             connector_peak_rss_kib: peak_rss_kib,
             note: None,
+            listen_overflows: None,
         }
     }
 
@@ -226,6 +231,12 @@ pub fn render_table(res: &Results) -> String {
                     r.stalled,
                     r.requests + r.error_total,
                     STALL_LIMIT.as_secs()
+                );
+            }
+            if let Some(n) = w.listen_overflows.filter(|n| *n > 0) {
+                out += &format!(
+                    "{:<15} {:<20} listen overflows: {n} (connections dropped by full accept queues, each retried by the client 1 s+ later)\n",
+                    "", ""
                 );
             }
             if let Some(note) = &w.note {
@@ -361,11 +372,12 @@ mod tests {
             s.record_stall(Duration::from_millis(gap_ms));
         }
         let rep = s.report(ReportMeta::default(), Duration::from_secs(2));
+        let mut dl = WorkloadResult::new(dl64, Ok(rep.clone()), None, None, Duration::ZERO);
+        dl.listen_overflows = Some(42);
+        let mut small = WorkloadResult::new(one_k, Ok(rep), None, None, Duration::ZERO);
+        small.listen_overflows = Some(0);
         let leg = LegResult {
-            results: vec![
-                WorkloadResult::new(one_k, Ok(rep.clone()), None, None, Duration::ZERO),
-                WorkloadResult::new(dl64, Ok(rep), None, None, Duration::ZERO),
-            ],
+            results: vec![small, dl],
             ..LegResult::new("ringflare/quic", "ringflare")
         };
         let res = Results {
@@ -397,10 +409,16 @@ mod tests {
             table.contains("stalled: 1 of 3 transfers paused over 1 s"),
             "{table}"
         );
+        assert_eq!(
+            table.matches("listen overflows: 42 (").count(),
+            1,
+            "only a workload that overflowed says so: {table}"
+        );
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(
             json["legs"][0]["results"][1]["report"]["max_stall_ms"],
             1700.0
         );
+        assert_eq!(json["legs"][0]["results"][1]["listen_overflows"], 42);
     }
 }
