@@ -291,7 +291,7 @@ fn e2e_quick_smoke() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("leg ") && stdout.contains("ratio"),
+        stdout.contains("leg ") && stdout.contains("ratio") && stdout.contains("stall ms"),
         "{stdout}"
     );
     let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -318,6 +318,25 @@ fn e2e_quick_smoke() {
             if leg["name"] != "origin" {
                 assert!(r["connector_cpu_s"].as_f64().is_some(), "{r}");
                 assert!(u(r, "/connector_peak_rss_kib") > 0, "{r}");
+            }
+        }
+        // The stall figure (issue 12): every transfer workload measures the longest pause
+        // between bytes of any one transfer; the 1 KiB and WebSocket rows show none.
+        for r in results {
+            let stall = r["report"]["max_stall_ms"].as_f64();
+            let transfer = r["metric"] == "mb_per_s";
+            assert_eq!(stall.is_some(), r["report"]["mode"] == "http", "{r}");
+            if transfer {
+                assert!(stall.is_some_and(|ms| ms > 0.0), "{r}");
+                let row = stdout
+                    .lines()
+                    .find(|l| {
+                        l.starts_with(leg["name"].as_str().unwrap())
+                            && l.contains(r["workload"].as_str().unwrap())
+                    })
+                    .unwrap_or_else(|| panic!("no row for {r} in {stdout}"));
+                let shown = row.split_whitespace().last().unwrap();
+                assert!(shown.parse::<f64>().is_ok(), "stall ms column empty: {row}");
             }
         }
         let idle = results.iter().find(|r| r["workload"] == "ws_idle").unwrap();

@@ -12,9 +12,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{
-    Client, Connector, Fnv, TestTunnel, echo_origin, payload_chunk, streaming_echo_origin, tcp_echo,
-};
+use common::{Client, Connector, TestTunnel, echo_origin, streaming_echo_origin, tcp_echo};
 use ringflare::config::Secret;
 use ringflare::config::credentials::{Credentials, encode_token};
 use ringflare::edge::{Edge, EdgeOptions};
@@ -203,54 +201,6 @@ fn every_service_kind_through_the_built_in_edge(proto: Proto) {
     edge.shutdown();
 }
 
-/// Streams `total` bytes up and checks the echo, with a writer thread and this thread reading.
-fn gib_echo(eyeball: SocketAddr, total: u64) {
-    let mut stream = std::net::TcpStream::connect(eyeball).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let head = format!("POST /echo HTTP/1.1\r\nHost: big.test\r\nContent-Length: {total}\r\n\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let up = std::thread::spawn(move || {
-        let mut sum = Fnv::default();
-        let (mut sent, mut i) = (0u64, 0u64);
-        while sent < total {
-            let len = (1usize << 20).min((total - sent) as usize);
-            let chunk = payload_chunk(i, len);
-            sum.update(&chunk);
-            writer.write_all(&chunk).unwrap();
-            sent += len as u64;
-            i += 1;
-        }
-        sum.0
-    });
-    // Read the head, then exactly `total` body bytes, hashing as they arrive.
-    let mut buf = vec![0u8; 1 << 20];
-    let mut head_buf = Vec::new();
-    let body_start = loop {
-        let n = read_retrying(&mut stream, &mut buf);
-        assert!(n > 0, "edge closed before the response head");
-        head_buf.extend_from_slice(&buf[..n]);
-        if let Some(pos) = head_buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&head_buf[..body_start]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut sum = Fnv::default();
-    let mut got = (head_buf.len() - body_start) as u64;
-    sum.update(&head_buf[body_start..]);
-    while got < total {
-        let n = read_retrying(&mut stream, &mut buf);
-        assert!(n > 0, "connection closed after {got} of {total} bytes");
-        sum.update(&buf[..n]);
-        got += n as u64;
-    }
-    assert_eq!(got, total);
-    assert_eq!(up.join().unwrap(), sum.0, "echoed bytes differ");
-}
-
 fn one_gib_both_ways_with_checksums(proto: Proto) {
     let dir = tempfile::tempdir().unwrap();
     let t = TestTunnel::new();
@@ -273,7 +223,7 @@ fn one_gib_both_ways_with_checksums(proto: Proto) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
     let start = std::time::Instant::now();
-    gib_echo(edge.eyeball_addr(), total);
+    common::echo_both_ways(edge.eyeball_addr(), "big.test", total);
     let secs = start.elapsed().as_secs_f64();
     println!(
         "echoed {total} bytes each way in {secs:.2}s ({:.0} MiB/s each way); connector CPU {:.2}s",
@@ -288,7 +238,7 @@ fn edge_restart_reconnects_and_sigterm_finishes_in_flight(proto: Proto) {
     let dir = tempfile::tempdir().unwrap();
     let t = TestTunnel::new();
     let origin = echo_origin();
-    let gate = GatedOrigin::start();
+    let gate = common::GatedOrigin::start();
     let edge = start_edge(dir.path(), &t, vec!["127.0.0.1:0".parse().unwrap()]);
     let addrs = edge.tunnel_addrs().to_vec();
     let cfg = dir.path().join("config.yml");
@@ -349,46 +299,6 @@ fn edge_restart_reconnects_and_sigterm_finishes_in_flight(proto: Proto) {
     assert_eq!(reply.body, b"released");
     assert_eq!(c.wait(WAIT), Some(0), "{}", c.log_text());
     edge.shutdown();
-}
-
-/// An HTTP origin that holds each response until the test releases it: `arrived` says a
-/// request came in, one message on `release` answers it with 200 "released".
-struct GatedOrigin {
-    addr: SocketAddr,
-    arrived: std::sync::mpsc::Receiver<()>,
-    release: std::sync::mpsc::Sender<()>,
-}
-
-impl GatedOrigin {
-    fn start() -> GatedOrigin {
-        use std::io::BufRead;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (arrived_tx, arrived) = std::sync::mpsc::channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            // One request per connection is all the test sends.
-            for stream in listener.incoming().flatten() {
-                let mut reader = std::io::BufReader::new(stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                    line.clear();
-                }
-                let _ = arrived_tx.send(());
-                if release_rx.recv_timeout(Duration::from_secs(120)).is_err() {
-                    return;
-                }
-                let _ = reader
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nreleased");
-            }
-        });
-        GatedOrigin {
-            addr,
-            arrived,
-            release,
-        }
-    }
 }
 
 /// Issue 10 item 4: every reconnect used to leave the old connection's control-stream task
@@ -753,15 +663,4 @@ fn demo_command_serves_hello_world_and_stops_on_ctrl_c() {
         Some(0),
         "demo did not stop cleanly on SIGINT"
     );
-}
-
-/// `Read::read`, retried when a signal interrupts it: reads on sockets with a timeout are not
-/// restarted by the kernel, and other tests in this binary signal the process.
-fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> usize {
-    loop {
-        match stream.read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            other => return other.unwrap(),
-        }
-    }
 }

@@ -4,7 +4,7 @@
 //! opens. Checks the `ConnectRequest` the edge sends (spec §4.3), bodies both ways (with a
 //! length and chunked), a large download, connector errors and hostile responses as 502,
 //! a websocket echo, and that an eyeball going away resets the stream. Stock cloudflared over
-//! QUIC through the edge is tests/quic_edge/run.sh.
+//! QUIC through the edge is tests/stock_cloudflared.rs.
 
 mod common;
 

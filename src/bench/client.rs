@@ -20,7 +20,7 @@ use compio::net::TcpStream;
 use super::io::read_append;
 use super::response::{Response, ResponseReader};
 use super::run::{ConnJob, LoadPlan, Mode, jobs_for};
-use super::stats::{ErrorKind, LiveCounters, Stats};
+use super::stats::{ErrorKind, LiveCounters, StallClock, Stats};
 use super::streams;
 use super::target::request_head;
 
@@ -181,12 +181,17 @@ async fn http_connection(w: &Worker, mut job: ConnJob) {
                 break 'connect;
             };
             sent += 1;
-            let exchange = exchange(w, &stream, buf, &mut reader, head_only);
+            let mut clock = StallClock::start(Instant::now());
+            let exchange = exchange(w, &stream, buf, &mut reader, head_only, &mut clock);
             let (result, returned) = match compio::time::timeout(w.plan.timeout, exchange).await {
                 Ok(r) => r,
                 Err(_) => (Err(ErrorKind::Timeout), BytesMut::new()),
             };
             buf = returned;
+            // A failed or timed-out exchange counts too: its gap runs until it was given up.
+            w.stats
+                .borrow_mut()
+                .record_stall(clock.finish(Instant::now()));
             match result {
                 Ok(resp) => {
                     record_response(w, started, &resp);
@@ -211,39 +216,50 @@ fn record_response(w: &Worker, started: Instant, resp: &Response) {
     stats.record_status(resp.status, w.live());
 }
 
-/// Sends one request and reads its response. Hands the read buffer back in every case.
+/// Sends one request and reads its response, telling `clock` each time bytes move. Hands
+/// the read buffer back in every case.
 async fn exchange(
     w: &Worker,
     stream: &TcpStream,
     buf: BytesMut,
     reader: &mut ResponseReader,
     head_only: bool,
+    clock: &mut StallClock,
 ) -> (Result<Response, ErrorKind>, BytesMut) {
-    if let Err(kind) = send_request(w, stream).await {
+    if let Err(kind) = send_request(w, stream, clock).await {
         return (Err(kind), buf);
     }
-    read_response(stream, buf, reader, head_only).await
+    read_response(stream, buf, reader, head_only, clock).await
 }
 
-async fn send_request(w: &Worker, mut stream: &TcpStream) -> Result<(), ErrorKind> {
+/// Writes the request; each completed write is progress (a tunnel that stops taking an
+/// upload fills the socket buffer, and the next write waits).
+async fn send_request(
+    w: &Worker,
+    mut stream: &TcpStream,
+    clock: &mut StallClock,
+) -> Result<(), ErrorKind> {
     let BufResult(res, _) = stream.write_all(w.request.clone()).await;
     res.map_err(|_| ErrorKind::Io)?;
+    clock.progress(Instant::now());
     let mut remaining = w.streamed_body;
     while remaining > 0 {
         let n = remaining.min(FILL.len() as u64) as usize;
         let BufResult(res, _) = stream.write_all(&FILL[..n]).await;
         res.map_err(|_| ErrorKind::Io)?;
+        clock.progress(Instant::now());
         remaining -= n as u64;
     }
     Ok(())
 }
 
-/// Reads until `reader` has a whole response.
+/// Reads until `reader` has a whole response; each read that returns bytes is progress.
 pub(super) async fn read_response(
     mut stream: &TcpStream,
     mut buf: BytesMut,
     reader: &mut ResponseReader,
     head_only: bool,
+    clock: &mut StallClock,
 ) -> (Result<Response, ErrorKind>, BytesMut) {
     loop {
         match reader.feed(&mut buf, head_only) {
@@ -258,7 +274,7 @@ pub(super) async fn read_response(
                 let r = reader.eof().map_err(|_| ErrorKind::Io);
                 return (r, buf);
             }
-            Ok(_) => {}
+            Ok(_) => clock.progress(Instant::now()),
             Err(_) => return (Err(ErrorKind::Io), buf),
         }
     }

@@ -496,6 +496,7 @@ fn run_measured(
         p.reset_peak_rss();
     }
     let cpu0 = measured.and_then(Proc::cpu);
+    let overflows0 = super::procs::listen_overflows();
     let started = Instant::now();
     let result = run_one(base, w, args);
     let wall = started.elapsed();
@@ -503,7 +504,11 @@ fn run_measured(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    WorkloadResult::new(w, result, cpu, measured.and_then(Proc::peak_rss_kib), wall)
+    let mut r = WorkloadResult::new(w, result, cpu, measured.and_then(Proc::peak_rss_kib), wall);
+    r.listen_overflows = overflows0
+        .zip(super::procs::listen_overflows())
+        .map(|(a, b)| b.saturating_sub(a));
+    r
 }
 
 fn run_one(base: SocketAddr, w: &Workload, args: &E2eArgs) -> Result<super::Report, String> {

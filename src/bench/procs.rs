@@ -111,6 +111,23 @@ impl Drop for Proc {
     }
 }
 
+/// The network namespace's `TcpExt ListenOverflows` from `/proc/net/netstat`: SYNs (or
+/// final ACKs) dropped because a listener's accept queue was full. Each drop costs the client
+/// a retransmit 1 s later (then 3, 7, 15 s after the first try), so a burst of connections
+/// that overflows a backlog shows up as a seconds-long tail of open times.
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    parse_netstat(&text, "TcpExt:", "ListenOverflows")
+}
+
+/// One counter of `/proc/net/netstat` (per prefix, a line of names, then one of values).
+pub fn parse_netstat(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// utime + stime of `pid`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -164,6 +181,32 @@ pub fn wait_for_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_one_netstat_counter_by_name() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                    TcpExt: 3 1246 1250\n\
+                    IpExt: InNoRoutes ListenOverflows\n\
+                    IpExt: 0 99\n";
+        assert_eq!(
+            parse_netstat(text, "TcpExt:", "ListenOverflows"),
+            Some(1246)
+        );
+        assert_eq!(parse_netstat(text, "IpExt:", "ListenOverflows"), Some(99));
+        assert_eq!(parse_netstat(text, "TcpExt:", "Nope"), None);
+        assert_eq!(
+            parse_netstat("TcpExt: ListenOverflows\n", "TcpExt:", "ListenOverflows"),
+            None
+        );
+        assert_eq!(
+            parse_netstat("TcpExt: A\nTcpExt: x\n", "TcpExt:", "A"),
+            None
+        );
+        // The real file, where there is one (any value parses).
+        if let Ok(t) = std::fs::read_to_string("/proc/net/netstat") {
+            assert!(parse_netstat(&t, "TcpExt:", "ListenOverflows").is_some());
+        }
+    }
 
     #[test]
     fn parses_stat_with_hostile_comm_and_status_values() {

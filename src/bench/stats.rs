@@ -3,13 +3,54 @@
 //! Each worker owns its `Stats` (an HDR histogram plus plain counters) and updates it without
 //! atomics or locks; the only cross-thread traffic while running is [`LiveCounters`], which the
 //! owning worker bumps with relaxed atomics so the progress line can read them. This module
-//! does no I/O and reads no clock: callers pass durations in.
+//! does no I/O and reads no clock: callers pass durations and instants in.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// A transfer whose progress paused longer than this counts as stalled (issue 12's target:
+/// "no stream waits more than 1 s with data pending").
+pub const STALL_LIMIT: Duration = Duration::from_secs(1);
+
+/// The longest pause in one transfer's progress: from the moment the request starts going
+/// out until its response is complete (or the exchange fails), the longest time between two
+/// moments bytes moved (a write of request bytes completed, or a read returned response
+/// bytes). The first gap is therefore the time to first byte, the last one the wait for the
+/// end of the response; a stream that starves while others on the same tunnel connection
+/// move shows up here even when its total time looks fine.
+#[derive(Debug, Clone, Copy)]
+pub struct StallClock {
+    /// When bytes last moved (or the exchange began).
+    last: Instant,
+    /// The longest gap seen so far.
+    worst: Duration,
+}
+
+impl StallClock {
+    /// A clock for an exchange that begins at `now`.
+    pub fn start(now: Instant) -> Self {
+        Self {
+            last: now,
+            worst: Duration::ZERO,
+        }
+    }
+
+    /// Bytes moved at `now`.
+    pub fn progress(&mut self, now: Instant) {
+        self.worst = self.worst.max(now.saturating_duration_since(self.last));
+        self.last = self.last.max(now);
+    }
+
+    /// The exchange ended (complete or failed) at `now`: the longest gap, counting the
+    /// one that ends here.
+    pub fn finish(mut self, now: Instant) -> Duration {
+        self.progress(now);
+        self.worst
+    }
+}
 
 /// Highest latency the histogram tracks (larger values are clamped): one hour, in ns.
 const MAX_TRACKABLE_NS: u64 = 3_600_000_000_000;
@@ -124,6 +165,12 @@ pub struct Stats {
     pub errors: ErrorCounts,
     /// Connections (or WebSockets) successfully established.
     pub connections: u64,
+    /// Longest progress gap of any measured transfer ([`StallClock`]), nanoseconds.
+    pub max_stall_ns: u64,
+    /// Transfers whose longest gap was measured (HTTP exchanges, complete or failed).
+    pub stall_samples: u64,
+    /// Of those, the ones whose longest gap exceeded [`STALL_LIMIT`].
+    pub stalled: u64,
 }
 
 impl Default for Stats {
@@ -147,7 +194,18 @@ impl Stats {
             status: [0; 6],
             errors: ErrorCounts::default(),
             connections: 0,
+            max_stall_ns: 0,
+            stall_samples: 0,
+            stalled: 0,
         }
+    }
+
+    /// Records one transfer's longest progress gap ([`StallClock::finish`]).
+    pub fn record_stall(&mut self, gap: Duration) {
+        let ns = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
+        self.max_stall_ns = self.max_stall_ns.max(ns);
+        self.stall_samples += 1;
+        self.stalled += u64::from(gap > STALL_LIMIT);
     }
 
     /// Records one completed exchange.
@@ -190,6 +248,9 @@ impl Stats {
         }
         self.errors.merge(&other.errors);
         self.connections += other.connections;
+        self.max_stall_ns = self.max_stall_ns.max(other.max_stall_ns);
+        self.stall_samples += other.stall_samples;
+        self.stalled += other.stalled;
     }
 }
 
@@ -282,6 +343,11 @@ pub struct Report {
     pub error_total: u64,
     /// Latency at [`curve_percentiles`] (for plots).
     pub percentiles: Vec<PercentilePoint>,
+    /// The longest progress gap of any transfer, ms ([`StallClock`]); `None` when the mode
+    /// does not measure it (only HTTP exchanges do).
+    pub max_stall_ms: Option<f64>,
+    /// Transfers whose longest gap exceeded [`STALL_LIMIT`].
+    pub stalled: u64,
 }
 
 /// Percentiles of the latency curve: 1 - 10^(-i/10) for i = 0..=50 (0% to 99.999%), then 100%.
@@ -353,6 +419,8 @@ impl Stats {
                     latency_us: q(p / 100.0),
                 })
                 .collect(),
+            max_stall_ms: (self.stall_samples > 0).then(|| self.max_stall_ns as f64 / 1e6),
+            stalled: self.stalled,
         }
     }
 }
@@ -412,6 +480,13 @@ impl Report {
             "  errors: {} (connect {}, timeout {}, io {}, protocol {}, 4xx {}, 5xx {})\n",
             self.error_total, e.connect, e.timeout, e.io, e.protocol, e.status_4xx, e.status_5xx
         );
+        if let Some(ms) = self.max_stall_ms {
+            out += &format!(
+                "  longest pause in any transfer: {ms:.1} ms ({} transfers paused over {} s)\n",
+                self.stalled,
+                STALL_LIMIT.as_secs()
+            );
+        }
         out
     }
 }
@@ -447,6 +522,55 @@ mod tests {
         assert_eq!(r.percentiles[0].percentile, 0.0);
         assert!((r.percentiles[50].percentile - 99.999).abs() < 1e-9);
         assert!(r.render_text().contains("errors: 2"));
+    }
+
+    #[test]
+    fn stall_clock_keeps_the_longest_gap_including_the_first_and_last() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = StallClock::start(t0);
+        // Time to first byte 30 ms, then 10 ms steps, a 1.5 s pause, steps again.
+        for at in [30, 40, 50, 1550, 1560] {
+            c.progress(ms(at));
+        }
+        assert_eq!(c.finish(ms(1570)), Duration::from_millis(1500));
+        // The wait for the end of the response counts too.
+        let mut c = StallClock::start(t0);
+        c.progress(ms(5));
+        assert_eq!(c.finish(ms(2005)), Duration::from_millis(2000));
+        // The time to first byte alone.
+        assert_eq!(
+            StallClock::start(t0).finish(ms(700)),
+            Duration::from_millis(700)
+        );
+        // An instant out of order never makes a negative gap or moves the clock back.
+        let mut c = StallClock::start(ms(100));
+        c.progress(ms(50));
+        assert_eq!(c.finish(ms(120)), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn stalls_merge_as_the_worst_and_count_those_over_the_limit() {
+        let live = LiveCounters::default();
+        let (mut a, mut b) = (Stats::new(), Stats::new());
+        a.record_stall(Duration::from_millis(200));
+        a.record_stall(STALL_LIMIT);
+        b.record_stall(Duration::from_millis(1_250));
+        b.record(Duration::from_millis(1), 1, 0, &live);
+        a.merge(&b);
+        let r = a.report(ReportMeta::default(), Duration::from_secs(1));
+        assert_eq!(r.max_stall_ms, Some(1250.0));
+        assert_eq!(r.stalled, 1, "exactly the limit is not a stall");
+        assert!(
+            r.render_text()
+                .contains("longest pause in any transfer: 1250.0 ms (1 transfers")
+        );
+        assert_eq!(
+            Stats::new()
+                .report(ReportMeta::default(), Duration::ZERO)
+                .max_stall_ms,
+            None
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Blocking HTTP/1.1 clients: a keep-alive eyeball connection that parses responses
-//! (Content-Length, chunked with trailers, to EOF) and a one-shot GET.
+//! (Content-Length, chunked with trailers, to EOF), a one-shot GET, and a streamed upload
+//! checked against its echo ([`echo_both_ways`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcp};
+use std::time::Duration;
 
+use super::hashing::{Fnv, payload_chunk};
 use super::wait::WAIT;
 
 /// A parsed HTTP/1.1 response.
@@ -201,4 +204,55 @@ pub fn http_get(addr: &str, path: &str) -> (String, String) {
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// POSTs `total` pseudo-random bytes to `host` through `eyeball` and checks that the response
+/// body (from [`super::streaming_echo_origin`]) is the same bytes: a writer thread streams the
+/// upload while this thread reads and hashes the echo, so nothing is held in memory and both
+/// directions are busy at once.
+pub fn echo_both_ways(eyeball: SocketAddr, host: &str, total: u64) {
+    let mut stream = StdTcp::connect(eyeball).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let head = format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {total}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let up = std::thread::spawn(move || {
+        let mut sum = Fnv::default();
+        let (mut sent, mut i) = (0u64, 0u64);
+        while sent < total {
+            let len = (1usize << 20).min((total - sent) as usize);
+            let chunk = payload_chunk(i, len);
+            sum.update(&chunk);
+            writer.write_all(&chunk).unwrap();
+            sent += len as u64;
+            i += 1;
+        }
+        sum.0
+    });
+    // Read the head, then exactly `total` body bytes, hashing as they arrive.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head_buf = Vec::new();
+    let body_start = loop {
+        let n = read_retrying(&mut stream, &mut buf).unwrap();
+        assert!(n > 0, "edge closed before the response head");
+        head_buf.extend_from_slice(&buf[..n]);
+        if let Some(pos) = head_buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&head_buf[..body_start]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut sum = Fnv::default();
+    let mut got = (head_buf.len() - body_start) as u64;
+    sum.update(&head_buf[body_start..]);
+    while got < total {
+        let n = read_retrying(&mut stream, &mut buf).unwrap();
+        assert!(n > 0, "connection closed after {got} of {total} bytes");
+        sum.update(&buf[..n]);
+        got += n as u64;
+    }
+    assert_eq!(got, total);
+    assert_eq!(up.join().unwrap(), sum.0, "echoed bytes differ");
 }

@@ -11,6 +11,8 @@
 //! - [`eyeball`]: blocking HTTP/1.1 clients (keep-alive eyeball, one-shot GET);
 //! - [`origins`]: small blocking origins on std threads (HTTP echo, streaming echo, TCP echo,
 //!   TLS echo);
+//! - [`stock`]: a third-party connector (stock cloudflared from `RINGFLARE_CLOUDFLARED`) and
+//!   the loopback-only network namespace it runs in;
 //! - [`tunnel`]: tunnel credentials and tokens;
 //! - [`hashing`]: FNV-1a checksums and deterministic payloads;
 //! - [`wait`]: timeouts, `eventually` (async and blocking) and `block_on`.
@@ -26,6 +28,7 @@ pub mod mock_edge;
 pub mod origins;
 pub mod peer;
 pub mod quic_edge;
+pub mod stock;
 pub mod tunnel;
 pub mod wait;
 
@@ -34,17 +37,20 @@ pub use connector::Connector;
 #[allow(unused_imports)]
 pub use edge::{edge_options, start_edge};
 #[allow(unused_imports)]
-pub use eyeball::{Client, Response, http_get};
+pub use eyeball::{Client, Response, echo_both_ways, http_get};
 #[allow(unused_imports)]
 pub use hashing::{Fnv, fnv, pattern, payload_chunk};
 #[allow(unused_imports)]
 pub use mock_edge::{EdgeConn, OpenControl, Reply, Seen, TestEdge, collect, echo_transfer, get};
 #[allow(unused_imports)]
 pub use origins::{
-    EchoOrigin, echo_origin, serve_echo, streaming_echo_origin, tcp_echo, tls_origin, tls_server,
+    EchoOrigin, GatedOrigin, SseOrigin, echo_origin, serve_echo, streaming_echo_origin, tcp_echo,
+    tls_origin, tls_server,
 };
 #[allow(unused_imports)]
 pub use peer::{Behavior, Peer, PeerConfig, PeerEvent, register_params};
+#[allow(unused_imports)]
+pub use stock::{in_loopback_netns, stock_cloudflared};
 #[allow(unused_imports)]
 pub use tunnel::{TestTunnel, token, tunnel_token};
 #[allow(unused_imports)]

@@ -1,5 +1,7 @@
 //! Small blocking origins on std threads, on loopback: an HTTP/1.1 echo (also behind TLS), a
-//! streaming echo, a raw TCP echo. They stop when the test process ends.
+//! streaming echo, a raw TCP echo, an origin that holds its answer until released, and a
+//! server-sent-events origin that sends each event when the test asks. They stop when the
+//! test process ends.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -183,4 +185,95 @@ pub fn streaming_echo_origin() -> SocketAddr {
         }
     });
     addr
+}
+
+/// An HTTP origin that holds each response until the test releases it: `arrived` says a
+/// request came in, one message on `release` answers it with 200 "released".
+pub struct GatedOrigin {
+    pub addr: SocketAddr,
+    pub arrived: std::sync::mpsc::Receiver<()>,
+    pub release: std::sync::mpsc::Sender<()>,
+}
+
+impl GatedOrigin {
+    pub fn start() -> GatedOrigin {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (arrived_tx, arrived) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            // One request per connection is all the test sends.
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = arrived_tx.send(());
+                if release_rx
+                    .recv_timeout(std::time::Duration::from_secs(120))
+                    .is_err()
+                {
+                    return;
+                }
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nreleased");
+            }
+        });
+        GatedOrigin {
+            addr,
+            arrived,
+            release,
+        }
+    }
+}
+
+/// A server-sent-events origin: its first request gets a `text/event-stream` response (no length,
+/// the body ends when the connection closes) whose events `data: event N` go out one at a
+/// time, the next only after the test sends `()` on `next`. A proxy that buffers the stream
+/// leaves the test waiting for the first event, which the origin already sent.
+pub struct SseOrigin {
+    pub addr: SocketAddr,
+    pub next: std::sync::mpsc::Sender<()>,
+}
+
+impl SseOrigin {
+    /// Serves one request with `events` events.
+    pub fn start(events: usize) -> SseOrigin {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (next, next_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let Some(Ok(stream)) = listener.incoming().next() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let w = reader.get_mut();
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
+            if w.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for i in 0..events {
+                if i > 0
+                    && next_rx
+                        .recv_timeout(std::time::Duration::from_secs(60))
+                        .is_err()
+                {
+                    return;
+                }
+                if w.write_all(format!("data: event {i}\n\n").as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        SseOrigin { addr, next }
+    }
 }
