@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use ringflare::cli::{self, Command};
 
+/// mimalloc, built without transparent huge pages (the `no_thp` feature: it never asks for
+/// them with `madvise`). With them, every 2 MiB region of the heap that a stream touches is
+/// resident whole: at 2,000 idle WebSockets (bench ws-idle, 4 HA connections) the connector
+/// held 26 MiB at rest and 14.4 KiB per stream with them, 15 MiB and 7.4 KiB without.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

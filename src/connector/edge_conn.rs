@@ -462,15 +462,17 @@ async fn serve_once(
                 action => action,
             },
             Step::Accept(Some(Ok(accepted))) => {
-                let (req, respond) = *accepted;
                 let kind = classify(
-                    req.headers()
+                    accepted
+                        .0
+                        .headers()
                         .iter()
                         .map(|(n, v)| (n.as_str(), v.as_bytes())),
                 );
                 let control = kind == RequestKind::ControlStream;
                 match state.on(now, Event::Accepted { control }) {
                     Action::StartControl => {
+                        let (req, respond) = *accepted;
                         let task = control_stream(
                             core.clone(),
                             req,
@@ -484,7 +486,14 @@ async fn serve_once(
                     _ => {
                         let core = core.clone();
                         let guard = inflight.enter();
+                        // The task captures the stream still boxed, and unboxes it (freeing
+                        // the box) as it hands it to `serve`: a future keeps what it captures
+                        // for its whole life, which is hours for an idle WebSocket.
                         compio::runtime::spawn(async move {
+                            let (req, respond) = {
+                                let accepted = accepted;
+                                *accepted
+                            };
                             let stream = super::stream::h2::H2Stream { req, respond };
                             super::stream::serve(&core, stream, index).await;
                             drop(guard);

@@ -217,7 +217,9 @@ impl OriginRead {
         };
         match pooled {
             Some(r) => r,
-            None => self.read_into(buf, want).await,
+            // Boxed: the owned read's state is not part of every idle stream's task (an
+            // allocation per read on the poll driver, or while the pool has none free).
+            None => Box::pin(self.read_into(buf, want)).await,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::config_push::config_update;
 use super::error::{Cause, Side, StreamError};
 use super::http::{Outcome, proxy_http};
+use super::pipe::Upgraded;
 use super::status::status_only;
 use super::tcp::{jump_destination, socks_error, stream_service, tcp_stream};
 use super::{EdgeStream, ResponseSender, StreamHead};
@@ -25,61 +26,94 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// An upgraded stream's body reader and writer, for transport `S`.
+type UpgradedOf<S> = Upgraded<<S as EdgeStream>::Body, Writer<S>>;
+type Writer<S> = <<S as EdgeStream>::Respond as ResponseSender>::Writer;
+
 /// Serves one data stream of any transport; `conn_index` labels logs.
-pub async fn serve<S: EdgeStream>(core: &Core, stream: S, conn_index: u8) {
-    let (mut head, body, mut respond) = stream.into_parts();
+///
+/// The stream's task holds this future whole for the stream's life (hours for an idle
+/// WebSocket): everything up to the response head is boxed at once (the stream itself moves
+/// into that box, so the returned future does not carry it) and freed once it is over, so that
+/// an upgraded stream's task holds only the piping (see the memory budget in the module
+/// docs). One allocation per stream.
+pub fn serve<'a, S: EdgeStream + 'a>(
+    core: &'a Core,
+    stream: S,
+    conn_index: u8,
+) -> impl Future<Output = ()> + 'a {
+    let start = Box::pin(start(core, stream, conn_index));
+    async move {
+        let counters = core.counters();
+        counters.total_requests.fetch_add(1, Relaxed);
+        counters.concurrent_requests.fetch_add(1, Relaxed);
+        let _guard = InFlight(core);
+        if let Some(upgraded) = start.await {
+            upgraded.pipe().await;
+            responded(core, 101, conn_index);
+        }
+    }
+}
+
+/// Serves a stream up to its response head, or whole where it never idles as an upgraded
+/// HTTP origin connection does: returns that connection, answered, for the caller to pipe.
+async fn start<S: EdgeStream>(core: &Core, stream: S, conn_index: u8) -> Option<UpgradedOf<S>> {
+    let (head, body, mut respond) = stream.into_parts();
     let kind = head.kind;
-    let counters = core.counters();
-    counters.total_requests.fetch_add(1, Relaxed);
-    counters.concurrent_requests.fetch_add(1, Relaxed);
-    let _guard = InFlight(core);
-    // The stream's task holds this future whole for the stream's life (hours for an idle
-    // WebSocket): services other than HTTP origins are boxed, so that their state is not part
-    // of every stream's task (see the memory budget in the module docs).
+    // Services other than HTTP origins are boxed: an HTTP request's box stays small.
     let status = match kind {
         RequestKind::ControlStream => {
             log::warn!(connIndex = conn_index; "edge opened a second control stream; refusing it");
             respond.refuse();
-            return;
+            return None;
         }
         RequestKind::ConfigurationUpdate => Box::pin(config_update(core, body, &mut respond)).await,
         RequestKind::TcpStream => Box::pin(tcp_stream(core, &head, body, &mut respond))
             .await
             .map_err(|e| e.in_rule(None, "warp-routing".into())),
         RequestKind::Http | RequestKind::Websocket => {
-            route(
-                core,
-                &mut head,
-                body,
-                &mut respond,
-                kind == RequestKind::Websocket,
-                conn_index,
-            )
-            .await
+            let websocket = kind == RequestKind::Websocket;
+            match route(core, &head, body, &mut respond, websocket, conn_index).await {
+                Ok(Served::Upgraded(upgraded)) => return Some(upgraded),
+                Ok(Served::Status(code)) => Ok(code),
+                Err(e) => Err(e),
+            }
         }
     };
     match status {
-        Ok(code) => {
-            counters.response(code);
-            let reason = http::StatusCode::from_u16(code)
-                .ok()
-                .and_then(|c| c.canonical_reason())
-                .unwrap_or("");
-            log::debug!(connIndex = conn_index; "{code} {reason}");
-        }
+        Ok(code) => responded(core, code, conn_index),
         Err(err) => fail(core, &mut respond, &err, conn_index),
     }
+    None
+}
+
+/// Counts and logs a response the stream got.
+fn responded(core: &Core, code: u16, conn_index: u8) {
+    core.counters().response(code);
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("");
+    log::debug!(connIndex = conn_index; "{code} {reason}");
+}
+
+/// How [`route`] served a stream.
+enum Served<B, W> {
+    /// Done, with this status.
+    Status(u16),
+    /// An HTTP origin answered an upgrade: pipe it.
+    Upgraded(Upgraded<B, W>),
 }
 
 /// Ingress lookup and the rule's service.
 async fn route<B: super::BodyReader, R: ResponseSender>(
     core: &Core,
-    req: &mut StreamHead,
+    req: &StreamHead,
     body: B,
     respond: &mut R,
     websocket: bool,
     conn_index: u8,
-) -> Result<u16, StreamError> {
+) -> Result<Served<B, R::Writer>, StreamError> {
     let host = req
         .uri
         .authority()
@@ -109,11 +143,11 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
             .map_err(|e| StreamError::new(Side::Local, Cause::Access(e)))?
         {
             log::error!(connIndex = conn_index; "request filtered by middleware handler (AccessJWTValidator) due to: {reason}");
-            return status_only(respond, 403);
+            return status_only(respond, 403).map(Served::Status);
         }
     }
     let service = rule.service.to_string();
-    let result = match &rule.service {
+    let status = match &rule.service {
         Service::Status(code) => status_only(respond, *code),
         Service::HelloWorld => Ok(Box::pin(super::hello::serve(req, body, respond, websocket))
             .await
@@ -124,12 +158,16 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
                 host: o.host.clone(),
                 port: o.port,
             };
-            http_origin(core, req, body, respond, rule, target, tls, websocket).await
+            return http_origin(core, req, body, respond, rule, target, tls, websocket)
+                .await
+                .map_err(|e| e.in_rule(Some(index), service));
         }
         Service::Unix { path, tls } => {
             let tls = tls.then(|| tls_params(&rule.options, &host, "localhost"));
             let target = Target::Unix { path: path.clone() };
-            http_origin(core, req, body, respond, rule, target, tls, websocket).await
+            return http_origin(core, req, body, respond, rule, target, tls, websocket)
+                .await
+                .map_err(|e| e.in_rule(Some(index), service));
         }
         Service::Stream(s) if websocket => {
             let dest = s.dest.clone();
@@ -155,7 +193,9 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
             ))
         }
     };
-    result.map_err(|e| e.in_rule(Some(index), service))
+    status
+        .map(Served::Status)
+        .map_err(|e| e.in_rule(Some(index), service))
 }
 
 /// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The
@@ -206,14 +246,14 @@ fn tls_params(opts: &OriginRequest, req_host: &str, origin_host: &str) -> TlsPar
 #[allow(clippy::too_many_arguments)]
 async fn http_origin<B: super::BodyReader, R: ResponseSender>(
     core: &Core,
-    req: &mut StreamHead,
+    req: &StreamHead,
     body: B,
     respond: &mut R,
     rule: &Rule,
     target: Target,
     tls: Option<TlsParams>,
     websocket: bool,
-) -> Result<u16, StreamError> {
+) -> Result<Served<B, R::Writer>, StreamError> {
     let o = &rule.options;
     let dial = Dial {
         target,
@@ -223,7 +263,8 @@ async fn http_origin<B: super::BodyReader, R: ResponseSender>(
         tcp_keep_alive: o.tcp_keep_alive,
     };
     match proxy_http(core, req, body, respond, &dial, o, websocket).await {
-        Outcome::Responded(code) => Ok(code),
+        Outcome::Responded(code) => Ok(Served::Status(code)),
+        Outcome::Upgraded(upgraded) => Ok(Served::Upgraded(upgraded)),
         Outcome::Failed(e) => Err(e.into()),
         Outcome::Aborted { status, error } => Err(StreamError::from(error).after_head(status)),
     }

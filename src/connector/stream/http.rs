@@ -27,6 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
+use super::pipe::Upgraded;
 use super::{BodyReader, BodyWriter, ResponseHead, ResponseSender, StreamError, StreamHead};
 use crate::connector::core::Core;
 use crate::connector::origin::http::{
@@ -86,10 +87,15 @@ impl From<ProxyError> for crate::connector::stream::StreamError {
     }
 }
 
-/// What happened to a request, for metrics and logs.
-pub enum Outcome {
+/// What happened to a request, for metrics and logs; `B` and `W` are the stream's body reader
+/// and writer, handed back with an upgraded connection.
+pub enum Outcome<B, W> {
     /// The origin's status was sent to the edge (the body may still have failed later).
     Responded(u16),
+    /// The origin answered a WebSocket upgrade with 101, which went to the edge: the caller
+    /// pipes, once it let go of everything else the request needed (the stream may now idle
+    /// for hours).
+    Upgraded(Upgraded<B, W>),
     /// Nothing was sent before the failure: the caller answers 502.
     Failed(ProxyError),
     /// The head was sent, then the body failed and the stream was reset.
@@ -202,17 +208,17 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Proxies one request; on `Outcome::Failed` nothing was sent and `respond` is still usable.
-/// An upgraded request's headers and URI are cleared from `req` once answered (the stream
-/// may then idle for hours).
+/// An answered upgrade is returned, not piped: the origin request, its encoded head and the
+/// pool key are dropped here, and the caller drops the rest before it pipes.
 pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
     core: &Core,
-    req: &mut StreamHead,
+    req: &StreamHead,
     mut recv: B,
     respond: &mut R,
     d: &Dial,
     opts: &OriginRequest,
     websocket: bool,
-) -> Outcome {
+) -> Outcome<B, R::Writer> {
     let mut first = None;
     if !websocket && d.tls.as_ref().is_some_and(|t| t.http2) {
         // Websockets stay on HTTP/1.1 (no upgrade over h2), as with Go's transport.
@@ -244,9 +250,10 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
         let reused = pooled.is_some() && !fresh;
         let stream = match pooled.take() {
             Some(s) => s,
-            // Dialing and the exchange are boxed: their state is over before an upgraded
-            // stream starts to idle, so it must not be part of its task (the memory budget in
-            // the module docs of `stream`); one allocation each per request.
+            // Dialing and the exchange are boxed: `serve`'s start box, which this future is
+            // part of, is as large as its largest state, and stream services that idle for
+            // hours hold that box (the memory budget in the module docs of `stream`); one
+            // allocation each per request.
             None => match if websocket {
                 Box::pin(dial_upgrade(d, &core.origin_tls)).await
             } else {
@@ -257,19 +264,14 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
             },
         };
         match Box::pin(exchange(stream, &head, &out, &mut recv, respond, websocket)).await {
-            Exchange::Upgraded {
-                rd,
-                wr,
-                buf,
-                mut send,
-            } => {
-                // The stream may now idle for hours: let go of the request (its headers as
-                // sent to the origin and the encoded head) before piping.
-                drop((out, head, key));
-                req.headers = HeaderMap::new();
-                req.uri = http::Uri::default();
-                super::pipe::pipe_raw(rd, wr, buf, &mut recv, &mut send).await;
-                return Outcome::Responded(101);
+            Exchange::Upgraded { rd, wr, buf, send } => {
+                return Outcome::Upgraded(Upgraded {
+                    rd,
+                    wr,
+                    leftover: buf,
+                    recv,
+                    send,
+                });
             }
             Exchange::Done { status, reusable } => {
                 if let Some(stream) = reusable {
@@ -688,7 +690,7 @@ async fn proxy_h2<B: BodyReader, R: ResponseSender>(
     respond: &mut R,
     mut client: h2::client::SendRequest<Bytes>,
     opts: &OriginRequest,
-) -> Outcome {
+) -> Outcome<B, R::Writer> {
     let out = outgoing(core, req, recv.is_end(), opts, false);
     let authority = out
         .headers

@@ -25,29 +25,38 @@
 //! # Memory per stream (budget)
 //! - Idle WebSocket / TCP stream, beyond the socket and h2's own stream state (h2 keeps one
 //!   slab entry of a few hundred bytes per open stream): the stream's task (the `serve`
-//!   future, allocated whole by the executor) and a few small handles; nothing else.
+//!   future, allocated whole by the executor), one origin read in flight (compio's op, a
+//!   few hundred bytes, no buffer) and a few small handles; nothing else.
 //!   * No origin read buffer: origin sockets of upgrades and stream services are bare (no
 //!     compat buffers), and a waiting read takes a buffer from the core's provided-buffer pool
 //!     only when data arrives (`origin::OriginRead::read_idle`, io_uring driver; the poll
 //!     driver holds one 4 KiB read buffer). The WebSocket-wrapped TCP bridge and SOCKS read the
-//!     same way (only TLS origins still go through compio's compat layer).
-//!   * No request data: an upgrade's headers, URI, origin request and encoded head are dropped
-//!     once the 101 went out (`http::proxy_http`), before the stream starts to idle.
-//!   * A small task: work that is over before a stream idles or that only rare services need
-//!     (the HTTP exchange up to the response head, dialing, HTTP/2 origins, SOCKS, stream
-//!     services, hello, access checks, configuration pushes) is boxed, so its state is not part
-//!     of every stream's task: measured (`size_of_val` of the spawned future, quickbench
-//!     build) 3,480 bytes, of which piping (`pipe::pipe_raw`) is 1,528; it was 5,440 with
-//!     everything inline.
+//!     same way; TLS origins read lean through rustls (`runtime::h2io::RustlsIo`).
+//!   * No request data: everything up to the response head (the request's head, ingress
+//!     match, dialing, the HTTP exchange, the origin request and its encoded head) runs in one
+//!     box that [`serve`] allocates per stream and frees once the 101 went out
+//!     (`http::proxy_http` hands the answered connection back as a `pipe::Upgraded`).
+//!   * A small task: an upgraded stream's task then holds only the piping
+//!     (`pipe::Upgraded::pipe`): the origin halves, the body reader and writer, the idle
+//!     origin read and the wait for the next edge chunk. Origin writes and bulk reads are
+//!     boxed per operation (they exist only while data flows); the http2 transport spawns the
+//!     task with the accepted stream still boxed (a future keeps what it captures for its
+//!     whole life). Measured (`size_of_val` of the spawned future, quickbench build): 1,192
+//!     bytes, was 4,952. Services that run whole (WebSocket-wrapped TCP, private TCP, SOCKS,
+//!     hello) still hold the start box and their own box while they idle.
 //!   * At most one pending pong (125 bytes) and no reassembly buffer while no frame is partly
 //!     received.
+//!   * The allocator: mimalloc is built without transparent huge pages (`main.rs`), which
+//!     made every 2 MiB heap region a stream touched resident whole.
 //!
 //!   Measured (connector, 2,000 idle upgraded WebSockets via `ringflare bench --mode ws-idle`
-//!   through 4 HA connections, quickbench build, io_uring, a loaded 2-core machine): RSS
-//!   12.8 KiB per stream, was 16.7-19.1 KiB. Before the change a counting allocator put the
-//!   live heap at 6.1 KiB per stream, 5.45 KiB of it the task; the rest of the RSS is the
-//!   allocator's pages (size classes, pages kept from the opening burst). Next: the task's
-//!   own locals (about 1.9 KiB beyond the piping future) and the allocator's share.
+//!   through 4 HA connections, http2, quickbench build, io_uring, a loaded 2-core machine;
+//!   medians of 3 runs, RSS while held minus RSS at rest): 5.2 KiB per stream, was 12.5; at
+//!   rest 15 MiB, was 26; peak RSS 33 MiB, was 54. The peak is now mostly the opening burst
+//!   (streams between accept and their 101, each with its request and exchange state), not
+//!   the idle streams. 10,000 idle WebSockets (`bench e2e --workloads ws_idle`, one run each):
+//!   peak RSS 74.5 MiB over http2 (was 126.7; cloudflared 2026.8.2: 530.7), 83.5 MiB over
+//!   QUIC (was 131.9; cloudflared: 583.2).
 //! - In flight, upstream: at most one received DATA frame, whose window is released only once
 //!   its bytes went into the origin socket, plus a WebSocket frame being reassembled (at most
 //!   `MAX_FRAME`, paced by the window).
@@ -55,10 +64,11 @@
 //!   h2 queues, which is bounded by the edge's stream window: the connector asks for send
 //!   capacity before reading more from the origin. Decoded body chunks smaller than 16 KiB are
 //!   batched (one DATA frame per origin read), so the queue never holds tiny frames.
-//! - An HTTP request in flight: its task plus the boxed exchange (response head, body
-//!   framing, the upload alongside), freed when the response ends.
+//! - An HTTP request in flight: its task plus the start box and, inside it, the boxed
+//!   exchange (response head, body framing, the upload alongside), freed when the response
+//!   ends.
 //! - HTTP origin connections: plain TCP and unix ones are bare sockets (no buffers while
-//!   pooled); TLS origins hold compio's compat buffers and rustls' own.
+//!   pooled); TLS origins hold rustls' own state and no read buffer while idle.
 
 #![forbid(unsafe_code)]
 

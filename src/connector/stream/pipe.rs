@@ -15,12 +15,42 @@ use super::{BodyReader, BodyWriter};
 use crate::connector::origin::http::{ReadSize, fill_sized};
 use crate::connector::origin::{OriginRead, OriginWrite};
 
+/// An upgraded stream, answered and ready to pipe: the origin's halves, origin bytes already
+/// read past the 101 head, and the stream's request body and response writer. Everything the
+/// request needed up to the 101 is gone by the time this exists: the stream's task holds only
+/// this and the piping future while the stream idles (the memory budget in the module docs of
+/// `stream`).
+pub struct Upgraded<B, W> {
+    pub rd: OriginRead,
+    pub wr: OriginWrite,
+    /// Origin bytes read past the response head.
+    pub leftover: BytesMut,
+    pub recv: B,
+    pub send: W,
+}
+
+impl<B: BodyReader, W: BodyWriter> Upgraded<B, W> {
+    /// [`pipe_raw`] until either side ends. The parts are piped where they are (a future
+    /// keeps its arguments for its whole life: moving them on would store them twice).
+    pub async fn pipe(mut self) {
+        let s = &mut self;
+        pipe_raw(
+            &mut s.rd,
+            &mut s.wr,
+            &mut s.leftover,
+            &mut s.recv,
+            &mut s.send,
+        )
+        .await;
+    }
+}
+
 /// Pipes until either direction ends, then ends the h2 stream. `leftover` holds origin bytes
 /// already read (e.g. after a 101 response head).
 pub async fn pipe_raw<B: BodyReader, W: BodyWriter>(
-    mut rd: OriginRead,
-    mut wr: OriginWrite,
-    mut leftover: BytesMut,
+    rd: &mut OriginRead,
+    wr: &mut OriginWrite,
+    leftover: &mut BytesMut,
     recv: &mut B,
     send: &mut W,
 ) {
@@ -30,18 +60,20 @@ pub async fn pipe_raw<B: BodyReader, W: BodyWriter>(
                 send.write(leftover.split().freeze()).await.ok()?;
             }
             // Let go of the head buffer's allocation: this stream may now sit idle for hours.
-            leftover = BytesMut::new();
+            *leftover = BytesMut::new();
             let mut size = ReadSize::new();
             loop {
                 // Until a read fills its buffer the stream is interactive or idle: read from
                 // the core's buffer pool so that a waiting read holds no buffer; bulk
                 // transfers then read straight into `leftover`, growing.
                 let read = if size.is_min() {
-                    rd.read_idle(&mut leftover, size.get())
+                    rd.read_idle(leftover, size.get())
                         .await
                         .inspect(|&n| size.update(n))
                 } else {
-                    fill_sized(&mut rd, &mut leftover, &mut size).await
+                    // Boxed: only a busy stream reads this way, and its state is not part of
+                    // every idle stream's task (one allocation per bulk read).
+                    Box::pin(fill_sized(rd, leftover, &mut size)).await
                 };
                 match read {
                     Ok(0) | Err(_) => return Some(()),
@@ -49,7 +81,7 @@ pub async fn pipe_raw<B: BodyReader, W: BodyWriter>(
                 }
             }
         });
-        let up = pin!(edge_to_origin(recv, &mut wr));
+        let up = pin!(edge_to_origin(recv, wr));
         first_of(down, up).await;
     }
     let _ = wr.close().await;
@@ -60,7 +92,9 @@ pub async fn pipe_raw<B: BodyReader, W: BodyWriter>(
 pub async fn edge_to_origin<B: BodyReader>(recv: &mut B, wr: &mut OriginWrite) -> Option<()> {
     while let Some(chunk) = recv.chunk().await.ok()? {
         let n = chunk.len();
-        wr.write_bytes(chunk).await.ok()?;
+        // Boxed: the write's state (most of this future's) exists only while data flows, not
+        // while the stream idles waiting for the next chunk (one allocation per chunk).
+        Box::pin(wr.write_bytes(chunk)).await.ok()?;
         wr.flush().await.ok()?;
         recv.release(n);
     }

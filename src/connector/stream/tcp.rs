@@ -157,8 +157,9 @@ pub(super) async fn tcp_stream<B: BodyReader, R: ResponseSender>(
         counters
             .connect_latency
             .observe(started.elapsed().as_millis() as f64);
-        let (rd, wr) = origin.split();
-        pipe_raw(rd, wr, bytes::BytesMut::new(), &mut recv, &mut send).await;
+        let (mut rd, mut wr) = origin.split();
+        let mut leftover = bytes::BytesMut::new();
+        pipe_raw(&mut rd, &mut wr, &mut leftover, &mut recv, &mut send).await;
         Ok(101)
     }
     .await;

@@ -130,7 +130,10 @@ pub async fn bridge_from<B: BodyReader, W: BodyWriter>(
                             if f.payload.is_empty() {
                                 continue;
                             }
-                            if wr.write_bytes(f.payload).await.is_err() || wr.flush().await.is_err()
+                            // Boxed: the write's state exists only while data flows, not in
+                            // every idle bridge's task (one allocation per frame).
+                            if Box::pin(wr.write_bytes(f.payload)).await.is_err()
+                                || wr.flush().await.is_err()
                             {
                                 return;
                             }
@@ -197,7 +200,8 @@ async fn read_down(
         size.update(n);
         Ok(n)
     } else {
-        fill_sized(rd, buf, size).await
+        // Boxed: only a busy stream reads this way (one allocation per bulk read).
+        Box::pin(fill_sized(rd, buf, size)).await
     }
 }
 
