@@ -117,6 +117,7 @@ pub async fn open(mut send: SendStream, recv: RecvStream) -> Result<Opened, Open
                 pending,
                 has_body,
                 ended: !has_body,
+                fin_read: false,
                 error: None,
             },
         }),
@@ -150,12 +151,6 @@ async fn read_first(mut recv: RecvStream) -> Result<(RecvStream, First), OpenErr
             None => read_more(&mut recv, &mut data).await?,
         }
     };
-    if !has_body && data.is_empty() {
-        // A request without a body: the edge's FIN usually came with it. Reading it now marks
-        // the receive side complete, so dropping it later sends no STOP_SENDING (quinn sends
-        // one for a stream whose end was never read, and the edge answers it).
-        let _ = recv.read_chunk(MAX_CHUNK, true).now_or_never();
-    }
     Ok((recv, First::Data(head, has_body, data)))
 }
 
@@ -291,6 +286,8 @@ pub struct QuicBody {
     pending: Bytes,
     has_body: bool,
     ended: bool,
+    /// The stream's end was read (quinn then sends no STOP_SENDING when it is dropped).
+    fin_read: bool,
     /// A read error met while gathering, reported by the next call.
     error: Option<compio::quic::ReadError>,
 }
@@ -313,6 +310,7 @@ impl BodyReader for QuicBody {
             Ok(Some(chunk)) => chunk.bytes,
             Ok(None) => {
                 self.ended = true;
+                self.fin_read = true;
                 return Ok(None);
             }
             Err(e) => return Err(read_error(e)),
@@ -332,6 +330,7 @@ impl BodyReader for QuicBody {
                     .extend_from_slice(&next.bytes),
                 Some(Ok(None)) => {
                     self.ended = true;
+                    self.fin_read = true;
                     break;
                 }
                 // The bytes gathered go first; the error comes with the next call.
@@ -351,6 +350,19 @@ impl BodyReader for QuicBody {
 
     fn is_end(&self) -> bool {
         self.ended && self.pending.is_empty()
+    }
+}
+
+impl Drop for QuicBody {
+    fn drop(&mut self) {
+        // A request without a body (or one read to its length): the edge's FIN has usually
+        // arrived by now. Reading it marks the receive side complete, so dropping it sends no
+        // STOP_SENDING (quinn sends one for a stream whose end was never read, and the edge
+        // answers it). Done here, at the stream's end, so that whatever quinn sends for it
+        // leaves with the response rather than in a packet of its own.
+        if !self.fin_read && self.error.is_none() {
+            let _ = self.recv.read_chunk(MAX_CHUNK, true).now_or_never();
+        }
     }
 }
 
@@ -701,6 +713,73 @@ mod tests {
         let mut view = &respond.encode_head(&odd)[..];
         let back = ConnectResponse::decode(&mut view, &REQUEST_LIMITS).unwrap();
         assert_eq!(back.metadata, [("HttpStatus".into(), "1000".into())]);
+    }
+
+    /// A bodiless request whose FIN came with it: serving it and dropping the stream sends
+    /// the edge no STOP_SENDING (quinn sends one for a receive side whose end was never read).
+    #[test]
+    fn a_bodiless_request_ends_without_stop_sending() {
+        use crate::quic::{QuicSettings, bind_udp};
+        use crate::runtime::{DriverKind, build_runtime};
+        use crate::tls::{
+            EdgeCa, EdgeRoots, QUIC_SERVER_NAME, connector_quic_client_config,
+            edge_quic_server_config,
+        };
+        use compio::quic::Endpoint;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+        let settings = QuicSettings::default();
+        let server_tls = edge_quic_server_config(&ca).unwrap();
+        let client_tls =
+            connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+        let rt = build_runtime(DriverKind::Poll).unwrap();
+        rt.block_on(async move {
+            let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+            let config = settings.server(server_tls).unwrap();
+            let edge = Endpoint::new(udp, QuicSettings::endpoint(), Some(config), None).unwrap();
+            let addr = edge.local_addr().unwrap();
+            let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+            let connector = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
+            let config = settings.client(client_tls, addr.ip()).unwrap();
+            let connecting = connector.connect(addr, QUIC_SERVER_NAME, Some(config));
+            let (edge_conn, conn) = futures_util::join!(
+                async { edge.wait_incoming().await.unwrap().await.unwrap() },
+                async { connecting.unwrap().await.unwrap() }
+            );
+            // The connector serves two GETs in turn; the second one's answer leaves after the
+            // first stream was dropped, so anything that drop sent has arrived by then.
+            let serve = compio::runtime::spawn(async move {
+                for _ in 0..2 {
+                    let (send, recv) = conn.accept_bi().await.unwrap();
+                    let Ok(Opened::Data(stream)) = open(send, recv).await else {
+                        panic!("not a data stream");
+                    };
+                    let (head, body, mut respond) = stream.into_parts();
+                    assert_eq!(head.uri.path(), "/x");
+                    drop(body);
+                    let ok = ResponseHead {
+                        status: 204,
+                        headers: Vec::new(),
+                    };
+                    assert!(respond.send(&ok, true).unwrap().is_none());
+                }
+                conn
+            });
+            for _ in 0..2 {
+                let (mut send, mut recv) = edge_conn.open_bi().unwrap();
+                let mut out = BytesMut::new();
+                req(ConnectionType::Http, "/x", &[("HttpHost", "t.test")]).encode(&mut out);
+                send.write_all_chunks(&mut [out.freeze()]).await.unwrap();
+                send.finish().unwrap();
+                let compio::BufResult(r, got) = recv.read_to_end(Vec::new()).await;
+                r.unwrap();
+                let back = ConnectResponse::decode(&mut &got[..], &REQUEST_LIMITS).unwrap();
+                assert_eq!(back.metadata, [("HttpStatus".into(), "204".into())]);
+            }
+            let _conn = serve.await.expect("the connector side");
+            assert_eq!(edge_conn.stats().frame_rx.stop_sending, 0);
+        });
     }
 
     #[test]
