@@ -7,6 +7,15 @@
 //! `connector::stream` (their QUIC side is `stream::quic`), RPC streams (`CloudflaredServer`:
 //! configuration updates, UDP session calls) for at most `--rpc-timeout` each. A stream whose
 //! preamble is unknown or malformed is reset with code 0, as cloudflared does.
+//!
+//! Memory budget of one connection (the windows are set in `crate::quic`'s config):
+//! - at rest: quinn's slot per stream the edge may open (4096 granted, about 0.75 MiB);
+//! - sending (downloads): at most `SEND_WINDOW` (8 MiB) of response bytes written to quinn and
+//!   not yet acknowledged, shared by all its streams; a writer waits beyond it;
+//! - receiving (uploads): at most the stream window (6 MiB) per stream and the connection
+//!   window (30 MiB) in all, held by quinn only while an origin reads slower than the edge
+//!   sends; a stream itself holds one gathered chunk (`stream::quic::MAX_CHUNK`, 64 KiB);
+//! - per stream otherwise: its task and the decoded request head (a few KiB).
 
 use std::cell::Cell;
 use std::future::poll_fn;

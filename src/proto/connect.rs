@@ -4,7 +4,7 @@
 //! and write the stream preamble plus one framed capnp message. This module does not interpret metadata
 //! keys (`HttpMethod`, `HttpHeader:*`, ...): that is the proxy's job.
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use capnp::message::{Builder, HeapAllocator, Reader, ReaderSegments};
 
 use super::error::DecodeError;
@@ -143,6 +143,117 @@ impl ConnectResponse {
         StreamSignature::Data.encode(out);
         framing::encode_message(&message, out);
     }
+}
+
+/// A decoded `ConnectRequest` message, read in place: its strings are borrowed from the
+/// message rather than copied into a [`ConnectRequest`] (one allocation per message instead of
+/// two per metadata entry). The connector reads every data stream's request this way.
+pub struct RequestMessage(Reader<capnp::serialize::OwnedSegments>);
+
+impl RequestMessage {
+    /// Decodes one framed `ConnectRequest` with no preamble (as [`ConnectRequest::decode_message`]).
+    pub fn decode(buf: &mut impl Buf, limits: &FrameLimits) -> Result<Self, DecodeError> {
+        Ok(Self(framing::decode_message(buf, limits)?))
+    }
+
+    /// The message's root, for reading.
+    pub fn view(&self) -> Result<RequestView<'_>, DecodeError> {
+        Ok(RequestView(self.0.get_root()?))
+    }
+}
+
+/// The fields of a [`RequestMessage`], borrowed.
+pub struct RequestView<'a>(schema::connect_request::Reader<'a>);
+
+impl<'a> RequestView<'a> {
+    /// `dest`: the origin URL, or `host:port`.
+    pub fn dest(&self) -> Result<&'a str, DecodeError> {
+        text_ref(self.0.get_dest(), "dest")
+    }
+
+    /// The stream's type.
+    pub fn kind(&self) -> Result<ConnectionType, DecodeError> {
+        self.0
+            .get_type()
+            .map(Into::into)
+            .map_err(|e| DecodeError::UnknownEnum {
+                field: "type",
+                value: e.0,
+            })
+    }
+
+    /// The metadata entries, in order, as `(key, value)`.
+    pub fn metadata(
+        &self,
+    ) -> Result<impl ExactSizeIterator<Item = Result<(&'a str, &'a str), DecodeError>>, DecodeError>
+    {
+        let list = self.0.get_metadata()?;
+        Ok(list.iter().map(|m| {
+            Ok((
+                text_ref(m.get_key(), "metadata.key")?,
+                text_ref(m.get_val(), "metadata.val")?,
+            ))
+        }))
+    }
+}
+
+fn text_ref<'a>(
+    value: capnp::Result<capnp::text::Reader<'a>>,
+    field: &'static str,
+) -> Result<&'a str, DecodeError> {
+    value?.to_str().map_err(|_| DecodeError::InvalidField {
+        field,
+        reason: "not valid UTF-8",
+    })
+}
+
+/// Writes the preamble and the `ConnectResponse` of a response head straight from it: no
+/// error, `HttpStatus`, then one `HttpHeader:<Name>` entry per header value (non-UTF-8 bytes
+/// replaced, as `String::from_utf8_lossy`). The same bytes as encoding a [`ConnectResponse`]
+/// whose metadata is `quic_meta::response_metadata(status, headers)`, without building those
+/// strings, and with a message buffer sized for the head instead of capnp's 8 KiB default.
+pub fn encode_response_head<'h, I>(status: &str, headers: I) -> Bytes
+where
+    I: Iterator<Item = (&'h str, &'h [u8])> + Clone,
+{
+    const KEY_PREFIX: &str = "HttpHeader:";
+    let text_words = |len: usize| (len + 1).div_ceil(8);
+    // Root pointer, the struct's two pointers, the empty error text, the list tag; then two
+    // pointers and two texts per entry.
+    let mut words = 1 + 2 + 1 + 1 + 2 + text_words("HttpStatus".len()) + text_words(status.len());
+    let mut entries = 1;
+    for (name, value) in headers.clone() {
+        entries += 1;
+        words += 2 + text_words(KEY_PREFIX.len() + name.len()) + text_words(value.len());
+    }
+    let alloc = HeapAllocator::new().first_segment_words(list_len(words));
+    let mut message = Builder::new(alloc);
+    {
+        let mut root: schema::connect_response::Builder<'_> = message.init_root();
+        root.set_error("");
+        let mut list = root.init_metadata(list_len(entries));
+        {
+            let mut e = list.reborrow().get(0);
+            e.set_key("HttpStatus");
+            e.set_val(status);
+        }
+        for (i, (name, value)) in headers.enumerate() {
+            let mut e = list.reborrow().get(list_len(i + 1));
+            let mut key = e
+                .reborrow()
+                .init_key(list_len(KEY_PREFIX.len() + name.len()));
+            key.push_str(KEY_PREFIX);
+            key.push_str(name);
+            e.set_val(&*String::from_utf8_lossy(value));
+        }
+    }
+    // The preamble, the segment table (one segment unless the estimate fell short), the words.
+    let size = 8 + capnp::serialize::compute_serialized_size_in_words(&message) * 8;
+    let mut out = BytesMut::with_capacity(size);
+    StreamSignature::Data.encode(&mut out);
+    // Writing into a growable buffer cannot fail.
+    let _ = capnp::serialize::write_message((&mut out).writer(), &message);
+    out.freeze()
 }
 
 /// Checks for a data-stream preamble, then decodes the framed message behind it.

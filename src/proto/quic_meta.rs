@@ -58,53 +58,94 @@ pub enum MetaError {
 /// Interprets `req`'s metadata; for a repeated `HttpMethod` or `HttpHost` the last entry wins,
 /// as in cloudflared's `MetadataMap`.
 pub fn request_head(req: &ConnectRequest) -> Result<QuicRequestHead, MetaError> {
-    let mut method = "";
-    let mut host = "";
-    let mut headers = HeaderMap::new();
+    let mut b = RequestHeadBuilder::with_capacity(req.metadata.len());
     for (key, val) in &req.metadata {
-        match key.as_str() {
-            HTTP_METHOD => method = val,
-            HTTP_HOST => host = val,
-            _ => {}
+        b.push(key, val)?;
+    }
+    b.finish(&req.dest, req.kind)
+}
+
+/// [`request_head`] one entry at a time, over borrowed strings: the connector feeds it straight
+/// from the decoded capnp message, with no owned copy of every key and value first.
+#[derive(Debug, Default)]
+pub struct RequestHeadBuilder<'a> {
+    method: &'a str,
+    host: &'a str,
+    headers: HeaderMap,
+}
+
+impl<'a> RequestHeadBuilder<'a> {
+    /// A builder for about `entries` metadata entries (sizes the header map once).
+    pub fn with_capacity(entries: usize) -> Self {
+        Self {
+            method: "",
+            host: "",
+            headers: HeaderMap::with_capacity(entries),
         }
-        if !key.contains(HTTP_HEADER) {
-            continue;
-        }
-        let mut parts = key.split(':');
-        let (Some(_), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(MetaError::MalformedHeader(key.clone()));
+    }
+
+    /// Takes one metadata entry.
+    pub fn push(&mut self, key: &'a str, val: &'a str) -> Result<(), MetaError> {
+        let name = match key.strip_prefix("HttpHeader:") {
+            // The usual `HttpHeader:<Name>`: the same result as the split below, without it.
+            Some(name) if !name.contains(':') => name,
+            _ => match key {
+                HTTP_METHOD => {
+                    self.method = val;
+                    return Ok(());
+                }
+                HTTP_HOST => {
+                    self.host = val;
+                    return Ok(());
+                }
+                k if !k.contains(HTTP_HEADER) => return Ok(()),
+                k => {
+                    let mut parts = k.split(':');
+                    let (Some(_), Some(name), None) = (parts.next(), parts.next(), parts.next())
+                    else {
+                        return Err(MetaError::MalformedHeader(k.to_owned()));
+                    };
+                    name
+                }
+            },
         };
         let name =
             HeaderName::try_from(name).map_err(|_| MetaError::HeaderName(name.to_owned()))?;
         if name.as_str() == PROXY_CONNECTION_UPGRADE {
-            continue;
+            return Ok(());
         }
-        let value = HeaderValue::try_from(val.as_str())
+        let value = HeaderValue::try_from(val)
             .map_err(|_| MetaError::HeaderValue(name.as_str().to_owned()))?;
-        headers.append(name, value);
+        self.headers.append(name, value);
+        Ok(())
     }
-    let method = match method {
-        "" => Method::GET,
-        m => Method::from_bytes(m.as_bytes()).map_err(|_| MetaError::Method(m.to_owned()))?,
-    };
-    let uri = Uri::try_from(req.dest.as_str()).map_err(|_| MetaError::Dest(req.dest.clone()))?;
-    let kind = match req.kind {
-        ConnectionType::Http => RequestKind::Http,
-        ConnectionType::Websocket => RequestKind::Websocket,
-        ConnectionType::Tcp => RequestKind::TcpStream,
-    };
-    let has_body = match kind {
-        RequestKind::Websocket | RequestKind::TcpStream => true,
-        _ => content_length(&headers)? > 0 || chunked(&headers),
-    };
-    Ok(QuicRequestHead {
-        kind,
-        method,
-        uri,
-        host: host.to_owned(),
-        headers,
-        has_body,
-    })
+
+    /// The request of `dest` and `kind` with the entries taken so far.
+    pub fn finish(self, dest: &str, kind: ConnectionType) -> Result<QuicRequestHead, MetaError> {
+        let method = match self.method {
+            "" => Method::GET,
+            m => Method::from_bytes(m.as_bytes()).map_err(|_| MetaError::Method(m.to_owned()))?,
+        };
+        let uri = Uri::try_from(dest).map_err(|_| MetaError::Dest(dest.to_owned()))?;
+        let kind = match kind {
+            ConnectionType::Http => RequestKind::Http,
+            ConnectionType::Websocket => RequestKind::Websocket,
+            ConnectionType::Tcp => RequestKind::TcpStream,
+        };
+        let headers = self.headers;
+        let has_body = match kind {
+            RequestKind::Websocket | RequestKind::TcpStream => true,
+            _ => content_length(&headers)? > 0 || chunked(&headers),
+        };
+        Ok(QuicRequestHead {
+            kind,
+            method,
+            uri,
+            host: self.host.to_owned(),
+            headers,
+            has_body,
+        })
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Result<u64, MetaError> {

@@ -23,21 +23,22 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use compio::quic::{RecvStream, SendStream};
 use futures_util::FutureExt;
 use http::header::HeaderValue;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Uri};
 
 use super::{
     Answer, BodyReader, BodyWriter, Cause, EdgeStream, ResponseHead, ResponseSender, Side,
     StreamError, StreamHead,
 };
-use crate::proto::connect::{ConnectRequest, ConnectResponse};
+use crate::proto::connect::{ConnectResponse, RequestMessage, encode_response_head};
 use crate::proto::error::DecodeError;
 use crate::proto::framing::{FrameLimits, StreamSignature};
 use crate::proto::http2::RequestKind;
-use crate::proto::quic_meta::{HTTP_STATUS, MetaError, request_head, response_metadata};
+use crate::proto::quic_meta::{HTTP_STATUS, MetaError, QuicRequestHead, RequestHeadBuilder};
 
 /// Bounds on one `ConnectRequest`: one segment is what legitimate edges send (a few allowed),
 /// 256 KiB in all (Go's default header limit is 1 MiB, but the edge caps visitor heads far
@@ -116,6 +117,7 @@ pub async fn open(mut send: SendStream, recv: RecvStream) -> Result<Opened, Open
                 pending,
                 has_body,
                 ended: !has_body,
+                fin_read: false,
                 error: None,
             },
         }),
@@ -129,41 +131,41 @@ enum First {
 }
 
 async fn read_first(mut recv: RecvStream) -> Result<(RecvStream, First), OpenError> {
-    let mut buf = BytesMut::new();
+    // The preamble and the whole request usually arrive in the first chunk: they are decoded
+    // from it in place and the body bytes behind them stay a slice of it (no copy).
+    let mut data = Bytes::new();
     let signature = loop {
-        match StreamSignature::decode(&mut &buf[..]) {
+        match StreamSignature::decode(&mut &data[..]) {
             Ok(s) => break s,
-            Err(e) if e.is_incomplete() => read_more(&mut recv, &mut buf).await?,
+            Err(e) if e.is_incomplete() => read_more(&mut recv, &mut data).await?,
             Err(e) => return Err(e.into()),
         }
     };
+    data.advance(signature.wire_len());
     if signature != StreamSignature::Data {
-        let _ = buf.split_to(signature.wire_len());
-        return Ok((recv, First::Rpc(buf.freeze())));
+        return Ok((recv, First::Rpc(data)));
     }
-    let request = loop {
-        let mut view = &buf[..];
-        match ConnectRequest::decode(&mut view, &REQUEST_LIMITS) {
-            Ok(r) => {
-                let used = buf.len() - view.len();
-                let _ = buf.split_to(used);
-                break r;
-            }
-            Err(e) if e.is_incomplete() => read_more(&mut recv, &mut buf).await?,
-            Err(e) => return Err(e.into()),
+    let (head, has_body) = loop {
+        match decode_request(&mut data)? {
+            Some(r) => break r,
+            None => read_more(&mut recv, &mut data).await?,
         }
     };
-    if request.metadata.len() > MAX_METADATA {
-        return Err(OpenError::TooManyEntries(request.metadata.len()));
-    }
-    let (head, has_body) = stream_head(&request)?;
-    Ok((recv, First::Data(head, has_body, buf.freeze())))
+    Ok((recv, First::Data(head, has_body, data)))
 }
 
-async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), OpenError> {
+/// Appends the next chunk of the stream to `data`.
+async fn read_more(recv: &mut RecvStream, data: &mut Bytes) -> Result<(), OpenError> {
     match recv.read_chunk(MAX_CHUNK, true).await {
+        Ok(Some(chunk)) if data.is_empty() => {
+            *data = chunk.bytes;
+            Ok(())
+        }
         Ok(Some(chunk)) => {
-            buf.extend_from_slice(&chunk.bytes);
+            let mut joined = BytesMut::with_capacity(data.len() + chunk.bytes.len());
+            joined.extend_from_slice(data);
+            joined.extend_from_slice(&chunk.bytes);
+            *data = joined.freeze();
             Ok(())
         }
         Ok(None) => Err(OpenError::Eof),
@@ -171,14 +173,39 @@ async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut) -> Result<(), Open
     }
 }
 
-/// The request metadata as a [`StreamHead`] (interpreted by [`crate::proto::quic_meta`], as
-/// cloudflared's `buildHTTPRequest`), and whether the stream carries a body.
-fn stream_head(req: &ConnectRequest) -> Result<(StreamHead, bool), OpenError> {
-    let h = request_head(req)?;
+/// Decodes the `ConnectRequest` at the front of `data` (the preamble already consumed) into
+/// the stream head and whether a body follows, consuming it; `None` while it is incomplete.
+/// The metadata is read in place from the capnp message (see [`RequestMessage`]).
+fn decode_request(data: &mut Bytes) -> Result<Option<(StreamHead, bool)>, OpenError> {
+    let mut view = &data[..];
+    let message = match RequestMessage::decode(&mut view, &REQUEST_LIMITS) {
+        Ok(m) => m,
+        Err(e) if e.is_incomplete() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let used = data.len() - view.len();
+    data.advance(used);
+    let request = message.view()?;
+    let entries = request.metadata()?;
+    if entries.len() > MAX_METADATA {
+        return Err(OpenError::TooManyEntries(entries.len()));
+    }
+    let mut meta = RequestHeadBuilder::with_capacity(entries.len());
+    for entry in entries {
+        let (key, val) = entry?;
+        meta.push(key, val)?;
+    }
+    let head = meta.finish(request.dest()?, request.kind()?)?;
+    Ok(Some(stream_head(head)))
+}
+
+/// The interpreted request metadata as a [`StreamHead`] (as cloudflared's
+/// `buildHTTPRequest`), and whether the stream carries a body.
+fn stream_head(h: QuicRequestHead) -> (StreamHead, bool) {
     let uri = match h.kind {
         // `dest` is `host:port`: the authority of the private TCP destination.
         RequestKind::TcpStream => h.uri,
-        _ => http_uri(&h.uri, &h.host),
+        _ => http_uri(h.uri, &h.host),
     };
     let mut headers = h.headers;
     if uri.authority().is_none()
@@ -187,7 +214,7 @@ fn stream_head(req: &ConnectRequest) -> Result<(StreamHead, bool), OpenError> {
     {
         headers.insert(http::header::HOST, v);
     }
-    Ok((
+    (
         StreamHead {
             kind: h.kind,
             method: h.method,
@@ -195,29 +222,30 @@ fn stream_head(req: &ConnectRequest) -> Result<(StreamHead, bool), OpenError> {
             headers,
         },
         h.has_body,
-    ))
+    )
 }
 
 /// The request URI: `dest`'s path and query under the eyeball's host (ingress matches on the
-/// host and the path; the origin transport replaces scheme and host).
-fn http_uri(dest: &Uri, host: &str) -> Uri {
-    let path = dest.path_and_query().map_or("/", |p| p.as_str());
+/// host and the path; the origin transport replaces scheme and host). The path and query are
+/// moved from the parsed `dest`, not parsed again.
+fn http_uri(dest: Uri, host: &str) -> Uri {
+    let parts = dest.into_parts();
     let authority = if host.is_empty() {
-        dest.authority().map(|a| a.as_str())
+        parts.authority
     } else {
-        Some(host)
+        Authority::try_from(host).ok()
     };
-    authority
-        .and_then(|a| {
-            Uri::builder()
-                .scheme("http")
-                .authority(a)
-                .path_and_query(path)
-                .build()
-                .ok()
-        })
-        .or_else(|| Uri::try_from(path).ok())
-        .unwrap_or_else(|| Uri::from_static("/"))
+    let mut out = http::uri::Parts::default();
+    out.path_and_query = Some(
+        parts
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if authority.is_some() {
+        out.scheme = Some(Scheme::HTTP);
+        out.authority = authority;
+    }
+    Uri::from_parts(out).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// An edge-opened QUIC data stream.
@@ -258,6 +286,8 @@ pub struct QuicBody {
     pending: Bytes,
     has_body: bool,
     ended: bool,
+    /// The stream's end was read (quinn then sends no STOP_SENDING when it is dropped).
+    fin_read: bool,
     /// A read error met while gathering, reported by the next call.
     error: Option<compio::quic::ReadError>,
 }
@@ -280,6 +310,7 @@ impl BodyReader for QuicBody {
             Ok(Some(chunk)) => chunk.bytes,
             Ok(None) => {
                 self.ended = true;
+                self.fin_read = true;
                 return Ok(None);
             }
             Err(e) => return Err(read_error(e)),
@@ -299,6 +330,7 @@ impl BodyReader for QuicBody {
                     .extend_from_slice(&next.bytes),
                 Some(Ok(None)) => {
                     self.ended = true;
+                    self.fin_read = true;
                     break;
                 }
                 // The bytes gathered go first; the error comes with the next call.
@@ -318,6 +350,19 @@ impl BodyReader for QuicBody {
 
     fn is_end(&self) -> bool {
         self.ended && self.pending.is_empty()
+    }
+}
+
+impl Drop for QuicBody {
+    fn drop(&mut self) {
+        // A request without a body (or one read to its length): the edge's FIN has usually
+        // arrived by now. Reading it marks the receive side complete, so dropping it sends no
+        // STOP_SENDING (quinn sends one for a stream whose end was never read, and the edge
+        // answers it). Done here, at the stream's end, so that whatever quinn sends for it
+        // leaves with the response rather than in a packet of its own.
+        if !self.fin_read && self.error.is_none() {
+            let _ = self.recv.read_chunk(MAX_CHUNK, true).now_or_never();
+        }
     }
 }
 
@@ -387,14 +432,22 @@ fn poll_stopped(send: &mut SendStream, cx: &mut Context<'_>) -> Poll<StreamError
 }
 
 impl QuicRespond {
-    fn metadata(&self, head: &ResponseHead) -> Vec<(String, String)> {
+    /// The preamble and `ConnectResponse` of `head`, encoded straight from it.
+    fn encode_head(&self, head: &ResponseHead) -> Bytes {
         if self.tcp {
-            return Vec::new();
+            return encode_response(String::new(), Vec::new());
         }
-        response_metadata(
-            head.status,
-            head.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),
-        )
+        let code = http::StatusCode::from_u16(head.status);
+        let text;
+        let status = match &code {
+            Ok(c) => c.as_str(),
+            Err(_) => {
+                text = head.status.to_string();
+                &text
+            }
+        };
+        let headers = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref()));
+        encode_response_head(status, headers)
     }
 }
 
@@ -405,7 +458,7 @@ impl ResponseSender for QuicRespond {
         let Some(mut send) = self.send.take() else {
             return Err(edge_error("response already sent"));
         };
-        let mut data = encode_response(String::new(), self.metadata(head));
+        let mut data = self.encode_head(head);
         if end {
             write_and_finish(send, data);
             return Ok(None);
@@ -529,7 +582,8 @@ mod tests {
     use http::Method;
 
     use super::*;
-    use crate::proto::connect::ConnectionType;
+    use crate::proto::connect::{ConnectRequest, ConnectionType};
+    use crate::proto::quic_meta::response_metadata;
 
     fn req(kind: ConnectionType, dest: &str, meta: &[(&str, &str)]) -> ConnectRequest {
         ConnectRequest {
@@ -540,6 +594,23 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+
+    /// The request as the edge sends it, decoded as the connector does (preamble skipped).
+    fn stream_head(r: &ConnectRequest) -> Result<(StreamHead, bool), OpenError> {
+        let mut out = BytesMut::new();
+        r.encode(&mut out);
+        out.extend_from_slice(b"body");
+        let mut data = out.freeze();
+        data.advance(StreamSignature::Data.wire_len());
+        let whole = data.clone();
+        // Incomplete until the last byte of the message is there, and nothing consumed.
+        let mut short = whole.slice(..whole.len() - 5);
+        assert!(decode_request(&mut short)?.is_none());
+        assert_eq!(short.len(), whole.len() - 5);
+        let head = decode_request(&mut data)?.expect("complete");
+        assert_eq!(&data[..], b"body");
+        Ok(head)
     }
 
     #[test]
@@ -558,10 +629,18 @@ mod tests {
         let (h, body) = stream_head(&r).unwrap();
         assert!(body);
         assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.scheme_str(), Some("http"));
         assert_eq!(h.uri.authority().unwrap().as_str(), "tunnel.test");
         assert_eq!(h.uri.path_and_query().unwrap().as_str(), "/a/b?c=1");
         assert_eq!(h.headers.get_all("x-two").iter().count(), 2);
         assert_eq!(h.kind, RequestKind::Http);
+        // No HttpHost: the URL's own host; a bad one leaves the path alone.
+        let r = req(ConnectionType::Http, "http://a.test:8080/p?q", &[]);
+        let (h, _) = stream_head(&r).unwrap();
+        assert_eq!(h.uri.to_string(), "http://a.test:8080/p?q");
+        let r = req(ConnectionType::Http, "/p", &[("HttpHost", "bad host")]);
+        let (h, _) = stream_head(&r).unwrap();
+        assert_eq!(h.uri.to_string(), "/p");
     }
 
     #[test]
@@ -586,14 +665,132 @@ mod tests {
     }
 
     #[test]
+    fn too_many_entries_are_refused() {
+        let meta: Vec<(String, String)> = (0..=MAX_METADATA)
+            .map(|i| (format!("HttpHeader:X-{i}"), "v".to_owned()))
+            .collect();
+        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let r = req(ConnectionType::Http, "/", &meta);
+        assert!(matches!(
+            stream_head(&r),
+            Err(OpenError::TooManyEntries(n)) if n == MAX_METADATA + 1
+        ));
+    }
+
+    #[test]
+    fn response_head_encodes_as_its_metadata() {
+        let head = ResponseHead {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), Bytes::from_static(b"text/plain")),
+                ("Set-Cookie".into(), Bytes::from_static(b"a=1")),
+                ("Set-Cookie".into(), Bytes::from_static(b"b=\xff")),
+                ("X-Long".into(), Bytes::from(vec![b'x'; 3000])),
+            ],
+        };
+        let respond = QuicRespond {
+            send: None,
+            tcp: false,
+        };
+        let got = respond.encode_head(&head);
+        let want = encode_response(
+            String::new(),
+            response_metadata(
+                head.status,
+                head.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())),
+            ),
+        );
+        assert_eq!(got, want);
+        let mut view = &got[..];
+        let back = ConnectResponse::decode(&mut view, &REQUEST_LIMITS).unwrap();
+        assert_eq!(back.metadata[0], ("HttpStatus".into(), "200".into()));
+        assert_eq!(back.metadata.len(), 5);
+        // A status outside http's range still says what the origin sent.
+        let odd = ResponseHead {
+            status: 1000,
+            headers: Vec::new(),
+        };
+        let mut view = &respond.encode_head(&odd)[..];
+        let back = ConnectResponse::decode(&mut view, &REQUEST_LIMITS).unwrap();
+        assert_eq!(back.metadata, [("HttpStatus".into(), "1000".into())]);
+    }
+
+    /// A bodiless request whose FIN came with it: serving it and dropping the stream sends
+    /// the edge no STOP_SENDING (quinn sends one for a receive side whose end was never read).
+    #[test]
+    fn a_bodiless_request_ends_without_stop_sending() {
+        use crate::quic::{QuicSettings, bind_udp};
+        use crate::runtime::{DriverKind, build_runtime};
+        use crate::tls::{
+            EdgeCa, EdgeRoots, QUIC_SERVER_NAME, connector_quic_client_config,
+            edge_quic_server_config,
+        };
+        use compio::quic::Endpoint;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+        let settings = QuicSettings::default();
+        let server_tls = edge_quic_server_config(&ca).unwrap();
+        let client_tls =
+            connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+        let rt = build_runtime(DriverKind::Poll).unwrap();
+        rt.block_on(async move {
+            let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+            let config = settings.server(server_tls).unwrap();
+            let edge = Endpoint::new(udp, QuicSettings::endpoint(), Some(config), None).unwrap();
+            let addr = edge.local_addr().unwrap();
+            let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+            let connector = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
+            let config = settings.client(client_tls, addr.ip()).unwrap();
+            let connecting = connector.connect(addr, QUIC_SERVER_NAME, Some(config));
+            let (edge_conn, conn) = futures_util::join!(
+                async { edge.wait_incoming().await.unwrap().await.unwrap() },
+                async { connecting.unwrap().await.unwrap() }
+            );
+            // The connector serves two GETs in turn; the second one's answer leaves after the
+            // first stream was dropped, so anything that drop sent has arrived by then.
+            let serve = compio::runtime::spawn(async move {
+                for _ in 0..2 {
+                    let (send, recv) = conn.accept_bi().await.unwrap();
+                    let Ok(Opened::Data(stream)) = open(send, recv).await else {
+                        panic!("not a data stream");
+                    };
+                    let (head, body, mut respond) = stream.into_parts();
+                    assert_eq!(head.uri.path(), "/x");
+                    drop(body);
+                    let ok = ResponseHead {
+                        status: 204,
+                        headers: Vec::new(),
+                    };
+                    assert!(respond.send(&ok, true).unwrap().is_none());
+                }
+                conn
+            });
+            for _ in 0..2 {
+                let (mut send, mut recv) = edge_conn.open_bi().unwrap();
+                let mut out = BytesMut::new();
+                req(ConnectionType::Http, "/x", &[("HttpHost", "t.test")]).encode(&mut out);
+                send.write_all_chunks(&mut [out.freeze()]).await.unwrap();
+                send.finish().unwrap();
+                let compio::BufResult(r, got) = recv.read_to_end(Vec::new()).await;
+                r.unwrap();
+                let back = ConnectResponse::decode(&mut &got[..], &REQUEST_LIMITS).unwrap();
+                assert_eq!(back.metadata, [("HttpStatus".into(), "204".into())]);
+            }
+            let _conn = serve.await.expect("the connector side");
+            assert_eq!(edge_conn.stats().frame_rx.stop_sending, 0);
+        });
+    }
+
+    #[test]
     fn oversized_request_is_refused_before_it_is_read() {
         let big = "x".repeat(400 * 1024);
         let r = req(ConnectionType::Http, "/", &[("HttpHeader:X-Big", &big)]);
         let mut out = BytesMut::new();
         r.encode(&mut out);
-        // The preamble and the frame header (segment table) only: the size check needs no more.
-        let mut view = &out[..8 + 64];
-        let err = ConnectRequest::decode(&mut view, &REQUEST_LIMITS).unwrap_err();
-        assert!(!err.is_incomplete(), "{err}");
+        // The frame header (segment table) only, after the preamble: the size check needs no more.
+        let mut data = out.freeze().slice(8..8 + 64);
+        let err = decode_request(&mut data).unwrap_err();
+        assert!(matches!(err, OpenError::Decode(_)), "{err}");
     }
 }
