@@ -138,8 +138,8 @@ fn auto_driver_workers_run_on_the_reported_driver() {
 }
 
 /// A task that is always ready (it wakes itself on every poll) must not keep a worker from
-/// its I/O and timers: the worker drains ready tasks at most `DRAIN_TICKS` ticks before it
-/// polls the driver. Both drivers.
+/// its I/O and timers: the worker's loop polls the driver between executor ticks. Both
+/// drivers.
 #[test]
 fn always_ready_task_does_not_starve_timers_or_io() {
     for driver in [IoDriver::Auto, IoDriver::Poll] {
