@@ -151,7 +151,7 @@ fn always_ready_task_does_not_starve_timers_or_io() {
         let pool = Workers::spawn(config, |_ctx: WorkerCtx| async move {
             let spinning = compio::runtime::spawn(std::future::poll_fn(|cx| {
                 cx.waker().wake_by_ref();
-                Poll::<()>::Pending
+                std::task::Poll::<()>::Pending
             }));
             compio::time::sleep(Duration::from_millis(20)).await;
             let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
