@@ -23,4 +23,6 @@ pub use config::{
 pub use socket::{BufferReport, SOCKET_BUFFER, bind_udp};
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

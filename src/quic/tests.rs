@@ -2,35 +2,18 @@
 //! io drivers: ALPN, SNI verification against the edge CA, datagrams, a stream round trip, and
 //! path MTU discovery (on by default, off with `--quic-disable-pmtu-discovery`).
 
-use std::net::{IpAddr, SocketAddr};
-
 use compio::io::AsyncWriteExt;
-use compio::quic::Endpoint;
 
+use super::testing::Loopback;
 use super::*;
 use crate::runtime::{DriverKind, build_runtime};
-use crate::tls::{
-    EdgeCa, EdgeRoots, QUIC_SERVER_NAME, connector_quic_client_config, edge_quic_server_config,
-};
+use crate::tls::QUIC_SERVER_NAME;
 
 fn handshake_and_echo(driver: DriverKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-    let settings = QuicSettings::default();
-    let server_tls = edge_quic_server_config(&ca).unwrap();
-    let client_tls =
-        connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
     let rt = build_runtime(driver).unwrap();
     rt.block_on(async move {
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let server = Endpoint::new(
-            udp,
-            QuicSettings::endpoint(),
-            Some(settings.server(server_tls).unwrap()),
-            None,
-        )
-        .unwrap();
-        let addr: SocketAddr = server.local_addr().unwrap();
+        let lo = Loopback::new(&QuicSettings::default());
+        let server = lo.server.clone();
         let serve = compio::runtime::spawn(async move {
             let conn = server.wait_incoming().await.unwrap().await.unwrap();
             let (mut send, mut recv) = conn.accept_bi().await.unwrap();
@@ -40,15 +23,7 @@ fn handshake_and_echo(driver: DriverKind) {
             send.finish().unwrap();
             let _ = conn.closed().await;
         });
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let client = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
-        let peer: IpAddr = addr.ip();
-        let config = settings.client(client_tls, peer).unwrap();
-        let conn = client
-            .connect(addr, QUIC_SERVER_NAME, Some(config))
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = lo.connect(QUIC_SERVER_NAME).await.unwrap();
         // Datagrams are enabled by the edge's transport parameters.
         assert!(conn.max_datagram_size().is_some());
         let (mut send, mut recv) = conn.open_bi().unwrap();
@@ -79,35 +54,16 @@ fn loopback_handshake_io_uring() {
 
 #[test]
 fn wrong_server_name_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-    let settings = QuicSettings::default();
-    let server_tls = edge_quic_server_config(&ca).unwrap();
-    let client_tls =
-        connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
     let rt = build_runtime(DriverKind::Poll).unwrap();
     rt.block_on(async move {
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let server = Endpoint::new(
-            udp,
-            QuicSettings::endpoint(),
-            Some(settings.server(server_tls).unwrap()),
-            None,
-        )
-        .unwrap();
-        let addr = server.local_addr().unwrap();
+        let lo = Loopback::new(&QuicSettings::default());
+        let server = lo.server.clone();
         let _accept = compio::runtime::spawn(async move {
             if let Some(incoming) = server.wait_incoming().await {
                 let _ = incoming.await;
             }
         });
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let client = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
-        let config = settings.client(client_tls, addr.ip()).unwrap();
-        let r = client
-            .connect(addr, "not-the-edge.example", Some(config))
-            .unwrap()
-            .await;
+        let r = lo.connect("not-the-edge.example").await;
         assert!(r.is_err(), "a certificate without the name must be refused");
     });
 }
@@ -116,22 +72,10 @@ fn wrong_server_name_is_refused() {
 /// own stream, and returns the (client, server) path MTUs after it.
 fn path_mtu_after_echo(driver: DriverKind, settings: QuicSettings, rounds: usize) -> (u16, u16) {
     const ROUND: usize = 1 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-    let server_tls = edge_quic_server_config(&ca).unwrap();
-    let client_tls =
-        connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
     let rt = build_runtime(driver).unwrap();
     rt.block_on(async move {
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let server = Endpoint::new(
-            udp,
-            QuicSettings::endpoint(),
-            Some(settings.server(server_tls).unwrap()),
-            None,
-        )
-        .unwrap();
-        let addr: SocketAddr = server.local_addr().unwrap();
+        let lo = Loopback::new(&settings);
+        let server = lo.server.clone();
         let serve = compio::runtime::spawn(async move {
             let conn = server.wait_incoming().await.unwrap().await.unwrap();
             // One stream per round: echo what arrived, then report this end's MTU.
@@ -143,15 +87,8 @@ fn path_mtu_after_echo(driver: DriverKind, settings: QuicSettings, rounds: usize
             }
             conn.stats().path.current_mtu
         });
-        let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let client = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
-        let config = settings.client(client_tls, addr.ip()).unwrap();
-        let conn = client
-            .connect(addr, QUIC_SERVER_NAME, Some(config))
-            .unwrap()
-            .await
-            .unwrap();
-        let initial = initial_packet_size(addr.ip());
+        let conn = lo.connect(QUIC_SERVER_NAME).await.unwrap();
+        let initial = initial_packet_size(lo.addr.ip());
         assert_eq!(conn.stats().path.current_mtu, initial);
         let payload: Vec<u8> = (0..ROUND).map(|i| (i % 251) as u8).collect();
         for _ in 0..rounds {

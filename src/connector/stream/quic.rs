@@ -719,34 +719,13 @@ mod tests {
     /// the edge no STOP_SENDING (quinn sends one for a receive side whose end was never read).
     #[test]
     fn a_bodiless_request_ends_without_stop_sending() {
-        use crate::quic::{QuicSettings, bind_udp};
+        use crate::quic::{QuicSettings, testing::Loopback};
         use crate::runtime::{DriverKind, build_runtime};
-        use crate::tls::{
-            EdgeCa, EdgeRoots, QUIC_SERVER_NAME, connector_quic_client_config,
-            edge_quic_server_config,
-        };
-        use compio::quic::Endpoint;
 
-        let dir = tempfile::tempdir().unwrap();
-        let ca = EdgeCa::load_or_create(dir.path()).unwrap();
-        let settings = QuicSettings::default();
-        let server_tls = edge_quic_server_config(&ca).unwrap();
-        let client_tls =
-            connector_quic_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
         let rt = build_runtime(DriverKind::Poll).unwrap();
         rt.block_on(async move {
-            let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-            let config = settings.server(server_tls).unwrap();
-            let edge = Endpoint::new(udp, QuicSettings::endpoint(), Some(config), None).unwrap();
-            let addr = edge.local_addr().unwrap();
-            let (udp, _) = bind_udp("127.0.0.1:0".parse().unwrap(), false).unwrap();
-            let connector = Endpoint::new(udp, QuicSettings::endpoint(), None, None).unwrap();
-            let config = settings.client(client_tls, addr.ip()).unwrap();
-            let connecting = connector.connect(addr, QUIC_SERVER_NAME, Some(config));
-            let (edge_conn, conn) = futures_util::join!(
-                async { edge.wait_incoming().await.unwrap().await.unwrap() },
-                async { connecting.unwrap().await.unwrap() }
-            );
+            let lo = Loopback::new(&QuicSettings::default());
+            let (edge_conn, conn) = lo.pair().await;
             // The connector serves two GETs in turn; the second one's answer leaves after the
             // first stream was dropped, so anything that drop sent has arrived by then.
             let serve = compio::runtime::spawn(async move {
