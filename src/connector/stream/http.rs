@@ -326,9 +326,12 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
     websocket: bool,
 ) -> Exchange<R::Writer> {
     let (mut rd, mut wr) = stream.split();
-    // Set when the request head could not be written: the exchange fails as a write error
-    // (nothing reached the origin, so a reused connection may be retried).
-    let head_failed = std::cell::Cell::new(false);
+    if let Err(e) = write_all(&mut wr, head.clone()).await {
+        return Exchange::Failed {
+            error: ProxyError::Write(e),
+            silent_origin: true,
+        };
+    }
     // An upgrade reads its head without a buffer of its own while it waits (thousands of
     // WebSockets may be opening at once).
     let mut buf = if websocket {
@@ -338,17 +341,9 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
     };
     let mut got_bytes = false;
     let (status, mut send, body_res, upload_ok, keep_alive) = {
-        // One upload future for the whole exchange, the request head first: it runs alongside
-        // reading the response head (an origin may answer before reading the body) and
-        // alongside the response body. The head's send and the response's receive are queued
-        // in the same turn of the core, so one io_uring_enter submits both.
-        let mut upload = pin!(async {
-            if let Err(e) = write_all(&mut wr, head.clone()).await {
-                head_failed.set(true);
-                return Err(ProxyError::Write(e));
-            }
-            upload(recv, &mut wr, out.body).await
-        });
+        // One upload future for the whole exchange: it runs alongside reading the head (an
+        // origin may answer before reading the body) and alongside the response body.
+        let mut upload = pin!(upload(recv, &mut wr, out.body));
         let mut up_out = None;
         let down = {
             let head_fut = pin!(compio::time::timeout(RESPONSE_HEADER_TIMEOUT, async {
@@ -370,33 +365,11 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
                     Either::Right(()) => Err(ProxyError::EdgeReset),
                 }
             });
-            let mut watched = watched;
-            poll_fn(|cx| {
-                if up_out.is_none()
-                    && let Poll::Ready(v) = upload.as_mut().poll(cx)
-                {
-                    up_out = Some(v);
-                }
-                if head_failed.get() {
-                    return Poll::Ready(None);
-                }
-                watched.as_mut().poll(cx).map(Some)
-            })
-            .await
+            drive(upload.as_mut(), &mut up_out, watched).await
         };
         let (mut resp_head, framing) = match down {
-            Some(Ok(h)) => h,
-            None => {
-                let error = match up_out {
-                    Some(Err(e)) => e,
-                    _ => ProxyError::Write(std::io::Error::other("request head not sent")),
-                };
-                return Exchange::Failed {
-                    error,
-                    silent_origin: true,
-                };
-            }
-            Some(Err(e)) => {
+            Ok(h) => h,
+            Err(e) => {
                 return Exchange::Failed {
                     error: e,
                     silent_origin: !got_bytes,
