@@ -217,8 +217,6 @@ struct WorkerPlan {
     quic: compio::quic::ServerConfig,
     /// The UDP routes' bound sockets, taken by worker 0.
     udp_routes: std::sync::Mutex<Vec<(UdpRoute, std::net::UdpSocket)>>,
-    /// How many workers run (for spreading the tunnel listeners, [`tunnel_addrs_of`]).
-    workers: usize,
 }
 
 /// The tunnel addresses worker `index` of `workers` accepts TCP connectors on.
@@ -305,9 +303,6 @@ impl Edge {
             eyeball_tls,
             quic,
             udp_routes: std::sync::Mutex::new(udp_sockets),
-            workers: std::num::NonZeroUsize::new(opts.workers)
-                .or_else(|| std::thread::available_parallelism().ok())
-                .map_or(1, std::num::NonZeroUsize::get),
         });
         let (bound_tx, bound_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let config = WorkerConfig {
@@ -537,7 +532,7 @@ async fn worker_main(
     plan: Arc<WorkerPlan>,
     bound_tx: mpsc::Sender<(usize, Result<(), String>)>,
 ) {
-    let tunnel_addrs = tunnel_addrs_of(&plan.tunnel_addrs, ctx.index, plan.workers);
+    let tunnel_addrs = tunnel_addrs_of(&plan.tunnel_addrs, ctx.index, ctx.count);
     let mut tunnel_listeners = Vec::with_capacity(tunnel_addrs.len());
     for addr in tunnel_addrs {
         match crate::runtime::bind_reuseport(addr) {

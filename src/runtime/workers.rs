@@ -44,6 +44,8 @@ pub struct WorkerConfig {
 pub struct WorkerCtx {
     /// 0-based worker index: stable name for per-core metrics and logs.
     pub index: usize,
+    /// How many workers the pool runs (`index` is below it).
+    pub count: usize,
     /// The core this thread is pinned to, if pinning succeeded.
     pub core: Option<usize>,
     /// The driver this worker's runtime runs on.
@@ -205,6 +207,7 @@ impl<T: Send + 'static> Workers<T> {
             let (stop_tx, stop_rx) = oneshot::channel();
             let start = WorkerStart {
                 index,
+                count,
                 core,
                 pin: !config.no_pinning,
                 driver: pool.report.driver,
@@ -309,6 +312,8 @@ fn panicked(index: usize, payload: &(dyn std::any::Any + Send)) -> WorkerError {
 struct WorkerStart {
     /// Worker index.
     index: usize,
+    /// Workers in the pool.
+    count: usize,
     /// The core to pin to, if any were found.
     core: Option<core_affinity::CoreId>,
     /// Whether pinning is wanted at all.
@@ -340,6 +345,7 @@ impl WorkerStart {
         };
         let ctx = WorkerCtx {
             index: self.index,
+            count: self.count,
             core: match pin {
                 PinOutcome::Pinned(id) => Some(id),
                 _ => None,
