@@ -65,15 +65,10 @@ pub struct ConnectResponse {
 impl ConnectRequest {
     /// Reads the fields from a decoded capnp message.
     pub fn read_from(reader: schema::connect_request::Reader<'_>) -> Result<Self, DecodeError> {
+        let view = RequestView(reader);
         Ok(Self {
-            dest: text(reader.get_dest(), "dest")?,
-            kind: reader
-                .get_type()
-                .map_err(|e| DecodeError::UnknownEnum {
-                    field: "type",
-                    value: e.0,
-                })?
-                .into(),
+            dest: view.dest()?.to_owned(),
+            kind: view.kind()?,
             metadata: read_metadata(reader.get_metadata()?)?,
         })
     }
@@ -187,14 +182,20 @@ impl<'a> RequestView<'a> {
         &self,
     ) -> Result<impl ExactSizeIterator<Item = Result<(&'a str, &'a str), DecodeError>>, DecodeError>
     {
-        let list = self.0.get_metadata()?;
-        Ok(list.iter().map(|m| {
-            Ok((
-                text_ref(m.get_key(), "metadata.key")?,
-                text_ref(m.get_val(), "metadata.val")?,
-            ))
-        }))
+        Ok(metadata_entries(self.0.get_metadata()?))
     }
+}
+
+/// A metadata list's entries, borrowed, in order.
+fn metadata_entries<'a>(
+    list: capnp::struct_list::Reader<'a, schema::metadata::Owned>,
+) -> impl ExactSizeIterator<Item = Result<(&'a str, &'a str), DecodeError>> {
+    list.iter().map(|m| {
+        Ok((
+            text_ref(m.get_key(), "metadata.key")?,
+            text_ref(m.get_val(), "metadata.val")?,
+        ))
+    })
 }
 
 fn text_ref<'a>(
@@ -278,22 +279,14 @@ pub(crate) fn text(
     value: capnp::Result<capnp::text::Reader<'_>>,
     field: &'static str,
 ) -> Result<String, DecodeError> {
-    value?.to_string().map_err(|_| DecodeError::InvalidField {
-        field,
-        reason: "not valid UTF-8",
-    })
+    text_ref(value, field).map(str::to_owned)
 }
 
 fn read_metadata(
     list: capnp::struct_list::Reader<'_, schema::metadata::Owned>,
 ) -> Result<Vec<(String, String)>, DecodeError> {
-    list.iter()
-        .map(|m| {
-            Ok((
-                text(m.get_key(), "metadata.key")?,
-                text(m.get_val(), "metadata.val")?,
-            ))
-        })
+    metadata_entries(list)
+        .map(|e| e.map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect()
 }
 
