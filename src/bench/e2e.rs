@@ -114,17 +114,7 @@ fn run_isolated(args: &E2eArgs) -> Result<Option<std::process::ExitStatus>, Stri
     eprintln!(
         "e2e: running inside a loopback-only network namespace (third-party connector given)"
     );
-    let status = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--net",
-            "--",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
-        ])
-        .arg(self_exe()?)
+    let status = super::procs::loopback_netns(&self_exe()?)
         .args(std::env::args_os().skip(1))
         .env(NETNS_ENV, "1")
         .status()

@@ -111,6 +111,25 @@ impl Drop for Proc {
     }
 }
 
+/// A command that runs `exe` (with the arguments the caller adds) inside a fresh user and
+/// network namespace with only `lo` up: no route leaves the machine, so a third-party binary's
+/// lookups of outside hosts fail at once. Needs `unshare` (util-linux) and unprivileged user
+/// namespaces; `bench e2e` and the tests with stock cloudflared isolate it this way.
+pub fn loopback_netns(exe: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$0\" \"$@\"",
+    ])
+    .arg(exe);
+    cmd
+}
+
 /// The network namespace's `TcpExt ListenOverflows` from `/proc/net/netstat`: SYNs (or
 /// final ACKs) dropped because a listener's accept queue was full. Each drop costs the client
 /// a retransmit 1 s later (then 3, 7, 15 s after the first try), so a burst of connections

@@ -72,33 +72,24 @@ impl Connector {
         run_flags: &[&str],
         env: &[(&str, &str)],
     ) -> Connector {
-        // Logs live outside the edge's temp dir so a failing test can still print them.
-        let logs = std::env::temp_dir().join("ringflare-test-logs");
-        let _ = std::fs::create_dir_all(&logs);
-        let log = logs.join(format!("connector-{}.log", Uuid::new_v4()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringflare"));
-        cmd.arg("tunnel");
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        for e in edges {
-            cmd.args(["--edge", &e.to_string()]);
-        }
-        cmd.arg("--cacert")
-            .arg(ca)
-            .args(["--metrics", "127.0.0.1:0"]);
         // The default `auto` starts on QUIC with a token, and TestEdge speaks only http2:
         // pass `--protocol http2` unless the test chose a protocol (`--protocol auto` too).
+        let mut flags = vec!["--metrics", "127.0.0.1:0"];
         if !tunnel_flags.iter().any(|f| f == "--protocol") {
-            cmd.args(["--protocol", "http2"]);
+            flags.extend(["--protocol", "http2"]);
         }
-        cmd.args(tunnel_flags)
-            .arg("run")
-            .args(["--token", token])
-            .args(run_flags)
-            .env_remove("TUNNEL_TOKEN")
-            .envs(env.iter().copied())
-            .env("HOME", &logs)
+        flags.extend(tunnel_flags.iter().map(String::as_str));
+        let (mut cmd, log) = tunnel_command(
+            Path::new(env!("CARGO_BIN_EXE_ringflare")),
+            "connector",
+            edges,
+            ca,
+            token,
+            config,
+            &flags,
+            run_flags,
+        );
+        cmd.envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         LAST_LOG.with(|l| *l.borrow_mut() = Some(log.clone()));
@@ -190,4 +181,40 @@ impl Drop for Connector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `BIN tunnel [--config C] --edge A... --cacert CA TUNNEL_FLAGS run --token T RUN_FLAGS`, with
+/// `HOME` in the log directory and `TUNNEL_TOKEN` unset, and the path of its log (outside any
+/// test's temp dir, so a failing test can still print it), named `<log_name>-<uuid>.log`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn tunnel_command(
+    bin: &Path,
+    log_name: &str,
+    edges: &[SocketAddr],
+    ca: &Path,
+    token: &str,
+    config: Option<&Path>,
+    tunnel_flags: &[&str],
+    run_flags: &[&str],
+) -> (Command, PathBuf) {
+    let logs = std::env::temp_dir().join("ringflare-test-logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let log = logs.join(format!("{log_name}-{}.log", Uuid::new_v4()));
+    let mut cmd = Command::new(bin);
+    cmd.arg("tunnel");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    for e in edges {
+        cmd.args(["--edge", &e.to_string()]);
+    }
+    cmd.arg("--cacert")
+        .arg(ca)
+        .args(tunnel_flags)
+        .arg("run")
+        .args(["--token", token])
+        .args(run_flags)
+        .env_remove("TUNNEL_TOKEN")
+        .env("HOME", &logs);
+    (cmd, log)
 }

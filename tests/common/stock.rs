@@ -10,11 +10,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use uuid::Uuid;
-
-use super::connector::Connector;
+use super::connector::{Connector, tunnel_command};
 
 /// Where the stock cloudflared binary is; the tests that need it skip when it is unset.
 pub const CLOUDFLARED_ENV: &str = "RINGFLARE_CLOUDFLARED";
@@ -51,10 +49,7 @@ pub fn in_loopback_netns(test: &str) -> bool {
         return true;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "--", "sh", "-c"])
-        .arg("ip link set lo up && exec \"$0\" \"$@\"")
-        .arg(&exe)
+    let out = ringflare::bench::procs::loopback_netns(&exe)
         .args([test, "--exact", "--nocapture", "--test-threads", "1"])
         .env(NETNS_ENV, "1")
         .stdin(Stdio::null())
@@ -81,8 +76,8 @@ pub fn in_loopback_netns(test: &str) -> bool {
 
 impl Connector {
     /// Starts a third-party connector binary (cloudflared's command line) against `edges`:
-    /// `BIN tunnel --no-autoupdate [--config C] --edge A... --cacert CA TUNNEL_FLAGS run
-    /// --token T RUN_FLAGS`, stderr and stdout to the log, `HOME` in the log directory.
+    /// [`tunnel_command`] with `--no-autoupdate` first among the tunnel flags, stderr and
+    /// stdout to the log.
     pub fn spawn_stock(
         bin: &Path,
         edges: &[SocketAddr],
@@ -92,27 +87,12 @@ impl Connector {
         tunnel_flags: &[&str],
         run_flags: &[&str],
     ) -> Connector {
-        let logs = std::env::temp_dir().join("ringflare-test-logs");
-        let _ = std::fs::create_dir_all(&logs);
-        let log = logs.join(format!("stock-{}.log", Uuid::new_v4()));
-        let mut cmd = Command::new(bin);
-        cmd.args(["tunnel", "--no-autoupdate"]);
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        for e in edges {
-            cmd.args(["--edge", &e.to_string()]);
-        }
+        let mut flags = vec!["--no-autoupdate"];
+        flags.extend(tunnel_flags);
+        let (mut cmd, log) =
+            tunnel_command(bin, "stock", edges, ca, token, config, &flags, run_flags);
         let file = std::fs::File::create(&log).unwrap();
-        cmd.arg("--cacert")
-            .arg(ca)
-            .args(tunnel_flags)
-            .arg("run")
-            .args(["--token", token])
-            .args(run_flags)
-            .env_remove("TUNNEL_TOKEN")
-            .env("HOME", &logs)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
         Connector {
