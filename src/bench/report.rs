@@ -156,6 +156,11 @@ fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
 }
 
+/// A line under a table row, aligned past its leg and workload columns.
+fn under_row(text: std::fmt::Arguments<'_>) -> String {
+    format!("{:<15} {:<20} {text}\n", "", "")
+}
+
 /// The one table: a row per leg and workload, with the ratio to the origin leg.
 pub fn render_table(res: &Results) -> String {
     let m = &res.machine;
@@ -224,23 +229,20 @@ pub fn render_table(res: &Results) -> String {
                 opt(w.stall_ms(), 0)
             );
             if w.stall_ms().is_some() && r.stalled > 0 {
-                out += &format!(
-                    "{:<15} {:<20} stalled: {} of {} transfers paused over {} s\n",
-                    "",
-                    "",
+                out += &under_row(format_args!(
+                    "stalled: {} of {} transfers paused over {} s",
                     r.stalled,
                     r.requests + r.error_total,
                     STALL_LIMIT.as_secs()
-                );
+                ));
             }
             if let Some(n) = w.listen_overflows.filter(|n| *n > 0) {
-                out += &format!(
-                    "{:<15} {:<20} listen overflows: {n} (connections dropped by full accept queues, each retried by the client 1 s+ later)\n",
-                    "", ""
-                );
+                out += &under_row(format_args!(
+                    "listen overflows: {n} (connections dropped by full accept queues, each retried by the client 1 s+ later)"
+                ));
             }
             if let Some(note) = &w.note {
-                out += &format!("{:<15} {:<20} note: {note}\n", "", "");
+                out += &under_row(format_args!("note: {note}"));
             }
         }
     }
