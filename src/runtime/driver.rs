@@ -286,6 +286,56 @@ mod tests {
         assert_eq!(rt.block_on(async { 7 }), 7);
     }
 
+    /// Dropping an operation whose request still sits in a full submission queue must cancel
+    /// it in the kernel. compio-driver 0.12.5 dropped the cancel when the queue was full (see
+    /// compio-driver/PATCHED.md): the receive stayed armed and swallowed the next datagram.
+    #[test]
+    fn cancel_with_a_full_submission_queue_reaches_the_kernel() {
+        use std::task::{Context, Waker};
+        use std::time::Duration;
+
+        use compio::net::UdpSocket;
+
+        const RING: u32 = 8;
+        let mut proactor = ProactorBuilder::new();
+        proactor.driver_type(DriverType::IoUring).capacity(RING);
+        let rt = match RuntimeBuilder::new().with_proactor(proactor).build() {
+            Ok(rt) if rt.driver_type() == DriverType::IoUring => rt,
+            _ => return println!("skipped: no io_uring here"),
+        };
+        rt.block_on(async {
+            let mut sockets = Vec::new();
+            for _ in 0..RING {
+                sockets.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            }
+            let mut receives: Vec<_> = sockets
+                .iter()
+                .map(|s| Box::pin(s.recv(Vec::with_capacity(16))))
+                .collect();
+            let mut cx = Context::from_waker(Waker::noop());
+            for receive in &mut receives {
+                // One poll queues the request; nothing has entered the kernel yet.
+                assert!(receive.as_mut().poll(&mut cx).is_pending());
+            }
+            // The queue holds RING requests: every cancel below finds it full.
+            drop(receives);
+            let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            for s in &sockets {
+                let to = s.local_addr().unwrap();
+                sender.send_to(&b"ping"[..], to).await.0.unwrap();
+            }
+            for (i, s) in sockets.iter().enumerate() {
+                let got =
+                    compio::time::timeout(Duration::from_secs(2), s.recv(Vec::with_capacity(16)))
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!("socket {i}: the datagram went to a cancelled receive")
+                        });
+                assert_eq!(got.1, b"ping", "socket {i}");
+            }
+        });
+    }
+
     #[test]
     fn auto_reports_a_usable_driver() {
         let report = select_driver(IoDriver::Auto).unwrap();
