@@ -14,10 +14,12 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
+    task::{Context, Poll},
     thread,
     time::Duration,
 };
 
+use compio::runtime::Runtime;
 use futures_channel::oneshot;
 use futures_util::future::{FutureExt, Shared};
 
@@ -354,7 +356,7 @@ impl WorkerStart {
             stop: self.stop,
         };
         let _ = self.ready.send((self.index, Ok(pin)));
-        Ok(runtime.block_on(factory(ctx)))
+        Ok(run_worker(runtime, factory(ctx)))
     }
 
     fn pin_thread(&self) -> PinOutcome {
@@ -367,6 +369,57 @@ impl WorkerStart {
             (true, Some(core)) => {
                 PinOutcome::Failed(format!("sched_setaffinity to core {}", core.id))
             }
+        }
+    }
+}
+
+/// How many executor ticks a worker runs back to back while tasks stay ready, before it
+/// enters the kernel anyway (I/O completions and timers must not starve behind a busy core).
+const DRAIN_TICKS: u32 = 16;
+
+/// Runs `future` on `runtime` to completion, like compio's `block_on`, except that ready
+/// tasks are run until none is left (at most [`DRAIN_TICKS`] ticks) before the driver is
+/// polled.
+///
+/// compio's loop enters the kernel after every tick that leaves a task ready, and a task
+/// woken by the one running (a TLS read waking the stream task it carries, a stream task
+/// waking its connection's writer) is almost always left for the next tick: a request paid
+/// one or two extra `io_uring_enter` calls on each side, each submitting one operation the
+/// next blocking enter could have carried. Here the operations that those tasks queue go to
+/// the kernel together, in the enter that then waits. 1 KiB GETs at c=1 through the built-in
+/// edge: connector 6.0 -> 3.4 `io_uring_enter` per request, edge 6.6 -> 4.4.
+fn run_worker<F: Future>(runtime: Runtime, future: F) -> F::Output {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.enter(|| {
+            let waker = runtime.waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut future = std::pin::pin!(future);
+            loop {
+                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    runtime.run();
+                    return out;
+                }
+                let mut ready = runtime.run();
+                let mut ticks = 1;
+                while ready && ticks < DRAIN_TICKS {
+                    ready = runtime.run();
+                    ticks += 1;
+                }
+                if ready {
+                    runtime.poll_with(Some(Duration::ZERO));
+                } else {
+                    runtime.poll();
+                }
+            }
+        })
+    }));
+    match result {
+        Ok(out) => out,
+        Err(payload) => {
+            // As compio's block_on: the pending tasks are dropped (with the runtime) only
+            // after the unwind has ended.
+            drop(runtime);
+            std::panic::resume_unwind(payload)
         }
     }
 }
