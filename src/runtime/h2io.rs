@@ -26,7 +26,7 @@
 
 use std::{
     future::Future,
-    io::{self, Read as _, Write as _},
+    io::{self, BufRead as _, Write as _},
     ops::DerefMut,
     pin::Pin,
     sync::Arc,
@@ -149,9 +149,8 @@ pub fn connector_h2_server() -> h2::server::Builder {
 /// # Buffers and copies
 /// - Reading: the kernel writes ciphertext into the spare capacity of one reused `Vec`
 ///   (`READ_BUF` bytes, allocated once, never zeroed); `read_tls` hands it to rustls, which
-///   decrypts in place and copies the plaintext into h2's `ReadBuf`. Only the bytes about
-///   to be written there are initialised (`initialize_unfilled_to(n)`, `n` = the plaintext
-///   rustls holds), never the whole unfilled region.
+///   decrypts in place and copies the plaintext into h2's `ReadBuf` straight from its own
+///   chunks (`BufRead`), so h2's buffer is never zeroed first.
 /// - Writing: `writer().write` encrypts h2's frames into rustls' queue; a flush drains the
 ///   queue with `write_tls` into one reused `Vec` and submits it as one owned write without
 ///   waiting for it; what h2 writes meanwhile queues in rustls and goes out in the next write
@@ -495,12 +494,22 @@ where
             if state.tls_bytes_to_write() > 0 {
                 this.kick_write(cx)?;
             }
-            let avail = state.plaintext_bytes_to_read().min(buf.remaining());
+            let mut avail = state.plaintext_bytes_to_read().min(buf.remaining());
             if avail > 0 {
-                // Initialise only what rustls is about to overwrite.
-                let dst = buf.initialize_unfilled_to(avail);
-                let n = this.conn.reader().read(dst)?;
-                buf.advance(n);
+                // Copied straight from rustls' plaintext chunks into h2's (uninitialised)
+                // buffer: `read` would need the destination zeroed first, a second pass over
+                // every byte received (3% of the connector's CPU on a one-stream upload).
+                let mut reader = this.conn.reader();
+                while avail > 0 {
+                    let chunk = reader.fill_buf()?;
+                    let n = chunk.len().min(avail);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.put_slice(&chunk[..n]);
+                    reader.consume(n);
+                    avail -= n;
+                }
                 return Poll::Ready(Ok(()));
             }
             if state.peer_has_closed() || buf.remaining() == 0 {

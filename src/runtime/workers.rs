@@ -388,6 +388,10 @@ const DRAIN_TICKS: u32 = 16;
 /// next blocking enter could have carried. Here the operations that those tasks queue go to
 /// the kernel together, in the enter that then waits. 1 KiB GETs at c=1 through the built-in
 /// edge: connector 6.0 -> 3.4 `io_uring_enter` per request, edge 6.6 -> 4.4.
+///
+/// More requests then queue per enter, so the ring's submission queue can fill inside a
+/// task's poll: this relies on the patched compio-driver (src/runtime/compio-driver), whose
+/// published version dropped a cancel that found the queue full.
 fn run_worker<F: Future>(runtime: Runtime, future: F) -> F::Output {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.enter(|| {
