@@ -44,6 +44,44 @@ fn ca_in_tempdir() -> (tempfile::TempDir, EdgeCa) {
 }
 
 #[test]
+fn connector_offers_and_edge_picks_suites_in_go_order() {
+    use rustls::CipherSuite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    let order = |aes| {
+        let suites =
+            super::config::go_order(rustls::crypto::ring::default_provider().cipher_suites, aes);
+        suites.iter().take(3).map(|s| s.suite()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        order(true),
+        [
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256
+        ]
+    );
+    assert_eq!(
+        order(false),
+        [
+            TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384
+        ]
+    );
+    // The edge follows the connector's first choice, on both transports' configs.
+    let (_dir, ca) = ca_in_tempdir();
+    let roots = EdgeRoots::CaFile(ca.ca_pem_path().to_owned());
+    let first = |c: &ClientConfig| c.crypto_provider().cipher_suites[0].suite();
+    let client = connector_client_config(roots.clone()).unwrap();
+    let want = first(&client);
+    let (c, _s) = handshake(client, edge_server_config(&ca).unwrap(), H2_SERVER_NAME).unwrap();
+    assert_eq!(c.negotiated_cipher_suite().unwrap().suite(), want);
+    let quic = connector_quic_client_config(roots).unwrap();
+    assert_eq!(first(&quic), want);
+}
+
+#[test]
 fn p256_only_client_negotiates_secp256r1_with_h2_sni() {
     let (_dir, ca) = ca_in_tempdir();
     let server = edge_server_config(&ca).unwrap();
