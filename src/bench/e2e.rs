@@ -71,6 +71,12 @@ pub struct E2eArgs {
     /// the legs are labelled `NAME/quic`, `NAME/http2`.
     #[arg(long, value_enum, default_value_t = ProtocolChoice::Both)]
     pub protocol: ProtocolChoice,
+    /// Pin the edge's workers to cores (one per core) instead of letting them float. Pinned,
+    /// a one-stream transfer runs at half speed whenever its edge worker and connector worker
+    /// share a core (about half the time), and 64 concurrent QUIC transfers run faster (the
+    /// kernel cannot stack the edge's threads); see the README's benchmark section.
+    #[arg(long)]
+    pub pin_edge: bool,
 }
 
 /// `bench e2e --protocol`.
@@ -293,6 +299,7 @@ fn start_tunnel(
     origin: SocketAddr,
     ha: u8,
     protocol: &str,
+    pin_edge: bool,
 ) -> Result<Tunnel, String> {
     let ingress = format!("ingress:\n  - service: http://{origin}\n");
     launch_tunnel(
@@ -300,6 +307,7 @@ fn start_tunnel(
         connector,
         &ingress,
         ha,
+        pin_edge,
         &["--loglevel", "warn", "--protocol", protocol],
     )
 }
@@ -312,6 +320,7 @@ pub(super) fn launch_tunnel(
     connector: Option<&Path>,
     config_text: &str,
     ha: u8,
+    pin_edge: bool,
     connector_flags: &[&str],
 ) -> Result<Tunnel, String> {
     let exe = self_exe()?;
@@ -344,18 +353,15 @@ pub(super) fn launch_tunnel(
     for a in &tunnel_addrs {
         cmd.args(["--listen", &a.to_string()]);
     }
-    // The edge stands in for Cloudflare's, which runs on other machines: it floats (no core
-    // pinning), like the bench client and origin, so the kernel keeps its work off the cores
-    // the connector under test is busy on. Pinned, an edge worker and a connector worker
-    // shared a core for half of the one-stream transfers (the stream's edge connection and
-    // connector connection are placed independently), and those ran at half speed.
-    cmd.args([
-        "--eyeball",
-        &eyeball.to_string(),
-        "--loglevel",
-        "warn",
-        "--no-pinning",
-    ]);
+    cmd.args(["--eyeball", &eyeball.to_string(), "--loglevel", "warn"]);
+    // The edge stands in for Cloudflare's, which runs on other machines: by default it floats
+    // (no core pinning), like the bench client and origin, so the kernel keeps its work off
+    // the cores the connector under test is busy on. Pinned (`--pin-edge`), an edge worker and
+    // a connector worker shared a core for about half the one-stream transfers (each side
+    // places a stream's connection independently), and those ran at half speed.
+    if !pin_edge {
+        cmd.arg("--no-pinning");
+    }
     let edge = Proc::spawn("edge", cmd, &dir.join("edge.log"), false)?;
     let config = dir.join("config.yml");
     std::fs::write(&config, config_text)
@@ -579,7 +585,7 @@ fn tunnel_leg(
         leg.skipped = Some(format!("creating {}: {e}", leg_dir.display()));
         return leg;
     }
-    let mut tunnel = start_tunnel(&leg_dir, bin, origin, args.ha, protocol);
+    let mut tunnel = start_tunnel(&leg_dir, bin, origin, args.ha, protocol, args.pin_edge);
     if let Ok(t) = &tunnel {
         leg.connections = registered_connections(t, args.ha, Duration::from_secs(15));
         leg.connections_wanted = Some(args.ha.into());
@@ -606,7 +612,7 @@ fn tunnel_leg(
             );
             t.connector.stop(Duration::from_secs(5));
             t.edge.stop(Duration::from_secs(5));
-            tunnel = start_tunnel(&leg_dir, bin, origin, args.ha, protocol);
+            tunnel = start_tunnel(&leg_dir, bin, origin, args.ha, protocol, args.pin_edge);
         }
         leg.results.push(result);
     }

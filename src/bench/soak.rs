@@ -329,7 +329,7 @@ pub fn run_soak(args: &SoakArgs) -> Result<SoakReport, String> {
         evil.addr
     );
     // One HA connection, as in issue 10: a lost connection is then a tunnel outage.
-    let mut tunnel = launch_tunnel(&dir, None, &config, 1, &["--loglevel", "info"])?;
+    let mut tunnel = launch_tunnel(&dir, None, &config, 1, false, &["--loglevel", "info"])?;
     let metrics = tunnel.metrics;
     let result = soak_with(&mut tunnel, metrics, duration, args, &stop);
     stop.store(true, Ordering::Relaxed);
