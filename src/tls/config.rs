@@ -102,14 +102,16 @@ pub(super) fn go_order(
     aes: bool,
 ) -> Vec<rustls::SupportedCipherSuite> {
     use rustls::CipherSuite::{
-        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_AES_128_GCM_SHA256 as AES_128, TLS13_AES_256_GCM_SHA384 as AES_256,
+        TLS13_CHACHA20_POLY1305_SHA256 as CHACHA20,
     };
-    suites.sort_by_key(|s| match (s.suite(), aes) {
-        (TLS13_AES_128_GCM_SHA256, true) | (TLS13_CHACHA20_POLY1305_SHA256, false) => 0,
-        (TLS13_AES_256_GCM_SHA384, true) | (TLS13_AES_128_GCM_SHA256, false) => 1,
-        (TLS13_CHACHA20_POLY1305_SHA256, true) | (TLS13_AES_256_GCM_SHA384, false) => 2,
-        _ => 3,
-    });
+    // Go's defaultCipherSuitesTLS13 and defaultCipherSuitesTLS13NoAES.
+    let go = if aes {
+        [AES_128, AES_256, CHACHA20]
+    } else {
+        [CHACHA20, AES_128, AES_256]
+    };
+    suites.sort_by_key(|s| go.iter().position(|&g| g == s.suite()).unwrap_or(go.len()));
     suites
 }
 
