@@ -294,6 +294,33 @@ fn websocket_to_https_origin() {
                 }
                 assert_eq!(got, msg.as_bytes(), "{driver}");
             }
+            // 4 MiB both ways at once: the origin's read and write halves share one rustls
+            // connection and run concurrently, under backpressure on both sides.
+            let bulk: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+            let up = async {
+                for chunk in bulk.chunks(64 * 1024) {
+                    ringflare::runtime::h2stream::send_all(
+                        &mut send,
+                        bytes::Bytes::copy_from_slice(chunk),
+                    )
+                    .await
+                    .unwrap();
+                }
+            };
+            let down = async {
+                let mut got = Vec::with_capacity(bulk.len());
+                while got.len() < bulk.len() {
+                    let chunk = body.data().await.unwrap().unwrap();
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                got
+            };
+            let ((), got) = futures_util::future::join(up, down).await;
+            assert!(
+                got == bulk,
+                "{driver}: 4 MiB echoed through the wss origin changed"
+            );
         });
     }
 }

@@ -33,6 +33,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use bytes::BytesMut;
 use compio::buf::BufResult;
 use compio::io::compat::AsyncStream;
 use compio::io::{AsyncReadManaged, AsyncWriteExt as _};
@@ -480,6 +481,67 @@ where
     }
 }
 
+impl<C, S, T> RustlsIo<C, T>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+    T: TlsSocket,
+{
+    /// Hands at most `room` bytes of plaintext to `put` (chunk by chunk, straight from rustls'
+    /// decrypted records: no destination is zeroed first), reading from the socket while
+    /// none is decrypted. `Ok(0)` at the end of the stream (close_notify, or a TCP EOF without
+    /// it: the protocol above decides whether that was clean) or when `room` is 0.
+    fn poll_plaintext(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        mut put: impl FnMut(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            // `poll_feed` processes every record it hands rustls: nothing is left to process
+            // here.
+            let mut reader = self.conn.reader();
+            let mut copied = 0;
+            let ended = loop {
+                if copied == room {
+                    break false;
+                }
+                match reader.fill_buf() {
+                    // close_notify received and every byte before it read.
+                    Ok([]) => break true,
+                    Ok(chunk) => {
+                        let n = chunk.len().min(room - copied);
+                        put(&chunk[..n]);
+                        reader.consume(n);
+                        copied += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break true,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            };
+            if copied > 0 || ended || room == 0 {
+                return Poll::Ready(Ok(copied));
+            }
+            if !ready!(self.poll_feed(cx))? {
+                return Poll::Ready(Ok(0));
+            }
+        }
+    }
+
+    /// Appends at most `want` bytes of plaintext to `buf` (its spare capacity is never
+    /// zeroed); `Ok(0)` at the end of the stream. For origin connections, which read into
+    /// the `BytesMut` the HTTP decoder splits.
+    pub fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_plaintext(cx, want, |chunk| buf.extend_from_slice(chunk))
+    }
+}
+
 impl<C, S, T> TokioRead for RustlsIo<C, T>
 where
     C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
@@ -491,41 +553,14 @@ where
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            // Plaintext rustls already decrypted (`poll_feed` processes every record it
-            // hands over, so nothing is left to process here), copied straight from its
-            // chunks into h2's uninitialised buffer: `read` would need the destination
-            // zeroed first, a second pass over every byte received.
-            let mut reader = this.conn.reader();
-            let mut copied = false;
-            let ended = loop {
-                if buf.remaining() == 0 {
-                    break false;
-                }
-                match reader.fill_buf() {
-                    // close_notify received and every byte before it read.
-                    Ok([]) => break true,
-                    Ok(chunk) => {
-                        let n = chunk.len().min(buf.remaining());
-                        buf.put_slice(&chunk[..n]);
-                        reader.consume(n);
-                        copied = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                    // TCP EOF without close_notify: h2 sees EOF and decides whether it was
-                    // clean.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break true,
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            };
-            if copied || ended || buf.remaining() == 0 {
-                return Poll::Ready(Ok(()));
-            }
-            if !ready!(this.poll_feed(cx))? {
-                return Poll::Ready(Ok(()));
-            }
-        }
+        // Copied into h2's uninitialised buffer: `Reader::read` would need the destination
+        // zeroed first, a second pass over every byte received.
+        let room = buf.remaining();
+        ready!(
+            self.get_mut()
+                .poll_plaintext(cx, room, |chunk| buf.put_slice(chunk))
+        )?;
+        Poll::Ready(Ok(()))
     }
 }
 

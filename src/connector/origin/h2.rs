@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use h2::client::SendRequest;
 
-use super::{CompatStream, OriginStream, PoolKey};
-use crate::runtime::h2io::TokioIo;
+use super::{PoolKey, TlsOrigin};
 
 /// Live HTTP/2 origin connections of one core.
 #[derive(Default)]
@@ -40,14 +39,13 @@ impl H2Pool {
     }
 }
 
-/// Starts HTTP/2 over an origin connection that chose it by ALPN and spawns its driver on this
-/// core. A TLS connection goes to `h2` as it is (rustls over owned buffers, no compat layer).
-pub async fn handshake(stream: OriginStream) -> Result<SendRequest<Bytes>, h2::Error> {
-    match stream {
-        OriginStream::Compat(CompatStream::TlsTcp(t)) => start(t).await,
-        OriginStream::Compat(CompatStream::TlsUnix(t)) => start(t).await,
-        // Not reached today (h2 is only chosen by ALPN), kept total.
-        other => start(TokioIo::new(other.into_compat())).await,
+/// Starts HTTP/2 over a TLS origin connection that chose it by ALPN (HTTP/2 to an origin is
+/// only ever negotiated so) and spawns its driver on this core: rustls over owned buffers goes
+/// to `h2` as it is, no compat layer.
+pub async fn handshake(tls: TlsOrigin) -> Result<SendRequest<Bytes>, h2::Error> {
+    match tls {
+        TlsOrigin::Tcp(t) => start(t).await,
+        TlsOrigin::Unix(t) => start(t).await,
     }
 }
 

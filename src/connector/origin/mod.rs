@@ -3,16 +3,15 @@
 //! locks); an origin connection never leaves the core that dialled it.
 //!
 //! # Copies
-//! Plain origins of the HTTP exchange are bare compio sockets driven with owned buffers: the
-//! kernel writes straight into the spare capacity of the `BytesMut` the HTTP decoder splits into
-//! `Bytes` for h2 (not zeroed first, no copy), and request head and body `Bytes` go to the kernel
-//! as they are (vectored for chunk framing). TLS origins are rustls driven over the socket
-//! with owned buffers ([`OriginTlsIo`], `runtime::h2io::RustlsIo`): the kernel writes
-//! ciphertext into an owned buffer (the core's provided-buffer pool while idle, so an idle or
-//! pooled TLS connection holds no read buffer), rustls decrypts it and copies the plaintext
-//! out; HTTP/2 origins hand that stream to `h2` directly. Stream services that need
-//! `futures-io` over a plain socket still use compio's compat stream ([`CompatStream`]): one
-//! copy each way.
+//! Plain origins are bare compio sockets driven with owned buffers: the kernel writes straight
+//! into the spare capacity of the `BytesMut` the HTTP decoder splits into `Bytes` for h2 (not
+//! zeroed first, no copy), and request head and body `Bytes` go to the kernel as they are
+//! (vectored for chunk framing). TLS origins are rustls driven over the socket with owned
+//! buffers ([`OriginTlsIo`], `runtime::h2io::RustlsIo`): the kernel writes ciphertext into an
+//! owned buffer (the core's provided-buffer pool while idle, so an idle or pooled TLS
+//! connection holds no read buffer), rustls decrypts it and its plaintext is appended to the
+//! decoder's `BytesMut` (never zeroed first); HTTP/2 origins hand that stream to `h2` directly.
+//! No origin socket goes through a poll-style compatibility layer.
 
 #![forbid(unsafe_code)]
 
@@ -23,14 +22,11 @@ mod tls;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use compio::io::compat::AsyncStream;
 use compio::net::{TcpStream, UnixStream};
-use futures_util::io::{AsyncRead, AsyncWrite};
 
 pub use tls::{OriginTls, OriginTlsIo};
 
@@ -38,67 +34,52 @@ use super::proxy_connect;
 use super::proxy_env::ProxyUrl;
 use crate::runtime::{TcpTuning, apply_tuning, read_pooled};
 
-/// Buffer per direction of a stream service's origin socket (WebSocket-wrapped TCP, private
-/// TCP, SOCKS). The compat stream allocates both at once and keeps them for the stream's life,
-/// so this is most of what an idle stream costs: 2 x 4 KiB.
+/// The most one idle read of a stream service's origin socket takes at a time (WebSocket-wrapped
+/// TCP, private TCP, SOCKS, and a WebSocket upgrade's response head): such a read may wait for
+/// hours and must not pin an HTTP-sized buffer meanwhile.
 pub const STREAM_SERVICE_BUF: usize = 4 * 1024;
 
 /// A connected origin stream: one concrete type, so a connection taken from the pool and
 /// returned to it is the same value, never wrapped again (a `Box<dyn>` per check-in once made
 /// every read recurse through one more layer per reuse).
 ///
-/// Plain TCP and unix origins of the HTTP exchange are the bare compio sockets, driven with
-/// owned buffers ([`OriginRead`], [`OriginWrite`]): no compat layer, no stream buffers. TLS
-/// origins (rustls over owned buffers, [`OriginTlsIo`]) and plain sockets of stream services
-/// that use `futures-io` are [`CompatStream`]s, whose halves split and reunite the same way.
+/// Plain TCP and unix origins are the bare compio sockets, driven with owned buffers
+/// ([`OriginRead`], [`OriginWrite`]); TLS origins are rustls over the socket with owned
+/// buffers ([`OriginTlsIo`]). Either splits into halves and reunites into the same value.
 pub enum OriginStream {
     Tcp(TcpStream),
     Unix(UnixStream),
-    Compat(CompatStream),
+    Tls(TlsOrigin),
 }
 
-/// An origin stream behind `futures-io`: compio's compat layer over a plain socket (own
-/// buffers, a copy each way), or rustls driven over the socket with owned buffers
-/// ([`OriginTlsIo`], no compat layer; an idle one holds no read buffer). `futures-io` here is
-/// only the face the pool's split halves and the stream services use.
-pub enum CompatStream {
-    Tcp(Pin<Box<AsyncStream<TcpStream>>>),
-    Unix(Pin<Box<AsyncStream<UnixStream>>>),
-    TlsTcp(Box<OriginTlsIo<TcpStream>>),
-    TlsUnix(Box<OriginTlsIo<UnixStream>>),
+/// A TLS origin connection over TCP or a unix socket.
+pub enum TlsOrigin {
+    Tcp(Box<OriginTlsIo<TcpStream>>),
+    Unix(Box<OriginTlsIo<UnixStream>>),
+}
+
+/// Runs `$e` with `$io` bound to the [`OriginTlsIo`] inside a [`TlsOrigin`], whatever its
+/// socket.
+macro_rules! with_tls {
+    ($tls:expr, $io:ident => $e:expr) => {
+        match $tls {
+            TlsOrigin::Tcp($io) => $e,
+            TlsOrigin::Unix($io) => $e,
+        }
+    };
 }
 
 impl OriginStream {
-    /// A plain TCP origin connection behind the compat layer, with `buf` bytes of buffer per
-    /// direction.
-    pub fn tcp_with(tcp: TcpStream, buf: usize) -> OriginStream {
-        OriginStream::Compat(CompatStream::Tcp(Box::pin(AsyncStream::with_capacity(
-            buf, tcp,
-        ))))
-    }
-
-    /// This stream behind `futures-io` (a bare socket gets [`STREAM_SERVICE_BUF`] buffers).
-    pub fn into_compat(self) -> CompatStream {
-        match self {
-            OriginStream::Tcp(s) => {
-                CompatStream::Tcp(Box::pin(AsyncStream::with_capacity(STREAM_SERVICE_BUF, s)))
-            }
-            OriginStream::Unix(s) => {
-                CompatStream::Unix(Box::pin(AsyncStream::with_capacity(STREAM_SERVICE_BUF, s)))
-            }
-            OriginStream::Compat(c) => c,
-        }
-    }
-
     /// Read and write halves that can be driven at once. A bare socket's halves are two
-    /// handles of one descriptor (compio sockets are reference-counted).
+    /// handles of one descriptor (compio sockets are reference-counted); a TLS connection's
+    /// halves share its rustls state on this core (`Rc`, borrowed only inside one poll).
     pub fn split(self) -> (OriginRead, OriginWrite) {
         match self {
             OriginStream::Tcp(s) => (OriginRead::Tcp(s.clone()), OriginWrite::Tcp(s)),
             OriginStream::Unix(s) => (OriginRead::Unix(s.clone()), OriginWrite::Unix(s)),
-            OriginStream::Compat(c) => {
-                let (r, w) = futures_util::io::AsyncReadExt::split(c);
-                (OriginRead::Compat(r), OriginWrite::Compat(w))
+            OriginStream::Tls(t) => {
+                let shared = Rc::new(RefCell::new(t));
+                (OriginRead::Tls(shared.clone()), OriginWrite::Tls(shared))
             }
         }
     }
@@ -115,8 +96,9 @@ pub fn reunite(rd: OriginRead, wr: OriginWrite) -> Option<OriginStream> {
         (OriginRead::Unix(r), OriginWrite::Unix(w)) => {
             (r.as_raw_fd() == w.as_raw_fd()).then_some(OriginStream::Unix(w))
         }
-        (OriginRead::Compat(r), OriginWrite::Compat(w)) => {
-            r.reunite(w).ok().map(OriginStream::Compat)
+        (OriginRead::Tls(r), OriginWrite::Tls(w)) if Rc::ptr_eq(&r, &w) => {
+            drop(r);
+            Rc::into_inner(w).map(|t| OriginStream::Tls(t.into_inner()))
         }
         _ => None,
     }
@@ -126,14 +108,14 @@ pub fn reunite(rd: OriginRead, wr: OriginWrite) -> Option<OriginStream> {
 pub enum OriginRead {
     Tcp(TcpStream),
     Unix(UnixStream),
-    Compat(futures_util::io::ReadHalf<CompatStream>),
+    Tls(Rc<RefCell<TlsOrigin>>),
 }
 
 /// The write half of an [`OriginStream`].
 pub enum OriginWrite {
     Tcp(TcpStream),
     Unix(UnixStream),
-    Compat(futures_util::io::WriteHalf<CompatStream>),
+    Tls(Rc<RefCell<TlsOrigin>>),
 }
 
 /// One read that appends at most `want` bytes to a `BytesMut`; 0 at EOF.
@@ -171,29 +153,12 @@ impl ReadInto for OriginRead {
         match self {
             OriginRead::Tcp(s) => owned_read(s, buf, want).await,
             OriginRead::Unix(s) => owned_read(s, buf, want).await,
-            OriginRead::Compat(s) => {
-                // Polled by hand so that a read that has to wait gives its buffer back.
-                std::future::poll_fn(|cx| {
-                    let start = buf.len();
-                    buf.resize(start + want, 0);
-                    match Pin::new(&mut *s).poll_read(cx, &mut buf[start..]) {
-                        Poll::Ready(Ok(n)) => {
-                            buf.truncate(start + n);
-                            Poll::Ready(Ok(n))
-                        }
-                        Poll::Ready(Err(e)) => {
-                            buf.truncate(start);
-                            Poll::Ready(Err(e))
-                        }
-                        Poll::Pending => {
-                            buf.truncate(start);
-                            if start == 0 {
-                                *buf = BytesMut::new();
-                            }
-                            Poll::Pending
-                        }
-                    }
-                })
+            OriginRead::Tls(t) => {
+                // Plaintext is appended straight from rustls' records; the borrow lasts one
+                // poll, so the write half can run in between.
+                std::future::poll_fn(
+                    |cx| with_tls!(&mut *t.borrow_mut(), io => io.poll_read_into(cx, buf, want)),
+                )
                 .await
             }
         }
@@ -213,7 +178,7 @@ impl OriginRead {
         let pooled = match self {
             OriginRead::Tcp(s) => read_pooled(s, want, take).await,
             OriginRead::Unix(s) => read_pooled(s, want, take).await,
-            OriginRead::Compat(_) => None,
+            OriginRead::Tls(_) => None,
         };
         match pooled {
             Some(r) => r,
@@ -244,7 +209,7 @@ impl OriginWrite {
         match self {
             OriginWrite::Tcp(s) => s.write_all(data).await.0,
             OriginWrite::Unix(s) => s.write_all(data).await.0,
-            OriginWrite::Compat(s) => futures_util::io::AsyncWriteExt::write_all(s, &data).await,
+            OriginWrite::Tls(t) => tls_write_all(t, &data).await,
         }
     }
 
@@ -254,20 +219,27 @@ impl OriginWrite {
         match self {
             OriginWrite::Tcp(s) => s.write_vectored_all(bufs).await.0,
             OriginWrite::Unix(s) => s.write_vectored_all(bufs).await.0,
-            OriginWrite::Compat(s) => {
+            OriginWrite::Tls(t) => {
                 for b in bufs {
-                    futures_util::io::AsyncWriteExt::write_all(s, &b).await?;
+                    tls_write_all(t, &b).await?;
                 }
                 Ok(())
             }
         }
     }
 
-    /// Pushes buffered bytes to the socket (bare sockets buffer nothing).
+    /// Pushes buffered bytes to the socket and waits until the kernel has them all (bare
+    /// sockets buffer nothing; a TLS connection's queued records go out).
     pub async fn flush(&mut self) -> io::Result<()> {
+        use futures_util::io::AsyncWrite as _;
         match self {
             OriginWrite::Tcp(_) | OriginWrite::Unix(_) => Ok(()),
-            OriginWrite::Compat(s) => futures_util::io::AsyncWriteExt::flush(s).await,
+            OriginWrite::Tls(t) => {
+                std::future::poll_fn(|cx| {
+                    with_tls!(&mut *t.borrow_mut(), io => std::pin::Pin::new(&mut **io).poll_flush(cx))
+                })
+                .await
+            }
         }
     }
 
@@ -277,63 +249,32 @@ impl OriginWrite {
         match self {
             OriginWrite::Tcp(s) => s.shutdown().await,
             OriginWrite::Unix(s) => s.shutdown().await,
-            OriginWrite::Compat(s) => futures_util::io::AsyncWriteExt::close(s).await,
-        }
-    }
-}
-
-/// Forwards one `futures-io` call to the variant's stream.
-macro_rules! each {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            CompatStream::Tcp($s) => $e,
-            CompatStream::Unix($s) => $e,
-            CompatStream::TlsTcp($s) => {
-                let mut $s = Pin::new(&mut **$s);
-                $e
-            }
-            CompatStream::TlsUnix($s) => {
-                let mut $s = Pin::new(&mut **$s);
-                $e
+            OriginWrite::Tls(t) => {
+                use futures_util::io::AsyncWrite as _;
+                std::future::poll_fn(|cx| {
+                    with_tls!(&mut *t.borrow_mut(), io => std::pin::Pin::new(&mut **io).poll_close(cx))
+                })
+                .await
             }
         }
-    };
-}
-
-impl AsyncRead for CompatStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        each!(self, s => s.as_mut().poll_read(cx, buf))
     }
 }
 
-impl AsyncWrite for CompatStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        each!(self, s => s.as_mut().poll_write(cx, buf))
+/// Writes all of `data` to a TLS origin: encrypted into rustls' queue, which goes to the
+/// kernel as one owned write per flush (or whenever the queue is full).
+async fn tls_write_all(t: &Rc<RefCell<TlsOrigin>>, mut data: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWrite as _;
+    while !data.is_empty() {
+        let n = std::future::poll_fn(|cx| {
+            with_tls!(&mut *t.borrow_mut(), io => std::pin::Pin::new(&mut **io).poll_write(cx, data))
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
     }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        each!(self, s => s.as_mut().poll_write_vectored(cx, bufs))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => s.as_mut().poll_flush(cx))
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self, s => s.as_mut().poll_close(cx))
-    }
+    Ok(())
 }
 
 /// Where an origin lives.
@@ -406,9 +347,8 @@ pub async fn dial_alpn(d: &Dial, tls: &OriginTls) -> Result<(OriginStream, bool)
 
 /// Opens a connection for a stream service (WebSocket-wrapped TCP, private TCP): no TLS. The
 /// socket is bare: such a stream may sit idle for hours, and an idle bare socket read with
-/// [`OriginRead::read_idle`] holds no buffer ([`OriginStream::into_compat`] adds
-/// [`STREAM_SERVICE_BUF`] buffers where `futures-io` is needed). Never through an HTTP proxy
-/// (cloudflared dials these directly).
+/// [`OriginRead::read_idle`] holds no buffer. Never through an HTTP proxy (cloudflared dials
+/// these directly).
 pub async fn dial_stream(d: &Dial) -> Result<OriginStream, DialError> {
     dial_sized(d, &OriginTls::default(), false)
         .await
@@ -467,13 +407,12 @@ async fn dial_sized(
                 },
             );
             match &d.tls {
-                // Plain sockets stay bare: the stream services read them
-                // with owned buffers too ([`OriginRead::read_idle`]), and the ones that need
-                // `futures-io` add the compat buffers in [`OriginStream::into_compat`].
+                // Plain sockets stay bare: the stream services read them with owned buffers
+                // too ([`OriginRead::read_idle`]).
                 None => Ok((OriginStream::Tcp(tcp), false)),
                 Some(p) => {
                     let (s, h2) = tls.connect(tcp, p, d.tls_timeout, &addr).await?;
-                    Ok((OriginStream::Compat(CompatStream::TlsTcp(Box::new(s))), h2))
+                    Ok((OriginStream::Tls(TlsOrigin::Tcp(Box::new(s))), h2))
                 }
             }
         }
@@ -493,7 +432,7 @@ async fn dial_sized(
                 None => Ok((OriginStream::Unix(sock), false)),
                 Some(p) => {
                     let (s, h2) = tls.connect(sock, p, d.tls_timeout, path).await?;
-                    Ok((OriginStream::Compat(CompatStream::TlsUnix(Box::new(s))), h2))
+                    Ok((OriginStream::Tls(TlsOrigin::Unix(Box::new(s))), h2))
                 }
             }
         }
@@ -809,7 +748,7 @@ mod tests {
                     }
                     assert!(resp.ends_with(b"ok"), "{driver:?}: {resp:?}");
                     let stream = reunite(rd, wr).expect("halves of one connection");
-                    let OriginStream::Compat(CompatStream::TlsTcp(io)) = &stream else {
+                    let OriginStream::Tls(TlsOrigin::Tcp(io)) = &stream else {
                         panic!("{driver:?}: an https origin is not a TLS stream");
                     };
                     assert_eq!(

@@ -633,10 +633,12 @@ async fn h2_client(core: &Core, d: &Dial) -> Result<H2Choice, ProxyError> {
         return Ok(H2Choice::H2(c));
     }
     let (stream, is_h2) = dial_alpn(d, &core.origin_tls).await?;
-    if !is_h2 {
-        return Ok(H2Choice::Http1(stream));
-    }
-    let client = crate::connector::origin::h2::handshake(stream)
+    // ALPN chose h2, so the connection is TLS; anything else speaks HTTP/1.1.
+    let tls = match stream {
+        OriginStream::Tls(tls) if is_h2 => tls,
+        other => return Ok(H2Choice::Http1(other)),
+    };
+    let client = crate::connector::origin::h2::handshake(tls)
         .await
         .map_err(ProxyError::Http2Origin)?;
     let client = client.ready().await.map_err(ProxyError::Http2Origin)?;
