@@ -13,6 +13,9 @@ use ringflare::cli::{self, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before anything else runs: may execute this binary again with glibc's copy routine
+    // tuned for AMD CPUs (see the module).
+    ringflare::runtime::copy_tuning::reexec_tuned();
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let env: HashMap<String, String> = std::env::vars().collect();
     let outcome = match argv.first().map(String::as_str) {

@@ -4,6 +4,7 @@
 //! tunnel protocol, ingress or configuration files: callers hand it a factory that builds
 //! each core's `!Send` future and wire `--io-driver` into [`WorkerConfig`].
 
+pub mod copy_tuning;
 mod driver;
 pub mod h2io;
 pub mod h2stream;

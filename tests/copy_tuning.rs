@@ -1,0 +1,99 @@
+//! The binary's start-up re-execution with glibc's copy tunable (`runtime::copy_tuning`),
+//! checked on a real process: on an AMD CPU with glibc the running process has the tunable in
+//! its environment, keeps its PID and its name, and runs once; a tunable the user set is
+//! kept as it is; elsewhere the environment is untouched.
+
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use ringflare::runtime::copy_tuning::{THRESHOLD, TUNABLE, cpu_is_amd};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringflare");
+
+/// A `bench serve` child, killed on drop.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `bench serve` with `GLIBC_TUNABLES` as given and waits until it listens (its first
+/// line), so the re-execution, if any, is done.
+fn serve(tunables: Option<&str>) -> Served {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "bench",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+    ])
+    .stdout(Stdio::piped())
+    .env_remove("GLIBC_TUNABLES");
+    if let Some(t) = tunables {
+        cmd.env("GLIBC_TUNABLES", t);
+    }
+    let mut child = cmd.spawn().expect("spawn bench serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("http="),
+        "bench serve did not start: {line:?}"
+    );
+    Served(child)
+}
+
+/// The running process's `GLIBC_TUNABLES`, read from /proc.
+fn tunables_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("GLIBC_TUNABLES="))
+        .map(str::to_owned)
+}
+
+fn glibc_x86_64_amd() -> bool {
+    cfg!(all(target_env = "gnu", target_arch = "x86_64"))
+        && cpu_is_amd(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+}
+
+#[test]
+fn the_running_process_carries_the_tunable_on_amd_only() {
+    let served = serve(None);
+    let pid = served.0.id();
+    let got = tunables_of(pid);
+    if glibc_x86_64_amd() {
+        // Same PID: the spawned process itself was re-executed, not a child of it.
+        assert_eq!(got, Some(format!("{TUNABLE}={THRESHOLD}")));
+    } else {
+        assert_eq!(got, None, "the environment changed off AMD/glibc");
+    }
+    // The process keeps its name (what ps, pgrep and systemd show).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    assert_eq!(comm.trim_end(), "ringflare");
+}
+
+#[test]
+fn a_tunable_the_user_set_is_kept() {
+    let mine = "glibc.cpu.x86_rep_movsb_threshold=2048";
+    let served = serve(Some(mine));
+    assert_eq!(tunables_of(served.0.id()).as_deref(), Some(mine));
+
+    // Another tunable of the user's: kept, and the process runs. (What /proc shows of a
+    // combined value is not checked: glibc rewrites GLIBC_TUNABLES in place while it parses
+    // it at start-up, and 2.36 leaves only the first entry visible there, though
+    // `ld.so --list-tunables` shows both applied.)
+    let other = "glibc.malloc.check=0";
+    let served = serve(Some(other));
+    let got = tunables_of(served.0.id()).unwrap_or_default();
+    assert!(got.starts_with(other), "{got:?}");
+}
