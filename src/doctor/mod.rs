@@ -70,7 +70,29 @@ pub fn gather(io_driver: IoDriver) -> HostFacts {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         governor: read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
             .map(|s| s.trim().to_owned()),
+        copy: copy_facts(),
     }
+}
+
+/// glibc's copy tuning as applied to this process: the CPU vendor, and the threshold glibc
+/// reports for this environment (`GLIBC_TUNABLES` as the start-up re-execution left it).
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+fn copy_facts() -> Option<checks::CopyFacts> {
+    let amd = read("/proc/cpuinfo").is_some_and(|c| crate::runtime::copy_tuning::cpu_is_amd(&c));
+    let rep_movsb_threshold = std::process::Command::new("/lib64/ld-linux-x86-64.so.2")
+        .arg("--list-tunables")
+        .output()
+        .ok()
+        .and_then(|o| checks::parse_rep_movsb_threshold(&String::from_utf8_lossy(&o.stdout)));
+    Some(checks::CopyFacts {
+        amd,
+        rep_movsb_threshold,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
+fn copy_facts() -> Option<checks::CopyFacts> {
+    None
 }
 
 /// The doctor's report as printed.
