@@ -156,9 +156,15 @@ impl ReadInto for OriginRead {
             OriginRead::Tls(t) => {
                 // Plaintext is appended straight from rustls' records; the borrow lasts one
                 // poll, so the write half can run in between.
-                std::future::poll_fn(
-                    |cx| with_tls!(&mut *t.borrow_mut(), io => io.poll_read_into(cx, buf, want)),
-                )
+                std::future::poll_fn(|cx| {
+                    let r = with_tls!(&mut *t.borrow_mut(), io => io.poll_read_into(cx, buf, want));
+                    if r.is_pending() && buf.is_empty() {
+                        // A read that has to wait holds no buffer of its own (idle upgraded
+                        // streams, a slow origin's response).
+                        *buf = BytesMut::new();
+                    }
+                    r
+                })
                 .await
             }
         }
