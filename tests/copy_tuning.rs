@@ -26,6 +26,14 @@ impl Drop for Served {
 /// line), so the re-execution, if any, is done.
 fn serve(tunables: Option<&str>) -> Served {
     let mut cmd = Command::new(BIN);
+    cmd.env_remove("GLIBC_TUNABLES");
+    if let Some(t) = tunables {
+        cmd.env("GLIBC_TUNABLES", t);
+    }
+    start(cmd)
+}
+
+fn start(mut cmd: Command) -> Served {
     cmd.args([
         "bench",
         "serve",
@@ -34,11 +42,7 @@ fn serve(tunables: Option<&str>) -> Served {
         "--threads",
         "1",
     ])
-    .stdout(Stdio::piped())
-    .env_remove("GLIBC_TUNABLES");
-    if let Some(t) = tunables {
-        cmd.env("GLIBC_TUNABLES", t);
-    }
+    .stdout(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn bench serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -49,6 +53,11 @@ fn serve(tunables: Option<&str>) -> Served {
         "bench serve did not start: {line:?}"
     );
     Served(child)
+}
+
+fn comm_of(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+    comm.trim_end().to_owned()
 }
 
 /// The running process's `GLIBC_TUNABLES`, read from /proc.
@@ -78,8 +87,30 @@ fn the_running_process_carries_the_tunable_on_amd_only() {
         assert_eq!(got, None, "the environment changed off AMD/glibc");
     }
     // The process keeps its name (what ps, pgrep and systemd show).
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-    assert_eq!(comm.trim_end(), "ringflare");
+    assert_eq!(comm_of(pid), "ringflare");
+}
+
+/// A drop-in install often links `cloudflared` to the binary: started through the link, by
+/// path or by a bare name looked up in PATH, the process is still named `cloudflared` (and
+/// tuned), as it would be without the re-execution.
+#[test]
+fn a_cloudflared_symlink_keeps_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("cloudflared");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let want = glibc_x86_64_amd().then(|| format!("{TUNABLE}={THRESHOLD}"));
+
+    let mut by_path = Command::new(&link);
+    by_path.env_remove("GLIBC_TUNABLES");
+    let served = start(by_path);
+    assert_eq!(comm_of(served.0.id()), "cloudflared");
+    assert_eq!(tunables_of(served.0.id()), want);
+
+    let mut by_name = Command::new("cloudflared");
+    by_name.env_remove("GLIBC_TUNABLES").env("PATH", dir.path());
+    let served = start(by_name);
+    assert_eq!(comm_of(served.0.id()), "cloudflared");
+    assert_eq!(tunables_of(served.0.id()), want);
 }
 
 #[test]

@@ -13,7 +13,8 @@
 //! The switch is a glibc tunable (`glibc.cpu.x86_rep_movsb_threshold`) that glibc reads only
 //! from the environment when the process starts. So, before anything else runs, `main` calls
 //! [`reexec_tuned`]: on an AMD CPU, when `GLIBC_TUNABLES` does not already name that tunable,
-//! the binary executes itself again with the same arguments, the same PID and the tunable
+//! the binary executes itself again, through the same path it was started by (a `cloudflared`
+//! symlink stays `cloudflared` in `ps`), with the same arguments, the same PID and the tunable
 //! added to the environment (nothing else changes; a failed exec just carries on untuned).
 //! Whoever sets the tunable themselves keeps their value: to run with glibc's default, set
 //! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2048`.
@@ -66,19 +67,52 @@ pub fn reexec_tuned() {
     let Some(value) = tuned_env(std::env::var_os("GLIBC_TUNABLES").as_deref(), amd) else {
         return;
     };
-    // The binary's own path, not /proc/self/exe: the process name (`comm`, what `ps`,
-    // `pgrep` and systemd show) comes from the executed path's last component.
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    let path = launch_path(&arg0, &exe, std::env::var_os("PATH").as_deref());
     // Only returns on failure (e.g. the binary was replaced on disk meanwhile).
-    let _ = std::process::Command::new(&exe)
+    let _ = std::process::Command::new(path)
         .arg0(arg0)
         .args(args)
         .env("GLIBC_TUNABLES", value)
         .exec();
+}
+
+/// The path to execute again: the one this process was started through when it still names
+/// this binary (so a `cloudflared` symlink keeps the process name `cloudflared`: the kernel
+/// names a process after the path it executes, and `ps`, `pgrep`, systemd and log parsers
+/// see that name), else the binary itself.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
+fn launch_path(
+    arg0: &OsStr,
+    exe: &std::path::Path,
+    path_var: Option<&OsStr>,
+) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(target) = id(exe) else {
+        return exe.to_path_buf();
+    };
+    let started: Option<PathBuf> = if arg0.as_bytes().contains(&b'/') {
+        Some(PathBuf::from(arg0))
+    } else {
+        // A bare name was looked up in PATH (the shell, systemd, execvp): look it up again.
+        path_var.and_then(|dirs| {
+            std::env::split_paths(dirs)
+                .map(|d| d.join(arg0))
+                .find(|p| id(p).is_some())
+        })
+    };
+    match started {
+        Some(p) if id(&p) == Some(target) => p,
+        _ => exe.to_path_buf(),
+    }
 }
 
 /// No glibc `rep movsb` path to tune on this target.
