@@ -128,3 +128,64 @@ fn a_tunable_the_user_set_is_kept() {
     let got = tunables_of(served.0.id()).unwrap_or_default();
     assert!(got.starts_with(other), "{got:?}");
 }
+
+/// A binary with file capabilities run by a non-root user runs in glibc's secure-execution
+/// mode, where glibc erases the tunable from the environment it hands the program: it must start
+/// once, not execute itself forever (it once did). Needs root, `setcap` and `setpriv`; skipped
+/// (and said) where they are missing.
+#[test]
+fn a_binary_with_file_capabilities_run_by_another_user_starts_once() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !rustix::process::geteuid().is_root() || !have("setcap") || !have("setpriv") {
+        println!("skipped: needs root, setcap and setpriv");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("ringflare");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let capped = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(&bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !capped {
+        println!("skipped: this filesystem takes no file capabilities");
+        return;
+    }
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("--version")
+        .env_remove("GLIBC_TUNABLES")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`ringflare --version` with file capabilities did not finish in 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(out.starts_with("ringflare version"), "{out:?}");
+}

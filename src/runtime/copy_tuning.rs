@@ -15,7 +15,9 @@
 //! [`reexec_tuned`]: on an AMD CPU, when `GLIBC_TUNABLES` does not already name that tunable,
 //! the binary executes itself again, through the same path it was started by (a `cloudflared`
 //! symlink stays `cloudflared` in `ps`), with the same arguments, the same PID and the tunable
-//! added to the environment (nothing else changes; a failed exec just carries on untuned).
+//! added to the environment, and [`REEXEC_MARK`] so that it happens once (nothing else changes;
+//! a failed exec just carries on untuned). A process in secure-execution mode (setuid or file
+//! capabilities), where glibc ignores tunables, is left alone.
 //! Whoever sets the tunable themselves keeps their value: to run with glibc's default, set
 //! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2048`.
 
@@ -29,6 +31,23 @@ pub const TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
 /// Above every copy the data path makes (TLS records are at most 16 KiB, socket and body
 /// buffers 64 KiB, flow-control windows 1 MiB), so those stay on glibc's vector loop.
 pub const THRESHOLD: u64 = 16 * 1024 * 1024;
+
+/// Set in the re-executed process's environment: it never re-executes again, whatever glibc
+/// made of `GLIBC_TUNABLES` (in secure-execution mode, e.g. a binary with file capabilities run
+/// by a non-root user, glibc erases the tunable from the environment it hands the program, and
+/// without this the process executed itself forever).
+pub const REEXEC_MARK: &str = "RINGFLARE_COPY_TUNING";
+
+/// Whether glibc runs this process in secure-execution mode (`AT_SECURE` in the auxiliary
+/// vector: setuid, setgid or file capabilities): it then ignores the tunable, so there is
+/// nothing to re-execute for. `auxv` is `/proc/self/auxv` (native-endian u64 pairs).
+pub fn secure_exec(auxv: &[u8]) -> bool {
+    const AT_SECURE: u64 = 23;
+    auxv.chunks_exact(16).any(|pair| {
+        let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+        word(&pair[..8]) == AT_SECURE && word(&pair[8..]) != 0
+    })
+}
 
 /// The `GLIBC_TUNABLES` value to run with, or `None` to leave the environment alone: not an
 /// AMD CPU, or the tunable is already set (by the user, or by the re-execution).
@@ -63,6 +82,11 @@ pub fn cpu_is_amd(cpuinfo: &str) -> bool {
 pub fn reexec_tuned() {
     use std::os::unix::process::CommandExt;
 
+    if std::env::var_os(REEXEC_MARK).is_some()
+        || std::fs::read("/proc/self/auxv").map_or(true, |a| secure_exec(&a))
+    {
+        return;
+    }
     let amd = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| cpu_is_amd(&c));
     let Some(value) = tuned_env(std::env::var_os("GLIBC_TUNABLES").as_deref(), amd) else {
         return;
@@ -78,6 +102,7 @@ pub fn reexec_tuned() {
         .arg0(arg0)
         .args(args)
         .env("GLIBC_TUNABLES", value)
+        .env(REEXEC_MARK, "1")
         .exec();
 }
 
@@ -141,6 +166,21 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn reads_at_secure_from_the_auxiliary_vector() {
+        let auxv = |pairs: &[(u64, u64)]| -> Vec<u8> {
+            pairs
+                .iter()
+                .flat_map(|(k, v)| [k.to_ne_bytes(), v.to_ne_bytes()].concat())
+                .collect()
+        };
+        assert!(!secure_exec(&auxv(&[(6, 4096), (23, 0), (0, 0)])));
+        assert!(secure_exec(&auxv(&[(6, 4096), (23, 1), (0, 0)])));
+        assert!(!secure_exec(&[]));
+        // This test process is not setuid.
+        assert!(!secure_exec(&std::fs::read("/proc/self/auxv").unwrap()));
     }
 
     #[test]
