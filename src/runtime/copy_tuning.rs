@@ -17,7 +17,9 @@
 //! symlink stays `cloudflared` in `ps`), with the same arguments, the same PID and the tunable
 //! added to the environment, and [`REEXEC_MARK`] so that it happens once (nothing else changes;
 //! a failed exec just carries on untuned). A process in secure-execution mode (setuid or file
-//! capabilities), where glibc ignores tunables, is left alone.
+//! capabilities), where glibc ignores tunables, is left alone. Tools that follow a program
+//! only until it executes something (valgrind without `--trace-children=yes`) would lose it at
+//! that point: run them with `RINGFLARE_COPY_TUNING=1` to skip the re-execution.
 //! Whoever sets the tunable themselves keeps their value: to run with glibc's default, set
 //! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2048`.
 
