@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use ringflare::runtime::copy_tuning::{THRESHOLD, TUNABLE, cpu_is_amd};
+use ringflare::runtime::copy_tuning::{GLIBC_X86_64, THRESHOLD, TUNABLE, amd_cpu};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringflare");
 
@@ -71,8 +71,7 @@ fn tunables_of(pid: u32) -> Option<String> {
 }
 
 fn glibc_x86_64_amd() -> bool {
-    cfg!(all(target_env = "gnu", target_arch = "x86_64"))
-        && cpu_is_amd(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+    GLIBC_X86_64 && amd_cpu()
 }
 
 #[test]

@@ -76,23 +76,16 @@ pub fn gather(io_driver: IoDriver) -> HostFacts {
 
 /// glibc's copy tuning as applied to this process: the CPU vendor, and the threshold glibc
 /// reports for this environment (`GLIBC_TUNABLES` as the start-up re-execution left it).
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 fn copy_facts() -> Option<checks::CopyFacts> {
-    let amd = read("/proc/cpuinfo").is_some_and(|c| crate::runtime::copy_tuning::cpu_is_amd(&c));
-    let rep_movsb_threshold = std::process::Command::new("/lib64/ld-linux-x86-64.so.2")
-        .arg("--list-tunables")
-        .output()
-        .ok()
-        .and_then(|o| checks::parse_rep_movsb_threshold(&String::from_utf8_lossy(&o.stdout)));
-    Some(checks::CopyFacts {
-        amd,
-        rep_movsb_threshold,
+    use crate::runtime::copy_tuning::{GLIBC_X86_64, amd_cpu};
+    GLIBC_X86_64.then(|| checks::CopyFacts {
+        amd: amd_cpu(),
+        rep_movsb_threshold: std::process::Command::new("/lib64/ld-linux-x86-64.so.2")
+            .arg("--list-tunables")
+            .output()
+            .ok()
+            .and_then(|o| checks::parse_rep_movsb_threshold(&String::from_utf8_lossy(&o.stdout))),
     })
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
-fn copy_facts() -> Option<checks::CopyFacts> {
-    None
 }
 
 /// The doctor's report as printed.

@@ -69,6 +69,15 @@ pub fn tuned_env(current: Option<&OsStr>, amd: bool) -> Option<OsString> {
     }
 }
 
+/// glibc on x86_64: the only build whose copies the tunable reaches (musl has no tunables,
+/// other architectures no `rep movsb`).
+pub const GLIBC_X86_64: bool = cfg!(all(target_env = "gnu", target_arch = "x86_64"));
+
+/// Whether this machine's CPU is an AMD one (from `/proc/cpuinfo`).
+pub fn amd_cpu() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| cpu_is_amd(&c))
+}
+
 /// Whether `/proc/cpuinfo` names an AMD CPU.
 pub fn cpu_is_amd(cpuinfo: &str) -> bool {
     cpuinfo
@@ -80,17 +89,16 @@ pub fn cpu_is_amd(cpuinfo: &str) -> bool {
 /// Re-executes this binary with the copy tunable when [`tuned_env`] asks for it; returns
 /// when it does not, or when the exec failed (the process then runs untuned). Call first in
 /// `main`, before any thread starts.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 pub fn reexec_tuned() {
     use std::os::unix::process::CommandExt;
 
-    if std::env::var_os(REEXEC_MARK).is_some()
+    if !GLIBC_X86_64
+        || std::env::var_os(REEXEC_MARK).is_some()
         || std::fs::read("/proc/self/auxv").map_or(true, |a| secure_exec(&a))
     {
         return;
     }
-    let amd = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| cpu_is_amd(&c));
-    let Some(value) = tuned_env(std::env::var_os("GLIBC_TUNABLES").as_deref(), amd) else {
+    let Some(value) = tuned_env(std::env::var_os("GLIBC_TUNABLES").as_deref(), amd_cpu()) else {
         return;
     };
     let Ok(exe) = std::env::current_exe() else {
@@ -112,7 +120,6 @@ pub fn reexec_tuned() {
 /// this binary (so a `cloudflared` symlink keeps the process name `cloudflared`: the kernel
 /// names a process after the path it executes, and `ps`, `pgrep`, systemd and log parsers
 /// see that name), else the binary itself.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 fn launch_path(
     arg0: &OsStr,
     exe: &std::path::Path,
@@ -141,10 +148,6 @@ fn launch_path(
         _ => exe.to_path_buf(),
     }
 }
-
-/// No glibc `rep movsb` path to tune on this target.
-#[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
-pub fn reexec_tuned() {}
 
 #[cfg(test)]
 mod tests {
