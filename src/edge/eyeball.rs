@@ -13,7 +13,6 @@ use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use compio::buf::{BufResult, IntoInner, IoBufMut};
-use compio::io::compat::AsyncStream;
 use compio::net::TcpListener;
 use compio::tls::TlsAcceptor;
 use futures_util::FutureExt;
@@ -37,16 +36,15 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Read size while waiting for a request head: most heads fit, an idle or slow connection
 /// holds no more than this (a bigger head grows the buffer in steps of this size).
 const HEAD_CHUNK: usize = 4 * 1024;
-/// Buffer size of the socket adapter. Both of its buffers live as long as the connection, so
-/// they are kept small: bodies are read in [`READ_CHUNK`]s around them.
-const SOCKET_BUF: usize = 8 * 1024;
 /// An idle keep-alive connection is closed after this long without a new request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Per-connection memory (issue 10 item 6): at rest (idle keep-alive or a slow head) the
-/// socket adapter's two [`SOCKET_BUF`] buffers plus at most one [`HEAD_CHUNK`] read buffer
-/// (and the head bytes received so far, bounded by the head parser's limit); the read buffer
-/// is released after each request. In flight: one [`READ_CHUNK`] read buffer, one DATA frame
-/// and h2's stream windows.
+// Per-connection memory (issue 10 item 6): at rest (idle keep-alive or a slow head) at most
+// one [`HEAD_CHUNK`] read buffer (and the head bytes received so far, bounded by the head
+// parser's limit) and an empty write queue; the read buffer is released after each request.
+// A TLS connection adds its rustls buffers. In flight: one [`READ_CHUNK`] read buffer, the
+// write queue (under [`WRITE_BATCH`] bytes of response chunks plus the frame that filled
+// it) and h2's stream windows.
+
 /// After the response is complete, how long the rest of an unread request body may take.
 const BODY_AFTER_RESPONSE: Duration = Duration::from_secs(10);
 /// Connections tried when opening a stream fails before anything was sent.
@@ -96,10 +94,10 @@ pub(crate) async fn accept_loop(
             let _slot = slot;
             match tls {
                 None => {
-                    // Reads go straight into the connection's buffer (owned-buffer I/O, no
-                    // zeroing); writes keep a small socket adapter.
+                    // Owned-buffer I/O both ways: reads go straight into the connection's
+                    // buffer, writes hand the response's own chunks to the kernel.
                     let rd = TcpReader::new(tcp.clone());
-                    let wr = Box::pin(AsyncStream::with_capacity(SOCKET_BUF, tcp));
+                    let wr = TcpWriter::new(tcp);
                     super::until_stopped(&stop, serve(shared, rd, wr, peer, "http")).await;
                 }
                 Some(acceptor) => {
@@ -108,7 +106,8 @@ pub(crate) async fn accept_loop(
                         match compio::time::timeout(limit, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
                                 let (rd, wr) = stream.split();
-                                serve(shared.clone(), FuturesReader(rd), wr, peer, "https").await
+                                let (rd, wr) = (FuturesReader(rd), FuturesWriter(wr));
+                                serve(shared.clone(), rd, wr, peer, "https").await
                             }
                             Ok(Err(e)) => {
                                 log::debug!(peer:% = peer, error:% = e; "Eyeball TLS handshake failed");
@@ -174,7 +173,7 @@ pub(crate) async fn serve<R, W>(
     scheme: &'static str,
 ) where
     R: EyeballRead,
-    W: AsyncWrite + Unpin,
+    W: EyeballWrite,
 {
     let mut conn = Eyeball {
         shared,
@@ -318,6 +317,99 @@ impl<R: AsyncRead + Unpin> EyeballRead for FuturesReader<R> {
     }
 }
 
+/// Queued response chunks are written out once they add up to this many bytes, even before
+/// a flush: what a connection holds beyond h2's stream window is bounded by it.
+const WRITE_BATCH: usize = 64 * 1024;
+/// At most this many chunks are queued (one `writev` entry each).
+const WRITE_QUEUE_CHUNKS: usize = 16;
+
+/// The eyeball's write side. A response's head and the DATA frames h2 hands over are queued
+/// as they are (owned `Bytes`, nothing copied) and go to the kernel together at `flush`, so
+/// a small response is one `writev` of its head and body, and a bulk download one write per
+/// frame.
+pub(crate) trait EyeballWrite {
+    /// Queues `chunk`; writes the queue out once it holds [`WRITE_BATCH`] bytes or
+    /// [`WRITE_QUEUE_CHUNKS`] chunks.
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()>;
+    /// Writes out everything queued.
+    async fn flush(&mut self) -> io::Result<()>;
+    /// Flushes, then ends the write direction.
+    async fn close(&mut self) -> io::Result<()>;
+}
+
+/// Plain TCP, written with compio's owned-buffer API: the queued chunks themselves are the
+/// `writev` entries. At rest it holds an empty queue (at most [`WRITE_QUEUE_CHUNKS`] slots of
+/// capacity), no byte buffer.
+pub(crate) struct TcpWriter {
+    tcp: compio::net::TcpStream,
+    queue: Vec<Bytes>,
+    queued: usize,
+}
+
+impl TcpWriter {
+    pub(crate) fn new(tcp: compio::net::TcpStream) -> Self {
+        Self {
+            tcp,
+            queue: Vec::new(),
+            queued: 0,
+        }
+    }
+}
+
+impl EyeballWrite for TcpWriter {
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.queued += chunk.len();
+        self.queue.push(chunk);
+        if self.queued >= WRITE_BATCH || self.queue.len() >= WRITE_QUEUE_CHUNKS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        use compio::io::AsyncWriteExt;
+        self.queued = 0;
+        if self.queue.len() == 1 {
+            let one = self.queue.pop().unwrap_or_default();
+            return self.tcp.write_all(one).await.0;
+        }
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        // If this future is dropped mid-write the connection is being closed (as for reads).
+        let queue = std::mem::take(&mut self.queue);
+        let BufResult(result, mut queue) = self.tcp.write_vectored_all(queue).await;
+        queue.clear();
+        self.queue = queue;
+        result
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        compio::io::AsyncWrite::shutdown(&mut self.tcp).await
+    }
+}
+
+/// A `futures-io` writer (the TLS eyeball side: the chunks are copied into records anyway).
+pub(crate) struct FuturesWriter<W>(pub(crate) W);
+
+impl<W: AsyncWrite + Unpin> EyeballWrite for FuturesWriter<W> {
+    async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.0.write_all(&chunk).await
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().await
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.0.close().await
+    }
+}
+
 /// Connection-specific request headers HTTP/2 forbids, plus `host` (it becomes
 /// `:authority`) and names the edge itself sets.
 fn dropped_request_header(name: &HeaderName) -> bool {
@@ -348,7 +440,7 @@ fn dropped_response_header(name: &str, upgrade: bool) -> bool {
     }
 }
 
-impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
+impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
     async fn read_head(&mut self) -> Result<Option<RequestHead>, crate::http1::Http1Error> {
         loop {
             if !self.buf.is_empty()
@@ -475,7 +567,7 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
             && head.has_token(&header::EXPECT, "100-continue")
             && (self
                 .wr
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .write(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"))
                 .await
                 .is_err()
                 || self.wr.flush().await.is_err())
@@ -676,7 +768,7 @@ impl<R: EyeballRead, W: AsyncWrite + Unpin> Eyeball<R, W> {
             while let Some(chunk) = down.data().await {
                 let chunk = chunk?;
                 let len = chunk.len();
-                wr.write_all(&chunk).await?;
+                wr.write(chunk).await?;
                 wr.flush().await?;
                 down.release(len);
             }
@@ -735,7 +827,7 @@ async fn join_response<P, W>(
 ) -> (io::Result<()>, bool)
 where
     P: Future<Output = io::Result<()>>,
-    W: AsyncWrite + Unpin,
+    W: EyeballWrite,
 {
     let write = pin!(write_response(wr, resp, ctx, false));
     match select(pump, write).await {
@@ -857,16 +949,16 @@ fn ensure(headers: &mut Vec<Header>, name: HeaderName, value: &'static str) {
 }
 
 /// Writes a response head; false on failure (the connection must close).
-async fn write_head<W: AsyncWrite + Unpin>(wr: &mut W, head: &ResponseHead) -> bool {
+async fn write_head<W: EyeballWrite>(wr: &mut W, head: &ResponseHead) -> bool {
     let mut out = BytesMut::with_capacity(512);
     if head.encode(&mut out).is_err() {
         return false;
     }
-    wr.write_all(&out).await.is_ok() && wr.flush().await.is_ok()
+    wr.write(out.freeze()).await.is_ok() && wr.flush().await.is_ok()
 }
 
 /// Writes the connector's response to the eyeball; true when the connection stays usable.
-async fn write_response<W: AsyncWrite + Unpin>(
+async fn write_response<W: EyeballWrite>(
     wr: &mut W,
     resp: TunnelResponse,
     ctx: &Exchange,
@@ -914,7 +1006,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         log::warn!(host:% = ctx.host, error:% = e; "Connector sent an unencodable response header");
         return bad_gateway(wr, ctx, false).await;
     }
-    if wr.write_all(&encoded).await.is_err() {
+    if wr.write(encoded.freeze()).await.is_err() {
         return false;
     }
     if no_body {
@@ -949,16 +1041,16 @@ async fn write_response<W: AsyncWrite + Unpin>(
             if len == 0 {
                 Ok(())
             } else {
-                let size = format!("{len:x}\r\n");
+                let size = Bytes::from(format!("{len:x}\r\n"));
                 async {
-                    wr.write_all(size.as_bytes()).await?;
-                    wr.write_all(&chunk).await?;
-                    wr.write_all(b"\r\n").await
+                    wr.write(size).await?;
+                    wr.write(chunk).await?;
+                    wr.write(Bytes::from_static(b"\r\n")).await
                 }
                 .await
             }
         } else {
-            wr.write_all(&chunk).await
+            wr.write(chunk).await
         };
         if written.is_err() {
             // Dropping `body` resets the stream (CANCEL), so the connector stops too.
@@ -1005,7 +1097,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
             out.clear();
             let _ = encode_last_chunk(&[], &mut out);
         }
-        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
+        if wr.write(out.freeze()).await.is_err() || wr.flush().await.is_err() {
             return false;
         }
     }
@@ -1034,7 +1126,7 @@ fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, vers
 }
 
 /// Writes the 502 page for an exchange whose connector answered unusably.
-async fn bad_gateway<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Exchange, keep_alive: bool) -> bool {
+async fn bad_gateway<W: EyeballWrite>(wr: &mut W, ctx: &Exchange, keep_alive: bool) -> bool {
     write_page(
         wr,
         &pages::BAD_GATEWAY,
@@ -1047,7 +1139,7 @@ async fn bad_gateway<W: AsyncWrite + Unpin>(wr: &mut W, ctx: &Exchange, keep_ali
 }
 
 /// Writes an error page; returns `keep_alive` when it was written.
-async fn write_page<W: AsyncWrite + Unpin>(
+async fn write_page<W: EyeballWrite>(
     wr: &mut W,
     page: &ErrorPage,
     host: &str,
@@ -1076,7 +1168,7 @@ async fn write_page<W: AsyncWrite + Unpin>(
         return false;
     }
     out.extend_from_slice(&body);
-    wr.write_all(&out).await.is_ok() && wr.flush().await.is_ok() && keep_alive
+    wr.write(out.freeze()).await.is_ok() && wr.flush().await.is_ok() && keep_alive
 }
 
 /// The request's authority: the Host header, or the authority of an absolute-form target.
