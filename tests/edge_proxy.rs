@@ -446,11 +446,52 @@ fn https_eyeball_with_a_certificate_from_the_edge_ca() {
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let sock = std::net::TcpStream::connect(edge.eyeball_tls_addr().unwrap()).unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    tls.write_all(b"GET /headers HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+    let mut client = Client::over(rustls::StreamOwned::new(conn, sock));
+
+    // Bodies both ways on the one keep-alive TLS connection: an echo (the response streams
+    // back while the request body is still going up), an upload, a download.
+    let up = pattern(128 * 1024, 3);
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: {}\r\n\r\n",
+        up.len()
+    );
+    client.stream.write_all(head.as_bytes()).unwrap();
+    client.stream.write_all(&up).unwrap();
+    let echo = client.read_response(false);
+    assert_eq!(echo.status, 200);
+    assert!(
+        echo.body == up,
+        "echo differs: {} bytes back",
+        echo.body.len()
+    );
+
+    let up = pattern(3 << 20, 5);
+    let head = format!(
+        "POST /hash HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: {}\r\n\r\n",
+        up.len()
+    );
+    client.stream.write_all(head.as_bytes()).unwrap();
+    client.stream.write_all(&up).unwrap();
+    let hashed = client.read_response(false);
+    assert_eq!(
+        String::from_utf8_lossy(&hashed.body),
+        format!("{} {:016x}", up.len(), fnv(&up))
+    );
+
+    let down = client.get("app.example.com", "/big?n=3000000");
+    assert_eq!(down.status, 200);
+    assert_eq!(down.body.len(), 3_000_000);
+    assert_eq!(
+        down.header("x-sum"),
+        Some(format!("{:016x}", fnv(&down.body)).as_str())
+    );
+
+    client
+        .stream
+        .write_all(b"GET /headers HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw);
+    let _ = client.stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("x-forwarded-proto: https"), "{text}");

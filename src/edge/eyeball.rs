@@ -9,15 +9,14 @@
 //! `cf-cloudflared-proxy-connection-upgrade: websocket` stream spliced both ways.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::{io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
+use std::{cell::RefCell, io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use compio::buf::{BufResult, IntoInner, IoBufMut};
 use compio::net::TcpListener;
-use compio::tls::TlsAcceptor;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
-use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::io::AsyncWrite as FuturesWrite;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use super::pages::{self, ErrorPage};
@@ -29,7 +28,7 @@ use crate::http1::{
     encode_last_chunk, parse_request_head,
 };
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, UPGRADE_WEBSOCKET};
-use crate::runtime::{StopSignal, relay};
+use crate::runtime::{StopSignal, h2io, relay};
 
 /// Read size from the eyeball socket while a body streams.
 const READ_CHUNK: usize = 64 * 1024;
@@ -56,7 +55,7 @@ const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: StopSignal,
     tasks: Rc<TaskCount>,
     listener_index: usize,
@@ -100,13 +99,15 @@ pub(crate) async fn accept_loop(
                     let wr = TcpWriter::new(tcp);
                     super::until_stopped(&stop, serve(shared, rd, wr, peer, "http")).await;
                 }
-                Some(acceptor) => {
+                Some(config) => {
                     let limit = shared.handshake_timeout;
                     let work = async {
-                        match compio::time::timeout(limit, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => {
-                                let (rd, wr) = stream.split();
-                                let (rd, wr) = (FuturesReader(rd), FuturesWriter(wr));
+                        match compio::time::timeout(limit, h2io::tls_accept_lean(tcp, config)).await
+                        {
+                            Ok(Ok(io)) => {
+                                // Both halves drive the one rustls connection on this core.
+                                let io = Rc::new(RefCell::new(io));
+                                let (rd, wr) = (TlsReader(io.clone()), TlsWriter(io));
                                 serve(shared.clone(), rd, wr, peer, "https").await
                             }
                             Ok(Err(e)) => {
@@ -303,17 +304,18 @@ impl EyeballRead for TcpReader {
     }
 }
 
-/// A `futures-io` reader (the TLS eyeball side), read into a zeroed chunk of the buffer.
-pub(crate) struct FuturesReader<R>(pub(crate) R);
+/// An HTTPS eyeball's rustls connection, shared by its read and write halves on this core
+/// (borrowed only inside one poll).
+type SharedTls = Rc<RefCell<h2io::ServerTlsIo>>;
 
-impl<R: AsyncRead + Unpin> EyeballRead for FuturesReader<R> {
+/// The TLS eyeball side's reads: decrypted records appended to the connection's buffer
+/// (nothing zeroed, no read buffer while the connection waits).
+pub(crate) struct TlsReader(SharedTls);
+
+impl EyeballRead for TlsReader {
     async fn read_more(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        let len = buf.len();
-        buf.resize(len + chunk, 0);
-        let result = self.0.read(buf.get_mut(len..).unwrap_or_default()).await;
-        let n = *result.as_ref().unwrap_or(&0);
-        buf.truncate(len + n);
-        result
+        let want = chunk.min(READ_CHUNK);
+        std::future::poll_fn(|cx| self.0.borrow_mut().poll_read_into(cx, buf, want)).await
     }
 }
 
@@ -393,20 +395,39 @@ impl EyeballWrite for TcpWriter {
     }
 }
 
-/// A `futures-io` writer (the TLS eyeball side: the chunks are copied into records anyway).
-pub(crate) struct FuturesWriter<W>(pub(crate) W);
+/// The TLS eyeball side's writes: each chunk is encrypted into rustls' queue, which goes to
+/// the kernel as one owned write per flush (or whenever the queue fills); a flush returns
+/// once the kernel has every byte, as the eyeball code expects of it.
+pub(crate) struct TlsWriter(SharedTls);
 
-impl<W: AsyncWrite + Unpin> EyeballWrite for FuturesWriter<W> {
+impl EyeballWrite for TlsWriter {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.0.write_all(&chunk).await
+        let mut data = &chunk[..];
+        while !data.is_empty() {
+            let n = std::future::poll_fn(|cx| {
+                FuturesWrite::poll_write(std::pin::Pin::new(&mut *self.0.borrow_mut()), cx, data)
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            data = &data[n..];
+        }
+        Ok(())
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().await
+        std::future::poll_fn(|cx| {
+            FuturesWrite::poll_flush(std::pin::Pin::new(&mut *self.0.borrow_mut()), cx)
+        })
+        .await
     }
 
     async fn close(&mut self) -> io::Result<()> {
-        self.0.close().await
+        std::future::poll_fn(|cx| {
+            FuturesWrite::poll_close(std::pin::Pin::new(&mut *self.0.borrow_mut()), cx)
+        })
+        .await
     }
 }
 

@@ -35,7 +35,6 @@ use std::{
     time::Duration,
 };
 
-use compio::tls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::config::Secret;
@@ -212,7 +211,7 @@ struct WorkerPlan {
     acceptor: Arc<rustls::ServerConfig>,
     tunnel_addrs: Vec<SocketAddr>,
     eyeball_addr: SocketAddr,
-    eyeball_tls: Option<(SocketAddr, TlsAcceptor)>,
+    eyeball_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     /// QUIC on the tunnel addresses (UDP, same ports).
     quic: compio::quic::ServerConfig,
     /// The UDP routes' bound sockets, taken by worker 0.
@@ -450,7 +449,7 @@ impl Drop for Edge {
 }
 
 /// The HTTPS eyeball listener's TLS config: a leaf from the edge CA for the configured names.
-fn eyeball_acceptor(opts: &EdgeOptions) -> Result<TlsAcceptor, EdgeError> {
+fn eyeball_acceptor(opts: &EdgeOptions) -> Result<Arc<rustls::ServerConfig>, EdgeError> {
     let mut names = opts.eyeball_tls_hostnames.clone();
     if names.is_empty() {
         names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -470,7 +469,7 @@ fn eyeball_acceptor(opts: &EdgeOptions) -> Result<TlsAcceptor, EdgeError> {
             })
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Resolves port 0 by binding a non-listening `SO_REUSEPORT` socket; returns the address

@@ -1,28 +1,18 @@
-//! Running the `h2` crate on compio: a `futures-io` → `tokio::io` trait adapter.
+//! Running the `h2` crate on compio.
 //!
 //! `h2` is written against `tokio::io::{AsyncRead, AsyncWrite}` but needs no tokio runtime,
-//! only those two poll-based traits. compio's streams are completion-based (owned buffers);
-//! compio already bridges them to `futures-io` poll traits with an internal buffer
-//! (`compio::io::compat::AsyncStream`, also what `compio::tls` wraps for rustls). This module
-//! adds the last, copy-free step from `futures-io` to `tokio::io`, plus constructors for plain
-//! TCP and TLS streams. It never spawns and never touches HTTP/2 state.
+//! only those two poll-based traits. compio's streams are completion-based (owned buffers).
 //!
-//! # Where bytes are copied, and why
-//! Reading (kernel → h2), plain TCP:
-//! 1. the kernel fills `AsyncStream`'s owned read buffer (the only way to read with
-//!    io_uring: the kernel writes into memory the runtime owns until completion, so a
-//!    cancelled read can never scribble on memory h2 has freed);
-//! 2. `AsyncStream::poll_read` copies from that buffer into h2's read buffer.
+//! Every TLS connection the product runs (connector to edge, edge to connector, TLS
+//! origins, HTTPS eyeballs) is a [`RustlsIo`]: rustls driven straight over the socket with
+//! owned buffers, implementing both trait families itself; its documentation says where
+//! bytes are copied and why. No `futures-io` adapter sits on any of those paths.
 //!
-//! With TLS, step 2 copies the ciphertext into rustls instead; rustls decrypts in place and
-//! copies the plaintext into h2's read buffer. [`TokioIo`] itself copies nothing: it hands
-//! the unfilled part of tokio's `ReadBuf` straight to the inner stream (zero-initialising it
-//! once when it is uninitialised, since `futures-io` reads into `&mut [u8]`).
-//!
-//! Writing (h2 → kernel) mirrors this: h2's encoded frames are copied into `AsyncStream`'s
-//! owned write buffer (after rustls encrypts them into its own buffer, for TLS), and that
-//! buffer is submitted to the kernel. The copy is the price of owned-buffer I/O; an
-//! `unsafe` zero-copy path would need a benchmark first (STYLE.md §10).
+//! [`TokioIo`] ([`tcp`], [`tls`]) is the generic bridge from compio's `futures-io` compat
+//! streams (`compio::io::compat::AsyncStream`, what `compio::tls` wraps) to `tokio::io`:
+//! it copies nothing itself, but the compat stream below it copies every byte through an
+//! internal buffer and a read zero-initialises tokio's `ReadBuf` once. The test suites'
+//! protocol peers (mock edges, h2 origins) use it; nothing in the product does.
 
 use std::{
     future::Future,
@@ -270,6 +260,20 @@ pub async fn tls_connect_lean<T: TlsSocket>(
     let mut io = RustlsIo::new(sock, conn);
     io.lean = true;
     io.rbuf = Some(Vec::new());
+    io.handshake().await?;
+    Ok(io)
+}
+
+/// Accepts TLS over `tcp` as a server for HTTPS visitors (the built-in edge's eyeball side)
+/// and completes the handshake. The connection reads lean (see [`RustlsIo`]): an idle
+/// keep-alive connection holds no read buffer.
+pub async fn tls_accept_lean(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<ServerTlsIo> {
+    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut io = RustlsIo::new(tcp, conn);
+    io.lean = true;
     io.handshake().await?;
     Ok(io)
 }

@@ -37,7 +37,7 @@ impl Response {
 
 /// `read`, retried on EINTR: a socket read with a timeout is not restarted after a signal
 /// (signal(7)), and other tests in the same binary may signal the process.
-fn read_retrying(stream: &mut StdTcp, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         match stream.read(buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -46,9 +46,10 @@ fn read_retrying(stream: &mut StdTcp, buf: &mut [u8]) -> std::io::Result<usize> 
     }
 }
 
-/// A keep-alive eyeball connection with a read buffer.
-pub struct Client {
-    pub stream: StdTcp,
+/// A keep-alive eyeball connection with a read buffer: plain TCP, or any other byte stream
+/// (a TLS one for the HTTPS eyeball side).
+pub struct Client<S = StdTcp> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
@@ -57,6 +58,13 @@ impl Client {
         let stream = StdTcp::connect(addr).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.set_nodelay(true).unwrap();
+        Client::over(stream)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client over an established stream (its read timeout already set).
+    pub fn over(stream: S) -> Client<S> {
         Client {
             stream,
             buf: Vec::new(),
