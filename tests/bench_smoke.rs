@@ -317,6 +317,7 @@ fn e2e_quick_smoke() {
             assert!(u(rep, "/requests") > 0, "{r}");
             if leg["name"] != "origin" {
                 assert!(r["connector_cpu_s"].as_f64().is_some(), "{r}");
+                assert!(r["edge_cpu_s"].as_f64().is_some(), "{r}");
                 assert!(u(r, "/connector_peak_rss_kib") > 0, "{r}");
             }
         }

@@ -486,15 +486,17 @@ fn run_workloads(
 ) -> Vec<WorkloadResult> {
     suite
         .iter()
-        .map(|w| run_measured(leg, base, measured, w, args))
+        .map(|w| run_measured(leg, base, measured, None, w, args))
         .collect()
 }
 
-/// One workload, with the measured process's CPU time and peak RSS around it.
+/// One workload, with the measured process's CPU time and peak RSS around it, and the
+/// edge's CPU time when there is one.
 fn run_measured(
     leg: &str,
     base: SocketAddr,
     measured: Option<&Proc>,
+    edge: Option<&Proc>,
     w: &Workload,
     args: &E2eArgs,
 ) -> WorkloadResult {
@@ -503,6 +505,7 @@ fn run_measured(
         p.reset_peak_rss();
     }
     let cpu0 = measured.and_then(Proc::cpu);
+    let edge0 = edge.and_then(Proc::cpu);
     let overflows0 = super::procs::listen_overflows();
     let started = Instant::now();
     let result = run_one(base, w, args);
@@ -511,7 +514,12 @@ fn run_measured(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let mut r = WorkloadResult::new(w, result, cpu, measured.and_then(Proc::peak_rss_kib), wall);
+    let edge_cpu = match (edge0, edge.and_then(Proc::cpu)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let mut r = WorkloadResult::new(w, result, cpu, measured.and_then(Proc::peak_rss_kib), wall)
+        .with_edge_cpu(edge_cpu);
     r.listen_overflows = overflows0
         .zip(super::procs::listen_overflows())
         .map(|(a, b)| b.saturating_sub(a));
@@ -602,7 +610,7 @@ fn tunnel_leg(
                 break;
             }
         };
-        let mut result = run_measured(&name, t.eyeball, Some(&t.connector), w, args);
+        let mut result = run_measured(&name, t.eyeball, Some(&t.connector), Some(&t.edge), w, args);
         // A wedged edge or connector would fail every later workload: say so, start afresh.
         if probe(t.eyeball) != Ok(200) {
             result.note = Some("the tunnel stopped answering after this workload; edge and connector were restarted".into());

@@ -87,6 +87,13 @@ pub struct WorkloadResult {
     pub cpu_s_per_100k_requests: Option<f64>,
     /// Connector peak RSS during the workload (VmHWM), KiB.
     pub connector_peak_rss_kib: Option<u64>,
+    /// The built-in edge's CPU-seconds (utime + stime) during the workload: the edge sits in
+    /// every leg's path, and should cost less than the connector it serves.
+    pub edge_cpu_s: Option<f64>,
+    /// Edge CPU-seconds per GB of payload moved.
+    pub edge_cpu_s_per_gb: Option<f64>,
+    /// Edge CPU-seconds per 100,000 requests.
+    pub edge_cpu_s_per_100k_requests: Option<f64>,
     /// Anything the harness had to do (e.g. restart a wedged tunnel).
     pub note: Option<String>,
     /// Connections dropped by full accept queues during the workload (the namespace's
@@ -109,27 +116,34 @@ impl WorkloadResult {
             Ok(r) => (Some(r), None),
             Err(e) => (None, Some(e)),
         };
-        let per = |amount: Option<f64>| match (cpu_s, amount) {
-            (Some(c), Some(a)) if a > 0.0 => Some(c / a),
-            _ => None,
-        };
-        let bytes = report
-            .as_ref()
-            .map(|r| (r.rx_bytes + r.tx_bytes) as f64 / 1e9);
-        let requests = report.as_ref().map(|r| r.requests as f64 / 1e5);
+        let (per_gb, per_100k) = per_unit(report.as_ref(), cpu_s);
         Self {
             workload: w.name.to_owned(),
             metric: w.metric,
-            cpu_s_per_gb: per(bytes),
-            cpu_s_per_100k_requests: per(requests),
+            cpu_s_per_gb: per_gb,
+            cpu_s_per_100k_requests: per_100k,
             report,
             error,
             wall_s: wall.as_secs_f64(),
             connector_cpu_s: cpu_s,
             connector_peak_rss_kib: peak_rss_kib,
+            edge_cpu_s: None,
+            edge_cpu_s_per_gb: None,
+            edge_cpu_s_per_100k_requests: None,
             note: None,
             listen_overflows: None,
         }
+    }
+
+    /// Adds the built-in edge's CPU time during the workload, and its per-GB and per-request
+    /// costs.
+    pub fn with_edge_cpu(mut self, cpu: Option<Duration>) -> Self {
+        let cpu_s = cpu.map(|c| c.as_secs_f64());
+        let (per_gb, per_100k) = per_unit(self.report.as_ref(), cpu_s);
+        self.edge_cpu_s = cpu_s;
+        self.edge_cpu_s_per_gb = per_gb;
+        self.edge_cpu_s_per_100k_requests = per_100k;
+        self
     }
 
     /// The longest pause of any transfer, ms: shown for the transfer workloads (MB/s), where
@@ -150,6 +164,17 @@ impl WorkloadResult {
             Metric::Held => r.requests as f64,
         })
     }
+}
+
+/// `cpu_s` per GB (10^9 bytes, both directions) and per 100,000 requests of `report`.
+fn per_unit(report: Option<&Report>, cpu_s: Option<f64>) -> (Option<f64>, Option<f64>) {
+    let per = |amount: Option<f64>| match (cpu_s, amount) {
+        (Some(c), Some(a)) if a > 0.0 => Some(c / a),
+        _ => None,
+    };
+    let bytes = report.map(|r| (r.rx_bytes + r.tx_bytes) as f64 / 1e9);
+    let requests = report.map(|r| r.requests as f64 / 1e5);
+    (per(bytes), per(requests))
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {
@@ -176,7 +201,7 @@ pub fn render_table(res: &Results) -> String {
         m.kernel
     );
     out += &format!(
-        "{:<15} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>6} {:>9}\n",
+        "{:<15} {:<20} {:>11} {:>9} {:>9} {:>9} {:>7} {:>8} {:>10} {:>9} {:>11} {:>9} {:>6} {:>9}\n",
         "leg",
         "workload",
         "req/s",
@@ -186,6 +211,8 @@ pub fn render_table(res: &Results) -> String {
         "ratio",
         "cpu s/GB",
         "cpu s/100k",
+        "edge s/GB",
+        "edge s/100k",
         "RSS MiB",
         "errors",
         "stall ms"
@@ -214,7 +241,7 @@ pub fn render_table(res: &Results) -> String {
                 continue;
             };
             out += &format!(
-                "{:<15} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>9} {:>9} {:>6} {:>9}\n",
+                "{:<15} {:<20} {:>11.0} {:>9.1} {:>9.3} {:>9.3} {:>7} {:>8} {:>10} {:>9} {:>11} {:>9} {:>6} {:>9}\n",
                 leg.name,
                 w.workload,
                 r.requests_per_s,
@@ -224,6 +251,8 @@ pub fn render_table(res: &Results) -> String {
                 opt(ratio, 2),
                 opt(w.cpu_s_per_gb, 2),
                 opt(w.cpu_s_per_100k_requests, 2),
+                opt(w.edge_cpu_s_per_gb, 2),
+                opt(w.edge_cpu_s_per_100k_requests, 2),
                 opt(w.connector_peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
                 r.error_total,
                 opt(w.stall_ms(), 0)
@@ -256,7 +285,7 @@ pub fn render_table(res: &Results) -> String {
         );
     }
     out += "ratio: leg / origin on requests/s (1k_*), MB/s (transfers) or WebSockets held (ws_idle).\n";
-    out += "cpu and RSS: the connector process only (utime+stime from /proc/PID/stat, VmHWM).\n";
+    out += "cpu and RSS: the connector process only (utime+stime from /proc/PID/stat, VmHWM); edge: the built-in edge process, same source.\n";
     out += "stall ms: transfers only, the longest pause between bytes of any one transfer while it was unfinished.\n";
     out
 }
@@ -321,10 +350,14 @@ mod tests {
             Some(Duration::from_secs(3)),
             Some(20480),
             Duration::from_secs(2),
-        );
+        )
+        .with_edge_cpu(Some(Duration::from_millis(2_500)));
         assert_eq!(leg.cpu_s_per_100k_requests, Some(3.0));
         assert_eq!(leg.cpu_s_per_gb, Some(1.5));
+        assert_eq!(leg.edge_cpu_s_per_100k_requests, Some(2.5));
+        assert_eq!(leg.edge_cpu_s_per_gb, Some(1.25));
         assert_eq!(origin.cpu_s_per_gb, None);
+        assert_eq!(origin.edge_cpu_s_per_gb, None);
         let res = Results {
             machine: Machine {
                 cores: 2,
@@ -351,9 +384,24 @@ mod tests {
             ],
         };
         let table = render_table(&res);
+        let header = table.lines().nth(1).unwrap();
         let row = table.lines().find(|l| l.starts_with("ringflare")).unwrap();
         assert!(row.contains(" 0.50 "), "{row}");
         assert!(row.contains("20.0"), "{row}");
+        // Each figure sits under its own column: the header names end where the values do.
+        for (name, value) in [
+            ("cpu s/GB", "1.50"),
+            ("cpu s/100k", "3.00"),
+            ("edge s/GB", "1.25"),
+            ("edge s/100k", "2.50"),
+        ] {
+            let end = header.find(name).unwrap() + name.len();
+            assert_eq!(
+                &row[end - value.len()..end],
+                value,
+                "{name}\n{header}\n{row}"
+            );
+        }
         assert!(table.contains("other1          skipped: no such binary"));
         assert!(table.contains("ringflare: 3 of 4 HA connections registered"));
         let svg = plot_legs(&res, w.name);
