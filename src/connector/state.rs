@@ -231,6 +231,8 @@ pub struct ConnStatus {
 pub struct Shared {
     pub options: ConnectorOptions,
     pub connector_id: Uuid,
+    /// `connector_id` as text, for the `Cf-Warp-Tag-Id` header of every origin request.
+    pub connector_id_text: bytes::Bytes,
     pub ingress: Arc<SharedIngress>,
     /// One entry per core (worker index).
     pub cores: Box<[CoreCounters]>,
@@ -269,6 +271,7 @@ impl Shared {
         Shared {
             options,
             connector_id,
+            connector_id_text: bytes::Bytes::from(connector_id.to_string()),
             ingress,
             cores: (0..cores.max(1)).map(|_| CoreCounters::new()).collect(),
             conns: (0..conns)

@@ -706,23 +706,42 @@ impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
             }
             _ => ip.clone(),
         };
-        let put = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
+        // Values built here are moved in (`String` to `HeaderValue` does not copy); constant
+        // ones are static.
+        let put = |headers: &mut HeaderMap, name: &'static str, value: Option<HeaderValue>| {
+            if let Some(v) = value {
                 headers.insert(HeaderName::from_static(name), v);
             }
         };
-        put(headers, "cf-connecting-ip", &ip);
-        put(headers, "x-forwarded-for", &xff);
-        put(headers, "x-forwarded-proto", self.scheme);
+        put(headers, "cf-connecting-ip", HeaderValue::try_from(ip).ok());
+        put(headers, "x-forwarded-for", HeaderValue::try_from(xff).ok());
+        put(
+            headers,
+            "x-forwarded-proto",
+            Some(HeaderValue::from_static(self.scheme)),
+        );
+        let visitor = if self.scheme == "https" {
+            r#"{"scheme":"https"}"#
+        } else {
+            r#"{"scheme":"http"}"#
+        };
         put(
             headers,
             "cf-visitor",
-            &format!("{{\"scheme\":\"{}\"}}", self.scheme),
+            Some(HeaderValue::from_static(visitor)),
         );
-        put(headers, "cf-ray", ray);
-        put(headers, "cdn-loop", "cloudflare");
+        put(headers, "cf-ray", HeaderValue::from_str(ray).ok());
+        put(
+            headers,
+            "cdn-loop",
+            Some(HeaderValue::from_static("cloudflare")),
+        );
         if websocket {
-            put(headers, PROXY_CONNECTION_UPGRADE, UPGRADE_WEBSOCKET);
+            put(
+                headers,
+                PROXY_CONNECTION_UPGRADE,
+                Some(HeaderValue::from_static(UPGRADE_WEBSOCKET)),
+            );
         }
         Some(request)
     }
@@ -951,10 +970,7 @@ fn response_head(resp: &TunnelResponse, status: StatusCode, upgrade: bool) -> Op
         if dropped_response_header(name.as_str(), upgrade) {
             return;
         }
-        headers.push(Header {
-            name,
-            value: Bytes::copy_from_slice(value),
-        });
+        headers.push(Header { name, value });
     })?;
     Some(ResponseHead { status, headers })
 }

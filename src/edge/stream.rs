@@ -252,8 +252,7 @@ impl Future for Pending {
                     let connector_error = parts
                         .headers
                         .get(RESPONSE_META)
-                        .and_then(|v| ResponseMeta::parse(v.as_bytes()).ok())
-                        .is_some_and(|m| m.src == "cloudflared");
+                        .is_some_and(|v| ResponseMeta::from_connector(v.as_bytes()));
                     Ok(TunnelResponse {
                         status: parts.status,
                         connector_error,
@@ -328,7 +327,8 @@ impl TunnelResponse {
     }
 
     /// Calls `f(name, value)` for each origin header value; `None` when they cannot be decoded.
-    pub fn for_each_header(&self, mut f: impl FnMut(&[u8], &[u8])) -> Option<()> {
+    /// Over http2 the values share one decoded buffer (no allocation per value).
+    pub fn for_each_header(&self, mut f: impl FnMut(&[u8], Bytes)) -> Option<()> {
         match &self.headers {
             RespHeaders::H2(map) => {
                 let mut decoded = DecodedHeaders::default();
@@ -336,9 +336,7 @@ impl TunnelResponse {
                     crate::proto::headers::deserialize_headers_into(v.as_bytes(), &mut decoded)
                         .ok()?;
                 }
-                for (name, value) in decoded.iter() {
-                    f(name, value);
-                }
+                decoded.into_each(f);
             }
             RespHeaders::Quic(meta) => {
                 for (key, value) in meta {
@@ -346,7 +344,7 @@ impl TunnelResponse {
                         continue;
                     };
                     if prefix == HTTP_HEADER && !name.contains(':') {
-                        f(name.as_bytes(), value.as_bytes());
+                        f(name.as_bytes(), Bytes::copy_from_slice(value.as_bytes()));
                     }
                 }
             }

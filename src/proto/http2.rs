@@ -118,6 +118,18 @@ impl ResponseMeta {
         serde_json::from_slice(bytes)
     }
 
+    /// Whether a `cf-cloudflared-response-meta` value says the connector (not the origin)
+    /// produced the response. The exact bytes cloudflared sends (every response carries one)
+    /// are recognised without parsing JSON; anything else is parsed, and unparseable counts
+    /// as the origin's.
+    pub fn from_connector(bytes: &[u8]) -> bool {
+        match bytes {
+            b if b == META_ORIGIN.as_bytes() => false,
+            b if b == META_CLOUDFLARED.as_bytes() || b == META_FLOW_RATE_LIMITED.as_bytes() => true,
+            _ => Self::parse(bytes).is_ok_and(|m| m.src == "cloudflared"),
+        }
+    }
+
     /// The exact bytes cloudflared sends for this value.
     pub fn to_json(&self) -> String {
         match (self.src.as_str(), self.flow_rate_limited) {
@@ -265,6 +277,17 @@ mod tests {
                 .to_json(),
             META_CLOUDFLARED
         );
+        // The fast path and the parser agree, and spacing or key order does not matter.
+        assert!(!ResponseMeta::from_connector(META_ORIGIN.as_bytes()));
+        assert!(ResponseMeta::from_connector(META_CLOUDFLARED.as_bytes()));
+        assert!(ResponseMeta::from_connector(
+            META_FLOW_RATE_LIMITED.as_bytes()
+        ));
+        assert!(ResponseMeta::from_connector(
+            br#"{ "src" : "cloudflared" }"#
+        ));
+        assert!(!ResponseMeta::from_connector(br#"{"src":"origin","x":1}"#));
+        assert!(!ResponseMeta::from_connector(b"not json"));
     }
 
     #[test]

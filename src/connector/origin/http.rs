@@ -282,18 +282,18 @@ pub fn canonical_key(name: &str) -> String {
     if !valid {
         return name.to_owned();
     }
+    // One allocation of the final size (collecting chars would grow the string in steps).
+    let mut out = String::with_capacity(name.len());
     let mut upper = true;
-    name.chars()
-        .map(|c| {
-            let out = if upper {
-                c.to_ascii_uppercase()
-            } else {
-                c.to_ascii_lowercase()
-            };
-            upper = c == '-';
-            out
-        })
-        .collect()
+    for c in name.chars() {
+        out.push(if upper {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
+        upper = c == '-';
+    }
+    out
 }
 
 #[cfg(test)]

@@ -146,7 +146,8 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
             return status_only(respond, 403).map(Served::Status);
         }
     }
-    let service = rule.service.to_string();
+    // The service's text only labels an error: formatted then, not for every request.
+    let service = || rule.service.to_string();
     let status = match &rule.service {
         Service::Status(code) => status_only(respond, *code),
         Service::HelloWorld => Ok(Box::pin(super::hello::serve(req, body, respond, websocket))
@@ -160,14 +161,14 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
             };
             return http_origin(core, req, body, respond, rule, target, tls, websocket)
                 .await
-                .map_err(|e| e.in_rule(Some(index), service));
+                .map_err(|e| e.in_rule(Some(index), service()));
         }
         Service::Unix { path, tls } => {
             let tls = tls.then(|| tls_params(&rule.options, &host, "localhost"));
             let target = Target::Unix { path: path.clone() };
             return http_origin(core, req, body, respond, rule, target, tls, websocket)
                 .await
-                .map_err(|e| e.in_rule(Some(index), service));
+                .map_err(|e| e.in_rule(Some(index), service()));
         }
         Service::Stream(s) if websocket => {
             let dest = s.dest.clone();
@@ -195,7 +196,7 @@ async fn route<B: super::BodyReader, R: ResponseSender>(
     };
     status
         .map(Served::Status)
-        .map_err(|e| e.in_rule(Some(index), service))
+        .map_err(|e| e.in_rule(Some(index), service()))
 }
 
 /// cloudflared's per-request debug line (`GET http://... HTTP/2.0 connIndex=N ...`). The

@@ -156,7 +156,7 @@ fn outgoing(
     }
     headers.push((
         "Cf-Warp-Tag-Id".into(),
-        Bytes::from(core.shared.connector_id.to_string()),
+        core.shared.connector_id_text.clone(),
     ));
     for (name, value) in &core.shared.options.tags {
         headers.push((format!("Cf-Warp-Tag-{name}"), Bytes::from(value.clone())));

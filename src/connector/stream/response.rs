@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response};
 
 use crate::proto::headers::{RESPONSE_HEADERS, RESPONSE_META, serialize_headers_into};
 use crate::proto::http2::{META_CLOUDFLARED, META_ORIGIN};
@@ -19,15 +19,22 @@ fn keep_serialized(name: &str) -> bool {
     if name.eq_ignore_ascii_case("transfer-encoding") {
         return false;
     }
-    let lower = name.to_ascii_lowercase();
-    !(lower.starts_with(':')
-        || lower.starts_with("cf-int-")
-        || lower.starts_with("cf-cloudflared-"))
+    let starts_with = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    !(name.starts_with(':') || starts_with("cf-int-") || starts_with("cf-cloudflared-"))
 }
 
 /// The response head for an origin response.
 pub fn origin_head(status: u16, headers: &[(String, Bytes)]) -> Response<()> {
-    let mut serialized = String::new();
+    // Sized once: base64 of every name and value (4 bytes per 3, rounded up) and the
+    // separators, so serializing never grows the string.
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.len().div_ceil(3) * 4 + v.len().div_ceil(3) * 4 + 2)
+        .sum();
+    let mut serialized = String::with_capacity(size);
     serialize_headers_into(
         headers
             .iter()
@@ -40,10 +47,16 @@ pub fn origin_head(status: u16, headers: &[(String, Bytes)]) -> Response<()> {
     *resp.status_mut() =
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&serialized) {
-        h.insert(RESPONSE_HEADERS, v);
+    h.reserve(3);
+    // Names from `from_static` and the serialized text moved in: no copies (inserting by
+    // `&str` would allocate each custom name again).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(serialized)) {
+        h.insert(HeaderName::from_static(RESPONSE_HEADERS), v);
     }
-    h.insert(RESPONSE_META, HeaderValue::from_static(META_ORIGIN));
+    h.insert(
+        HeaderName::from_static(RESPONSE_META),
+        HeaderValue::from_static(META_ORIGIN),
+    );
     if let Some((_, v)) = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
