@@ -451,13 +451,7 @@ fn https_eyeball_with_a_certificate_from_the_edge_ca() {
     // Bodies both ways on the one keep-alive TLS connection: an echo (the response streams
     // back while the request body is still going up), an upload, a download.
     let up = pattern(128 * 1024, 3);
-    let head = format!(
-        "POST /echo HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: {}\r\n\r\n",
-        up.len()
-    );
-    client.stream.write_all(head.as_bytes()).unwrap();
-    client.stream.write_all(&up).unwrap();
-    let echo = client.read_response(false);
+    let echo = client.post("app.example.com", "/echo", &up);
     assert_eq!(echo.status, 200);
     assert!(
         echo.body == up,
@@ -466,13 +460,7 @@ fn https_eyeball_with_a_certificate_from_the_edge_ca() {
     );
 
     let up = pattern(3 << 20, 5);
-    let head = format!(
-        "POST /hash HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: {}\r\n\r\n",
-        up.len()
-    );
-    client.stream.write_all(head.as_bytes()).unwrap();
-    client.stream.write_all(&up).unwrap();
-    let hashed = client.read_response(false);
+    let hashed = client.post("app.example.com", "/hash", &up);
     assert_eq!(
         String::from_utf8_lossy(&hashed.body),
         format!("{} {:016x}", up.len(), fnv(&up))

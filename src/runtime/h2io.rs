@@ -271,20 +271,26 @@ pub async fn tls_accept_lean(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
 ) -> io::Result<ServerTlsIo> {
-    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
-    let mut io = RustlsIo::new(tcp, conn);
-    io.lean = true;
-    io.handshake().await?;
-    Ok(io)
+    accept(tcp, config, true).await
 }
 
-/// Accepts TLS over `tcp` as a server (the built-in edge) and completes the handshake.
+/// Accepts TLS over `tcp` as a server (the built-in edge's tunnel side) and completes the
+/// handshake.
 pub async fn tls_accept(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
 ) -> io::Result<ServerTlsIo> {
+    accept(tcp, config, false).await
+}
+
+async fn accept(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    lean: bool,
+) -> io::Result<ServerTlsIo> {
     let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
     let mut io = RustlsIo::new(tcp, conn);
+    io.lean = lean;
     io.handshake().await?;
     Ok(io)
 }

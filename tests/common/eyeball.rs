@@ -78,6 +78,17 @@ impl<S: Read + Write> Client<S> {
         self.read_response(false)
     }
 
+    /// POSTs `body` to `path` with `Host: host` (Content-Length framing) and reads the response.
+    pub fn post(&mut self, host: &str, path: &str, body: &[u8]) -> Response {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).unwrap();
+        self.stream.write_all(body).unwrap();
+        self.read_response(false)
+    }
+
     fn fill(&mut self) -> usize {
         let mut tmp = [0u8; 64 * 1024];
         let n = read_retrying(&mut self.stream, &mut tmp).unwrap_or(0);
