@@ -49,9 +49,14 @@ fn registers_and_proxies_http_with_keepalive_and_header_rules() {
             assert_eq!(p.options.num_previous_attempts, 0);
         }
         for i in 0..5 {
-            let reply = conn
-                .request(get("app.test", &format!("/p/{i}?q=1")), None)
-                .await;
+            let mut req = get("app.test", &format!("/p/{i}?q=1"));
+            // Names arrive lower case over HTTP/2; the origin sees Go's canonical form, from
+            // the connector's table of common names and computed for any other.
+            req.headers_mut()
+                .insert("user-agent", http::HeaderValue::from_static("e2e"));
+            req.headers_mut()
+                .insert("x-some-custom-name", http::HeaderValue::from_static("v"));
+            let reply = conn.request(req, None).await;
             assert_eq!(reply.status, 200);
             assert_eq!(reply.meta, r#"{"src":"origin"}"#);
             assert_eq!(reply.header("X-Origin"), Some("echo"));
@@ -63,6 +68,8 @@ fn registers_and_proxies_http_with_keepalive_and_header_rules() {
             assert!(text.contains("Host: app.test\n"), "{text}");
             assert!(text.contains("Cf-Warp-Tag-Id: "), "{text}");
             assert!(text.contains("Cf-Warp-Tag-env: test\n"), "{text}");
+            assert!(text.contains("User-Agent: e2e\n"), "{text}");
+            assert!(text.contains("X-Some-Custom-Name: v\n"), "{text}");
         }
         assert_eq!(
             origin.connections.load(std::sync::atomic::Ordering::SeqCst),

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::io;
 
 use super::ReadInto;
@@ -95,8 +96,16 @@ pub enum ResponseError {
 }
 
 /// Appends the request line and headers; the caller has already added framing headers.
-pub fn encode_head(method: &Method, target: &str, headers: &[(String, Bytes)], out: &mut BytesMut) {
-    let size: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+pub fn encode_head<N: AsRef<str>, V: AsRef<[u8]>>(
+    method: &Method,
+    target: &str,
+    headers: &[(N, V)],
+    out: &mut BytesMut,
+) {
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 4)
+        .sum();
     out.reserve(size + target.len() + 32);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -107,9 +116,9 @@ pub fn encode_head(method: &Method, target: &str, headers: &[(String, Bytes)], o
     });
     out.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        out.put_slice(name.as_bytes());
+        out.put_slice(name.as_ref().as_bytes());
         out.put_slice(b": ");
-        out.put_slice(value);
+        out.put_slice(value.as_ref());
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
@@ -275,6 +284,39 @@ pub fn decoder(framing: ResponseFraming) -> Option<BodyDecoder> {
 
 /// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
 /// characters outside the token set are returned unchanged, as Go does.
+/// [`canonical_key`] without an allocation for the request header names an edge sends most:
+/// names arrive lower case from HTTP/2 (`HeaderName`), and these are matched as such; any other
+/// name or spelling gets [`canonical_key`].
+pub fn canonical_name(name: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match name {
+        "accept" => "Accept",
+        "accept-encoding" => "Accept-Encoding",
+        "accept-language" => "Accept-Language",
+        "authorization" => "Authorization",
+        "cache-control" => "Cache-Control",
+        "cdn-loop" => "Cdn-Loop",
+        "cf-connecting-ip" => "Cf-Connecting-Ip",
+        "cf-ipcountry" => "Cf-Ipcountry",
+        "cf-ray" => "Cf-Ray",
+        "cf-visitor" => "Cf-Visitor",
+        "content-type" => "Content-Type",
+        "cookie" => "Cookie",
+        "if-modified-since" => "If-Modified-Since",
+        "if-none-match" => "If-None-Match",
+        "origin" => "Origin",
+        "range" => "Range",
+        "referer" => "Referer",
+        "sec-websocket-extensions" => "Sec-Websocket-Extensions",
+        "sec-websocket-key" => "Sec-Websocket-Key",
+        "sec-websocket-protocol" => "Sec-Websocket-Protocol",
+        "user-agent" => "User-Agent",
+        "x-forwarded-for" => "X-Forwarded-For",
+        "x-forwarded-proto" => "X-Forwarded-Proto",
+        "x-real-ip" => "X-Real-Ip",
+        _ => return Cow::Owned(canonical_key(name)),
+    })
+}
+
 pub fn canonical_key(name: &str) -> String {
     let valid = name
         .bytes()
@@ -381,5 +423,38 @@ mod tests {
             "Sec-Websocket-Accept"
         );
         assert_eq!(canonical_key("bad header"), "bad header");
+        // The allocation-free names are exactly what canonical_key makes of them.
+        for name in [
+            "accept",
+            "accept-encoding",
+            "accept-language",
+            "authorization",
+            "cache-control",
+            "cdn-loop",
+            "cf-connecting-ip",
+            "cf-ipcountry",
+            "cf-ray",
+            "cf-visitor",
+            "content-type",
+            "cookie",
+            "if-modified-since",
+            "if-none-match",
+            "origin",
+            "range",
+            "referer",
+            "sec-websocket-extensions",
+            "sec-websocket-key",
+            "sec-websocket-protocol",
+            "user-agent",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-real-ip",
+        ] {
+            let got = canonical_name(name);
+            assert!(matches!(got, Cow::Borrowed(_)), "{name}");
+            assert_eq!(got, canonical_key(name), "{name}");
+        }
+        assert_eq!(canonical_name("x-custom-HEADER"), "X-Custom-Header");
+        assert_eq!(canonical_name("User-Agent"), "User-Agent");
     }
 }

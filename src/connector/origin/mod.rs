@@ -378,7 +378,11 @@ fn http_proxy(d: &Dial) -> Option<&'static ProxyUrl> {
 
 /// The proxy hook of the HTTP exchange: a plain-http request going through a proxy gets an
 /// absolute-form target (`http://host:port/path`) and the proxy's credentials, as Go sends it.
-pub fn proxy_request(d: &Dial, target: &mut String, headers: &mut Vec<(String, Bytes)>) {
+pub fn proxy_request(
+    d: &Dial,
+    target: &mut String,
+    headers: &mut Vec<(std::borrow::Cow<'static, str>, Bytes)>,
+) {
     let (Some(proxy), Target::Tcp { host, port }, None) = (http_proxy(d), &d.target, &d.tls) else {
         return;
     };

@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
@@ -106,7 +107,9 @@ pub enum Outcome<B, W> {
 struct Outgoing {
     method: Method,
     target: String,
-    headers: Vec<(String, Bytes)>,
+    /// Names are constants or Go's canonical form of the edge's names (allocated only for
+    /// names outside `canonical_name`'s table).
+    headers: Vec<(Cow<'static, str>, Bytes)>,
     body: RequestBody,
 }
 
@@ -124,7 +127,7 @@ fn outgoing(
         .map(|a| a.as_str().to_owned())
         .or_else(|| header_str(&req.headers, "host"))
         .unwrap_or_default();
-    let mut headers: Vec<(String, Bytes)> = Vec::with_capacity(req.headers.len() + 6);
+    let mut headers: Vec<(Cow<'static, str>, Bytes)> = Vec::with_capacity(req.headers.len() + 6);
     if opts.http_host_header.is_empty() {
         headers.push(("Host".into(), Bytes::from(host)));
     } else {
@@ -150,7 +153,7 @@ fn outgoing(
             continue;
         }
         headers.push((
-            crate::connector::origin::http::canonical_key(name.as_str()),
+            crate::connector::origin::http::canonical_name(name.as_str()),
             Bytes::copy_from_slice(value.as_bytes()),
         ));
     }
@@ -159,7 +162,10 @@ fn outgoing(
         core.shared.connector_id_text.clone(),
     ));
     for (name, value) in &core.shared.options.tags {
-        headers.push((format!("Cf-Warp-Tag-{name}"), Bytes::from(value.clone())));
+        headers.push((
+            format!("Cf-Warp-Tag-{name}").into(),
+            Bytes::from(value.clone()),
+        ));
     }
     let length =
         header_str(&req.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
@@ -678,7 +684,7 @@ async fn proxy_h2<B: BodyReader, R: ResponseSender>(
         .uri(format!("https://{authority}{}", out.target));
     for (name, value) in &out.headers {
         if !NOT_ON_H2.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-            builder = builder.header(name.as_str(), value.as_ref());
+            builder = builder.header(name.as_ref(), value.as_ref());
         }
     }
     let request = match builder.body(()) {
