@@ -510,16 +510,18 @@ fn run_measured(
     let started = Instant::now();
     let result = run_one(base, w, args);
     let wall = started.elapsed();
-    let cpu = match (cpu0, measured.and_then(Proc::cpu)) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
+    // CPU time a process spent since `start` (its reading before the workload).
+    let spent = |p: Option<&Proc>, start: Option<Duration>| {
+        Some(p.and_then(Proc::cpu)?.saturating_sub(start?))
     };
-    let edge_cpu = match (edge0, edge.and_then(Proc::cpu)) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    let mut r = WorkloadResult::new(w, result, cpu, measured.and_then(Proc::peak_rss_kib), wall)
-        .with_edge_cpu(edge_cpu);
+    let mut r = WorkloadResult::new(
+        w,
+        result,
+        spent(measured, cpu0),
+        measured.and_then(Proc::peak_rss_kib),
+        wall,
+    )
+    .with_edge_cpu(spent(edge, edge0));
     r.listen_overflows = overflows0
         .zip(super::procs::listen_overflows())
         .map(|(a, b)| b.saturating_sub(a));

@@ -402,18 +402,10 @@ pub(crate) struct TlsWriter(SharedTls);
 
 impl EyeballWrite for TlsWriter {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        let mut data = &chunk[..];
-        while !data.is_empty() {
-            let n = std::future::poll_fn(|cx| {
-                FuturesWrite::poll_write(std::pin::Pin::new(&mut *self.0.borrow_mut()), cx, data)
-            })
-            .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            data = &data[n..];
-        }
-        Ok(())
+        h2io::write_all_with(&chunk, |cx, data| {
+            FuturesWrite::poll_write(std::pin::Pin::new(&mut *self.0.borrow_mut()), cx, data)
+        })
+        .await
     }
 
     async fn flush(&mut self) -> io::Result<()> {

@@ -1,11 +1,12 @@
 //! glibc's copy routine tuned for AMD CPUs: `memcpy`/`memmove` without `rep movsb`.
 //!
 //! glibc (2.33 and later, e.g. Debian 12 under Proxmox VE 8) copies blocks of more than about
-//! 2 KiB (`x86_rep_movsb_threshold`, 2112 bytes on this machine) with `rep movsb`. On the AMD EPYC this project is measured on, that path runs
-//! at a fraction of the speed of glibc's own AVX loop for the copies the data path cannot
-//! avoid (rustls copies every record's plaintext into the buffer it encrypts in, then the
-//! ciphertext into the socket buffer). Connector CPU per GB, 1 GiB transfers through the
-//! built-in edge, same build, the tunable below off / on, two pairs each:
+//! 2 KiB (`x86_rep_movsb_threshold`, 2112 bytes on this machine) with `rep movsb`. On the AMD
+//! EPYC this project is measured on, that path runs at a fraction of the speed of glibc's own
+//! AVX loop for the copies the data path cannot avoid (rustls copies every record's plaintext
+//! into the buffer it encrypts in, then the ciphertext into the socket buffer). Connector CPU
+//! per GB, 1 GiB transfers through the built-in edge, same build, the tunable below off / on,
+//! two pairs each:
 //! download 2.19 / 2.08 -> 1.45 / 1.36 s, https origin download 2.54 / 2.56 -> 2.34 / 2.24 s,
 //! upload 1.63 / 1.60 -> 1.59 / 1.53 s. Copies under 2 KiB never took that path, so small
 //! requests are unchanged.

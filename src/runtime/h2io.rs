@@ -489,14 +489,7 @@ where
             Poll::Pending => Ok(()),
         }
     }
-}
 
-impl<C, S, T> RustlsIo<C, T>
-where
-    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
-    S: SideData,
-    T: TlsSocket,
-{
     /// Hands at most `room` bytes of plaintext to `put` (chunk by chunk, straight from rustls'
     /// decrypted records: no destination is zeroed first), reading from the socket while
     /// none is decrypted. `Ok(0)` at the end of the stream (close_notify, or a TCP EOF without
@@ -550,6 +543,23 @@ where
     ) -> Poll<io::Result<usize>> {
         self.poll_plaintext(cx, want, |chunk| buf.extend_from_slice(chunk))
     }
+}
+
+/// Writes all of `data` through `poll_write`, which borrows a connection for one poll: the
+/// two halves of one [`RustlsIo`] on a core (a TLS origin's, an HTTPS eyeball's) share it in
+/// an `Rc<RefCell>` and must not hold the borrow across an await.
+pub async fn write_all_with(
+    mut data: &[u8],
+    mut poll_write: impl FnMut(&mut Context<'_>, &[u8]) -> Poll<io::Result<usize>>,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = std::future::poll_fn(|cx| poll_write(cx, data)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
 }
 
 impl<C, S, T> TokioRead for RustlsIo<C, T>

@@ -282,8 +282,6 @@ pub fn decoder(framing: ResponseFraming) -> Option<BodyDecoder> {
     }
 }
 
-/// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
-/// characters outside the token set are returned unchanged, as Go does.
 /// [`canonical_key`] without an allocation for the request header names an edge sends most:
 /// names arrive lower case from HTTP/2 (`HeaderName`), and these are matched as such; any other
 /// name or spelling gets [`canonical_key`].
@@ -317,6 +315,8 @@ pub fn canonical_name(name: &str) -> Cow<'static, str> {
     })
 }
 
+/// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
+/// characters outside the token set are returned unchanged, as Go does.
 pub fn canonical_key(name: &str) -> String {
     let valid = name
         .bytes()

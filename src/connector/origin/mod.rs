@@ -268,19 +268,12 @@ impl OriginWrite {
 
 /// Writes all of `data` to a TLS origin: encrypted into rustls' queue, which goes to the
 /// kernel as one owned write per flush (or whenever the queue is full).
-async fn tls_write_all(t: &Rc<RefCell<TlsOrigin>>, mut data: &[u8]) -> io::Result<()> {
+async fn tls_write_all(t: &Rc<RefCell<TlsOrigin>>, data: &[u8]) -> io::Result<()> {
     use tokio::io::AsyncWrite as _;
-    while !data.is_empty() {
-        let n = std::future::poll_fn(|cx| {
-            with_tls!(&mut *t.borrow_mut(), io => std::pin::Pin::new(&mut **io).poll_write(cx, data))
-        })
-        .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        data = &data[n..];
-    }
-    Ok(())
+    crate::runtime::h2io::write_all_with(data, |cx, data| {
+        with_tls!(&mut *t.borrow_mut(), io => std::pin::Pin::new(&mut **io).poll_write(cx, data))
+    })
+    .await
 }
 
 /// Where an origin lives.
