@@ -694,50 +694,14 @@ impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
                 headers.append(h.name.clone(), value);
             }
         }
-        let ip = self.peer.ip().to_canonical().to_string();
-        let xff = match forwarded_for {
-            Some(prev) if !prev.is_empty() => {
-                format!("{}, {ip}", String::from_utf8_lossy(&prev))
-            }
-            _ => ip.clone(),
-        };
-        // Values built here are moved in (`String` to `HeaderValue` does not copy); constant
-        // ones are static.
-        let put = |headers: &mut HeaderMap, name: &'static str, value: Option<HeaderValue>| {
-            if let Some(v) = value {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        };
-        put(headers, "cf-connecting-ip", HeaderValue::try_from(ip).ok());
-        put(headers, "x-forwarded-for", HeaderValue::try_from(xff).ok());
-        put(
+        add_visitor_headers(
             headers,
-            "x-forwarded-proto",
-            Some(HeaderValue::from_static(self.scheme)),
+            self.peer,
+            self.scheme,
+            forwarded_for,
+            ray,
+            websocket,
         );
-        let visitor = if self.scheme == "https" {
-            r#"{"scheme":"https"}"#
-        } else {
-            r#"{"scheme":"http"}"#
-        };
-        put(
-            headers,
-            "cf-visitor",
-            Some(HeaderValue::from_static(visitor)),
-        );
-        put(headers, "cf-ray", HeaderValue::from_str(ray).ok());
-        put(
-            headers,
-            "cdn-loop",
-            Some(HeaderValue::from_static("cloudflare")),
-        );
-        if websocket {
-            put(
-                headers,
-                PROXY_CONNECTION_UPGRADE,
-                Some(HeaderValue::from_static(UPGRADE_WEBSOCKET)),
-            );
-        }
         Some(request)
     }
 
@@ -1251,9 +1215,110 @@ fn path_of(target: &[u8]) -> Option<String> {
     )
 }
 
+/// The headers Cloudflare's edge adds to a visitor's request (spec §4.2): the visitor's
+/// address (also appended to any `X-Forwarded-For` it sent), scheme, ray ID, loop marker.
+fn add_visitor_headers(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    scheme: &'static str,
+    forwarded_for: Option<Bytes>,
+    ray: &str,
+    websocket: bool,
+) {
+    let ip = peer.ip().to_canonical().to_string();
+    let xff = match forwarded_for {
+        Some(prev) if !prev.is_empty() => {
+            format!("{}, {ip}", String::from_utf8_lossy(&prev))
+        }
+        _ => ip.clone(),
+    };
+    // Values built here are moved in (`String` to `HeaderValue` does not copy); constant
+    // ones are static.
+    let put = |headers: &mut HeaderMap, name: &'static str, value: Option<HeaderValue>| {
+        if let Some(v) = value {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put(headers, "cf-connecting-ip", HeaderValue::try_from(ip).ok());
+    put(headers, "x-forwarded-for", HeaderValue::try_from(xff).ok());
+    put(
+        headers,
+        "x-forwarded-proto",
+        Some(HeaderValue::from_static(scheme)),
+    );
+    let visitor = if scheme == "https" {
+        r#"{"scheme":"https"}"#
+    } else {
+        r#"{"scheme":"http"}"#
+    };
+    put(
+        headers,
+        "cf-visitor",
+        Some(HeaderValue::from_static(visitor)),
+    );
+    // A new value on every request: sent as a literal that is never indexed (RFC 7541
+    // §6.2.3), so it does not churn both sides' HPACK tables. Indexed, each one evicted
+    // the oldest entries, which are the headers that repeat on every request, and those
+    // then went out as literals again.
+    let ray = HeaderValue::from_str(ray).ok().map(|mut v| {
+        v.set_sensitive(true);
+        v
+    });
+    put(headers, "cf-ray", ray);
+    put(
+        headers,
+        "cdn-loop",
+        Some(HeaderValue::from_static("cloudflare")),
+    );
+    if websocket {
+        put(
+            headers,
+            PROXY_CONNECTION_UPGRADE,
+            Some(HeaderValue::from_static(UPGRADE_WEBSOCKET)),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_headers_send_the_ray_never_indexed() {
+        let mut headers = HeaderMap::new();
+        let peer: SocketAddr = "127.0.0.9:5555".parse().unwrap();
+        let prev = Some(Bytes::from_static(b"10.0.0.1"));
+        add_visitor_headers(
+            &mut headers,
+            peer,
+            "https",
+            prev,
+            "8f0a1b2c3d4e5f60-LHR",
+            false,
+        );
+        let ray = &headers["cf-ray"];
+        assert_eq!(ray, "8f0a1b2c3d4e5f60-LHR");
+        // h2 encodes a sensitive value as a never-indexed literal, outside both HPACK tables.
+        assert!(
+            ray.is_sensitive(),
+            "a per-request value must not enter the HPACK tables"
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(headers["cf-connecting-ip"], "127.0.0.9");
+        assert_eq!(headers["cf-visitor"], r#"{"scheme":"https"}"#);
+        for name in [
+            "cf-connecting-ip",
+            "x-forwarded-for",
+            "cf-visitor",
+            "cdn-loop",
+        ] {
+            assert!(
+                !headers[name].is_sensitive(),
+                "{name} repeats: it should be indexed"
+            );
+        }
+        assert!(headers.get(PROXY_CONNECTION_UPGRADE).is_none());
+    }
 
     #[test]
     fn route_host_strips_port_and_case() {
