@@ -32,11 +32,11 @@ use super::pipe::Upgraded;
 use super::{BodyReader, BodyWriter, ResponseHead, ResponseSender, StreamError, StreamHead};
 use crate::connector::core::Core;
 use crate::connector::origin::http::{
-    READ_CHUNK, RequestBody, ResponseError, ResponseFraming, decoder, encode_head, next_body_read,
-    read_head, response_framing,
+    RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
+    response_framing,
 };
 use crate::connector::origin::{
-    Dial, DialError, IdleRead, OriginStream, ReadInto, dial, dial_alpn, dial_upgrade,
+    Dial, DialError, IdleRead, OriginStream, dial, dial_alpn, dial_upgrade,
 };
 use crate::http1::{BodyEvent, BodyFraming};
 use crate::ingress::OriginRequest;
@@ -343,7 +343,7 @@ async fn exchange<B: BodyReader, R: ResponseSender>(
     let mut buf = if websocket {
         BytesMut::new()
     } else {
-        BytesMut::with_capacity(READ_CHUNK)
+        BytesMut::with_capacity(crate::connector::origin::http::READ_CHUNK)
     };
     let mut got_bytes = false;
     let (status, mut send, body_res, upload_ok, keep_alive) = {
@@ -542,21 +542,17 @@ async fn stream_body<W: BodyWriter>(
         if !buf.is_empty() {
             send.write(buf.split().freeze()).await?;
         }
-        let mut want = READ_CHUNK;
         loop {
-            let n = fill_watching(rd, buf, want, send).await?;
-            if n == 0 {
+            if fill_watching(rd, buf, send).await? == 0 {
                 send.finish(None)?;
                 return Ok(false);
             }
-            want = next_body_read(want, n);
             send.write(buf.split().freeze()).await?;
         }
     };
     // Small decoded chunks (an origin writing 1-byte chunks) are gathered and sent as one DATA
     // frame per origin read, at most `BATCH` bytes each: never one tiny frame per chunk.
     let mut batch = BytesMut::new();
-    let mut want = READ_CHUNK;
     loop {
         match dec.decode(buf) {
             Ok(Some(BodyEvent::Data(data))) => {
@@ -592,11 +588,9 @@ async fn stream_body<W: BodyWriter>(
                 if !batch.is_empty() {
                     send.write(batch.split().freeze()).await?;
                 }
-                let n = fill_watching(rd, buf, want, send).await?;
-                if n == 0 {
+                if fill_watching(rd, buf, send).await? == 0 {
                     return Err(ResponseError::Eof.into());
                 }
-                want = next_body_read(want, n);
             }
             Err(e) => return Err(ResponseError::Malformed(e.to_string()).into()),
         }
@@ -607,10 +601,9 @@ async fn stream_body<W: BodyWriter>(
 async fn fill_watching<W: BodyWriter>(
     rd: &mut Rd,
     buf: &mut BytesMut,
-    want: usize,
     send: &mut W,
 ) -> Result<usize, ProxyError> {
-    let read = pin!(rd.read_into(buf, want));
+    let read = pin!(fill(rd, buf));
     let reset = pin!(poll_fn(|cx| send.poll_reset(cx).map(|_| ())));
     match select_first(read, reset).await {
         Either::Left(r) => r.map_err(|e| ResponseError::Io(e).into()),

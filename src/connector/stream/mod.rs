@@ -60,8 +60,7 @@
 //! - In flight, upstream: at most one received DATA frame, whose window is released only once
 //!   its bytes went into the origin socket, plus a WebSocket frame being reassembled (at most
 //!   `MAX_FRAME`, paced by the window).
-//! - In flight, downstream: one origin read (upgraded streams: 4 KiB growing to 64 KiB on
-//!   full reads; HTTP bodies: 64 KiB growing to 256 KiB, `origin::http::BODY_READ_MAX`) plus what
+//! - In flight, downstream: one origin read (4 KiB growing to 64 KiB on full reads) plus what
 //!   h2 queues, which is bounded by the edge's stream window: the connector asks for send
 //!   capacity before reading more from the origin. Decoded body chunks smaller than 16 KiB are
 //!   batched (one DATA frame per origin read), so the queue never holds tiny frames.
