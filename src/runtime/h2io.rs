@@ -161,9 +161,10 @@ pub fn connector_h2_server() -> h2::server::Builder {
 /// core's io_uring provided-buffer pool (the kernel picks one only when data arrives; its bytes
 /// are copied into a `Vec` of exactly their size) and the ciphertext `Vec` is freed as soon as
 /// rustls took it all, so a waiting connection holds no read buffer beyond rustls' own state.
-/// While data is flowing (the last read filled its buffer) it reads `READ_BUF` at a time into
-/// an owned buffer, as the edge connection does. On the poll driver, or when the pool has no
-/// buffer free, a waiting read owns a `LEAN_READ` buffer.
+/// While data is flowing (the last read filled its buffer) it reads `LEAN_BUSY_READ` at a time
+/// into an owned buffer (four records, not a tunnel connection's sixteen: there is one such
+/// connection per busy origin stream or HTTPS visitor, not four per process). On the poll
+/// driver, or when the pool has no buffer free, a waiting read owns a `LEAN_READ` buffer.
 pub struct RustlsIo<C, T = TcpStream> {
     /// The socket (TCP or unix); the field keeps its name for the TCP case.
     tcp: T,
@@ -222,6 +223,8 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = BufResult<T, Vec<u8>>>>>;
 /// the reads (and wake-ups) per GB that four records took; never zeroed, so a small read
 /// costs nothing more.
 const READ_BUF: usize = 16 * (16 * 1024 + 256);
+/// Ciphertext read buffer of a lean connection while data flows: four full TLS records.
+const LEAN_BUSY_READ: usize = 4 * (16 * 1024 + 256);
 /// rustls' queue of outgoing ciphertext on a tunnel connection (its default is 64 KiB): what
 /// one write to the kernel carries while data flows.
 const TUNNEL_SEND_QUEUE: usize = 256 * 1024;
@@ -403,7 +406,7 @@ where
                 if self.lean && !self.busy {
                     self.reading = Some(Box::pin(lean_read(tcp, buf)));
                 } else {
-                    buf.reserve(READ_BUF);
+                    buf.reserve(if self.lean { LEAN_BUSY_READ } else { READ_BUF });
                     // compio reads into the spare capacity: nothing is zeroed.
                     self.reading = Some(Box::pin(async move { tcp.read(buf).await }));
                 }
