@@ -32,7 +32,7 @@ use std::ffi::{OsStr, OsString};
 pub const TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
 
 /// Above every copy the data path makes (TLS records are at most 16 KiB, socket and body
-/// buffers at most 272 KiB, flow-control windows 1 MiB), so those stay on glibc's vector loop.
+/// buffers at most 260 KiB, flow-control windows 1 MiB), so those stay on glibc's vector loop.
 pub const THRESHOLD: u64 = 16 * 1024 * 1024;
 
 /// Set in the re-executed process's environment: it never re-executes again, whatever glibc

@@ -211,8 +211,11 @@ impl<T> TlsSocket for T where
 {
 }
 
+/// A full TLS record on the wire (16 KiB of plaintext, with room for its header, tag and
+/// padding).
+const RECORD: usize = 16 * 1024 + 256;
 /// A lean read's owned buffer where the provided-buffer pool cannot serve it: one TLS record.
-const LEAN_READ: usize = 16 * 1024 + 256;
+const LEAN_READ: usize = RECORD;
 /// A lean read this long filled its buffer (the core's pool buffers are 4 KiB,
 /// `runtime::driver`): data is flowing.
 const LEAN_FULL: usize = 4 * 1024;
@@ -222,9 +225,9 @@ type OpFuture<T> = Pin<Box<dyn Future<Output = BufResult<T, Vec<u8>>>>>;
 /// Ciphertext read buffer: sixteen full TLS records, so a bulk transfer takes a quarter of
 /// the reads (and wake-ups) per GB that four records took; never zeroed, so a small read
 /// costs nothing more.
-const READ_BUF: usize = 16 * (16 * 1024 + 256);
+const READ_BUF: usize = 16 * RECORD;
 /// Ciphertext read buffer of a lean connection while data flows: four full TLS records.
-const LEAN_BUSY_READ: usize = 4 * (16 * 1024 + 256);
+const LEAN_BUSY_READ: usize = 4 * RECORD;
 /// rustls' queue of outgoing ciphertext on a tunnel connection (its default is 64 KiB): what
 /// one write to the kernel carries while data flows.
 const TUNNEL_SEND_QUEUE: usize = 256 * 1024;
@@ -252,9 +255,8 @@ pub async fn tls_connect(
 ) -> io::Result<ClientTlsIo> {
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-    conn.set_buffer_limit(Some(TUNNEL_SEND_QUEUE));
-    let mut io = RustlsIo::new(tcp, conn);
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut io = RustlsIo::new(tcp, conn, false);
     io.handshake().await?;
     Ok(io)
 }
@@ -267,9 +269,7 @@ pub async fn tls_connect_lean<T: TlsSocket>(
     server_name: ServerName<'static>,
 ) -> io::Result<RustlsIo<rustls::ClientConnection, T>> {
     let conn = rustls::ClientConnection::new(config, server_name).map_err(io::Error::other)?;
-    let mut io = RustlsIo::new(sock, conn);
-    io.lean = true;
-    io.rbuf = Some(Vec::new());
+    let mut io = RustlsIo::new(sock, conn, true);
     io.handshake().await?;
     Ok(io)
 }
@@ -298,12 +298,8 @@ async fn accept(
     config: Arc<rustls::ServerConfig>,
     lean: bool,
 ) -> io::Result<ServerTlsIo> {
-    let mut conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
-    if !lean {
-        conn.set_buffer_limit(Some(TUNNEL_SEND_QUEUE));
-    }
-    let mut io = RustlsIo::new(tcp, conn);
-    io.lean = lean;
+    let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut io = RustlsIo::new(tcp, conn, lean);
     io.handshake().await?;
     Ok(io)
 }
@@ -314,7 +310,12 @@ where
     S: SideData,
     T: TlsSocket,
 {
-    fn new(tcp: T, conn: C) -> Self {
+    /// A tunnel connection (`lean` false) lets rustls queue [`TUNNEL_SEND_QUEUE`] of
+    /// ciphertext; a lean one keeps rustls' default, as it keeps smaller reads.
+    fn new(tcp: T, mut conn: C, lean: bool) -> Self {
+        if !lean {
+            conn.set_buffer_limit(Some(TUNNEL_SEND_QUEUE));
+        }
         Self {
             tcp,
             conn,
@@ -325,7 +326,7 @@ where
             writing: None,
             shutting: None,
             tcp_eof: false,
-            lean: false,
+            lean,
             busy: false,
         }
     }

@@ -286,37 +286,42 @@ pub fn decoder(framing: ResponseFraming) -> Option<BodyDecoder> {
     }
 }
 
-/// [`canonical_key`] without an allocation for the request header names an edge sends most:
-/// names arrive lower case from HTTP/2 (`HeaderName`), and these are matched as such; any other
-/// name or spelling gets [`canonical_key`].
+/// Go's canonical form of the request header names an edge sends most, by the lower-case
+/// spelling they arrive in over HTTP/2.
+const COMMON_NAMES: [(&str, &str); 24] = [
+    ("accept", "Accept"),
+    ("accept-encoding", "Accept-Encoding"),
+    ("accept-language", "Accept-Language"),
+    ("authorization", "Authorization"),
+    ("cache-control", "Cache-Control"),
+    ("cdn-loop", "Cdn-Loop"),
+    ("cf-connecting-ip", "Cf-Connecting-Ip"),
+    ("cf-ipcountry", "Cf-Ipcountry"),
+    ("cf-ray", "Cf-Ray"),
+    ("cf-visitor", "Cf-Visitor"),
+    ("content-type", "Content-Type"),
+    ("cookie", "Cookie"),
+    ("if-modified-since", "If-Modified-Since"),
+    ("if-none-match", "If-None-Match"),
+    ("origin", "Origin"),
+    ("range", "Range"),
+    ("referer", "Referer"),
+    ("sec-websocket-extensions", "Sec-Websocket-Extensions"),
+    ("sec-websocket-key", "Sec-Websocket-Key"),
+    ("sec-websocket-protocol", "Sec-Websocket-Protocol"),
+    ("user-agent", "User-Agent"),
+    ("x-forwarded-for", "X-Forwarded-For"),
+    ("x-forwarded-proto", "X-Forwarded-Proto"),
+    ("x-real-ip", "X-Real-Ip"),
+];
+
+/// [`canonical_key`] without an allocation for the names in [`COMMON_NAMES`]; any other name
+/// or spelling gets [`canonical_key`].
 pub fn canonical_name(name: &str) -> Cow<'static, str> {
-    Cow::Borrowed(match name {
-        "accept" => "Accept",
-        "accept-encoding" => "Accept-Encoding",
-        "accept-language" => "Accept-Language",
-        "authorization" => "Authorization",
-        "cache-control" => "Cache-Control",
-        "cdn-loop" => "Cdn-Loop",
-        "cf-connecting-ip" => "Cf-Connecting-Ip",
-        "cf-ipcountry" => "Cf-Ipcountry",
-        "cf-ray" => "Cf-Ray",
-        "cf-visitor" => "Cf-Visitor",
-        "content-type" => "Content-Type",
-        "cookie" => "Cookie",
-        "if-modified-since" => "If-Modified-Since",
-        "if-none-match" => "If-None-Match",
-        "origin" => "Origin",
-        "range" => "Range",
-        "referer" => "Referer",
-        "sec-websocket-extensions" => "Sec-Websocket-Extensions",
-        "sec-websocket-key" => "Sec-Websocket-Key",
-        "sec-websocket-protocol" => "Sec-Websocket-Protocol",
-        "user-agent" => "User-Agent",
-        "x-forwarded-for" => "X-Forwarded-For",
-        "x-forwarded-proto" => "X-Forwarded-Proto",
-        "x-real-ip" => "X-Real-Ip",
-        _ => return Cow::Owned(canonical_key(name)),
-    })
+    match COMMON_NAMES.iter().find(|(lower, _)| *lower == name) {
+        Some((_, canonical)) => Cow::Borrowed(canonical),
+        None => Cow::Owned(canonical_key(name)),
+    }
 }
 
 /// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
@@ -428,35 +433,16 @@ mod tests {
         );
         assert_eq!(canonical_key("bad header"), "bad header");
         // The allocation-free names are exactly what canonical_key makes of them.
-        for name in [
-            "accept",
-            "accept-encoding",
-            "accept-language",
-            "authorization",
-            "cache-control",
-            "cdn-loop",
-            "cf-connecting-ip",
-            "cf-ipcountry",
-            "cf-ray",
-            "cf-visitor",
-            "content-type",
-            "cookie",
-            "if-modified-since",
-            "if-none-match",
-            "origin",
-            "range",
-            "referer",
-            "sec-websocket-extensions",
-            "sec-websocket-key",
-            "sec-websocket-protocol",
-            "user-agent",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-real-ip",
-        ] {
-            let got = canonical_name(name);
-            assert!(matches!(got, Cow::Borrowed(_)), "{name}");
-            assert_eq!(got, canonical_key(name), "{name}");
+        for (lower, canonical) in COMMON_NAMES {
+            assert_eq!(
+                lower,
+                lower.to_ascii_lowercase(),
+                "{lower}: HTTP/2 names are lower case"
+            );
+            assert_eq!(canonical, canonical_key(lower), "{lower}");
+            let got = canonical_name(lower);
+            assert!(matches!(got, Cow::Borrowed(_)), "{lower}");
+            assert_eq!(got, canonical, "{lower}");
         }
         assert_eq!(canonical_name("x-custom-HEADER"), "X-Custom-Header");
         assert_eq!(canonical_name("User-Agent"), "User-Agent");
