@@ -336,6 +336,55 @@ mod tests {
         });
     }
 
+    /// The timer wheel's expiry (patched in compio-runtime, see its PATCHED.md): timers set
+    /// out of order fire once each, in deadline order, and a cancelled one never fires.
+    #[test]
+    fn timers_fire_in_deadline_order_and_cancelled_ones_never() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use std::time::Duration;
+
+        // A wheel that never expires anything would hang the runtime: end the test instead.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = done.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(20));
+            if !watchdog.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("timers did not fire within 20 s");
+                std::process::abort();
+            }
+        });
+        for driver in [DriverKind::IoUring, DriverKind::Poll] {
+            let Ok(rt) = build_runtime(driver) else {
+                println!("skipped: no {driver:?} here");
+                continue;
+            };
+            let fired = rt.block_on(async {
+                let fired = Rc::new(RefCell::new(Vec::new()));
+                let mut tasks = Vec::new();
+                for (id, ms) in [(0, 80u64), (1, 20), (2, 60), (3, 40), (4, 100), (5, 10)] {
+                    let fired = fired.clone();
+                    tasks.push(compio::runtime::spawn(async move {
+                        compio::time::sleep(Duration::from_millis(ms)).await;
+                        fired.borrow_mut().push(id);
+                    }));
+                }
+                // Let every task set its timer, then cancel two of them.
+                compio::time::sleep(Duration::from_millis(1)).await;
+                let cancelled = [tasks.remove(4), tasks.remove(1)];
+                drop(cancelled);
+                for task in tasks {
+                    let _ = task.await;
+                }
+                // Past the cancelled ones' deadlines.
+                compio::time::sleep(Duration::from_millis(60)).await;
+                fired.take()
+            });
+            assert_eq!(fired, vec![5, 3, 2, 0], "{driver:?}");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     #[test]
     fn auto_reports_a_usable_driver() {
         let report = select_driver(IoDriver::Auto).unwrap();
