@@ -4,7 +4,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::borrow::Cow;
 use std::io;
 
 use super::ReadInto;
@@ -286,51 +285,34 @@ pub fn decoder(framing: ResponseFraming) -> Option<BodyDecoder> {
     }
 }
 
-/// Go's canonical form of the request header names an edge sends most, by the lower-case
-/// spelling they arrive in over HTTP/2.
-const COMMON_NAMES: [(&str, &str); 24] = [
-    ("accept", "Accept"),
-    ("accept-encoding", "Accept-Encoding"),
-    ("accept-language", "Accept-Language"),
-    ("authorization", "Authorization"),
-    ("cache-control", "Cache-Control"),
-    ("cdn-loop", "Cdn-Loop"),
-    ("cf-connecting-ip", "Cf-Connecting-Ip"),
-    ("cf-ipcountry", "Cf-Ipcountry"),
-    ("cf-ray", "Cf-Ray"),
-    ("cf-visitor", "Cf-Visitor"),
-    ("content-type", "Content-Type"),
-    ("cookie", "Cookie"),
-    ("if-modified-since", "If-Modified-Since"),
-    ("if-none-match", "If-None-Match"),
-    ("origin", "Origin"),
-    ("range", "Range"),
-    ("referer", "Referer"),
-    ("sec-websocket-extensions", "Sec-Websocket-Extensions"),
-    ("sec-websocket-key", "Sec-Websocket-Key"),
-    ("sec-websocket-protocol", "Sec-Websocket-Protocol"),
-    ("user-agent", "User-Agent"),
-    ("x-forwarded-for", "X-Forwarded-For"),
-    ("x-forwarded-proto", "X-Forwarded-Proto"),
-    ("x-real-ip", "X-Real-Ip"),
-];
-
-/// [`canonical_key`] without an allocation for the names in [`COMMON_NAMES`]; any other name
-/// or spelling gets [`canonical_key`].
-pub fn canonical_name(name: &str) -> Cow<'static, str> {
-    match COMMON_NAMES.iter().find(|(lower, _)| *lower == name) {
-        Some((_, canonical)) => Cow::Borrowed(canonical),
-        None => Cow::Owned(canonical_key(name)),
+/// Appends Go's canonical form of `name` (what [`canonical_key`] returns) to `out`: the name
+/// is copied and its case fixed in place, no `String` in between.
+pub fn put_canonical(out: &mut BytesMut, name: &str) {
+    let start = out.len();
+    out.put_slice(name.as_bytes());
+    let written = &mut out[start..];
+    if !written.iter().all(|&b| is_token(b)) {
+        return;
     }
+    let mut upper = true;
+    for b in written {
+        *b = if upper {
+            b.to_ascii_uppercase()
+        } else {
+            b.to_ascii_lowercase()
+        };
+        upper = *b == b'-';
+    }
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
 /// characters outside the token set are returned unchanged, as Go does.
 pub fn canonical_key(name: &str) -> String {
-    let valid = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !name.bytes().all(is_token) {
         return name.to_owned();
     }
     // One allocation of the final size (collecting chars would grow the string in steps).
@@ -432,19 +414,24 @@ mod tests {
             "Sec-Websocket-Accept"
         );
         assert_eq!(canonical_key("bad header"), "bad header");
-        // The allocation-free names are exactly what canonical_key makes of them.
-        for (lower, canonical) in COMMON_NAMES {
-            assert_eq!(
-                lower,
-                lower.to_ascii_lowercase(),
-                "{lower}: HTTP/2 names are lower case"
-            );
-            assert_eq!(canonical, canonical_key(lower), "{lower}");
-            let got = canonical_name(lower);
-            assert!(matches!(got, Cow::Borrowed(_)), "{lower}");
-            assert_eq!(got, canonical, "{lower}");
+        // Written in place, the same names (edge names arrive lower case over HTTP/2).
+        let mut out = BytesMut::new();
+        for name in [
+            "accept",
+            "cf-connecting-ip",
+            "x-forwarded-for",
+            "sec-websocket-key",
+            "x-custom-HEADER",
+            "User-Agent",
+            "bad header",
+            "a--b-",
+            "",
+        ] {
+            out.clear();
+            out.put_slice(b"prefix");
+            put_canonical(&mut out, name);
+            assert_eq!(&out[..6], b"prefix", "{name}: what was there stays");
+            assert_eq!(&out[6..], canonical_key(name).as_bytes(), "{name}");
         }
-        assert_eq!(canonical_name("x-custom-HEADER"), "X-Custom-Header");
-        assert_eq!(canonical_name("User-Agent"), "User-Agent");
     }
 }

@@ -371,18 +371,16 @@ fn http_proxy(d: &Dial) -> Option<&'static ProxyUrl> {
 
 /// The proxy hook of the HTTP exchange: a plain-http request going through a proxy gets an
 /// absolute-form target (`http://host:port/path`) and the proxy's credentials, as Go sends it.
-pub fn proxy_request(
-    d: &Dial,
-    target: &mut String,
-    headers: &mut Vec<(std::borrow::Cow<'static, str>, Bytes)>,
-) {
+/// `None` when the request goes straight to the origin; else the target and the
+/// `Proxy-Authorization` value, if the proxy has credentials.
+pub fn proxy_request(d: &Dial, target: &str) -> Option<(String, Option<Bytes>)> {
     let (Some(proxy), Target::Tcp { host, port }, None) = (http_proxy(d), &d.target, &d.tls) else {
-        return;
+        return None;
     };
-    *target = format!("http://{}{target}", join(host, *port));
-    if let Some(auth) = proxy_connect::authorization(proxy) {
-        headers.push(("Proxy-Authorization".into(), auth));
-    }
+    Some((
+        format!("http://{}{target}", join(host, *port)),
+        proxy_connect::authorization(proxy),
+    ))
 }
 
 /// Plain origins are bare sockets; TLS ones are rustls over the socket ([`OriginTlsIo`]).

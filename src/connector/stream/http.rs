@@ -24,7 +24,7 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::Either;
 use http::{HeaderMap, HeaderValue, Method, Request};
 
@@ -32,7 +32,7 @@ use super::pipe::Upgraded;
 use super::{BodyReader, BodyWriter, ResponseHead, ResponseSender, StreamError, StreamHead};
 use crate::connector::core::Core;
 use crate::connector::origin::http::{
-    RequestBody, ResponseError, ResponseFraming, decoder, encode_head, fill, read_head,
+    RequestBody, ResponseError, ResponseFraming, decoder, fill, put_canonical, read_head,
     response_framing,
 };
 use crate::connector::origin::{
@@ -103,79 +103,60 @@ pub enum Outcome<B, W> {
     Aborted { status: u16, error: ProxyError },
 }
 
-/// The request as it goes to the origin.
-struct Outgoing {
+/// The request as it goes to the origin (spec §8.1): its line and body framing, and the edge
+/// request its headers come from. The header list is never collected: [`Outgoing::headers`]
+/// walks it from the edge request each time it is written.
+pub(super) struct Outgoing<'a> {
     method: Method,
-    target: String,
-    /// Names are constants or Go's canonical form of the edge's names (allocated only for
-    /// names outside `canonical_name`'s table).
-    headers: Vec<(Cow<'static, str>, Bytes)>,
+    /// Origin-form target, or absolute-form through an `HTTP_PROXY`.
+    target: Cow<'a, str>,
     body: RequestBody,
+    req: &'a StreamHead,
+    /// The visitor's host: the request's authority, else its `host` header.
+    host: &'a [u8],
+    opts: &'a OriginRequest,
+    websocket: bool,
+    connector_id: &'a Bytes,
+    tags: &'a [(String, String)],
+    /// `Proxy-Authorization` for an `HTTP_PROXY` with credentials.
+    proxy_auth: Option<Bytes>,
 }
 
+/// Edge request headers that never go to the origin as they came.
+const NOT_FORWARDED: [&str; 9] = [
+    PROXY_CONNECTION_UPGRADE,
+    TRACE_ID,
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
 /// Builds the origin request from the edge request (spec §8.1).
-fn outgoing(
-    core: &Core,
-    req: &StreamHead,
+pub(super) fn outgoing<'a>(
+    core: &'a Core,
+    req: &'a StreamHead,
     body_ended: bool,
-    opts: &OriginRequest,
+    opts: &'a OriginRequest,
     websocket: bool,
-) -> Outgoing {
+) -> Outgoing<'a> {
     let host = req
         .uri
         .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| header_str(&req.headers, "host"))
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| req.headers.get("host").map(HeaderValue::as_bytes))
         .unwrap_or_default();
-    let mut headers: Vec<(Cow<'static, str>, Bytes)> = Vec::with_capacity(req.headers.len() + 6);
-    if opts.http_host_header.is_empty() {
-        headers.push(("Host".into(), Bytes::from(host)));
-    } else {
-        headers.push(("Host".into(), Bytes::from(opts.http_host_header.clone())));
-        headers.push(("X-Forwarded-Host".into(), Bytes::from(host)));
-    }
-    let skip = [
-        PROXY_CONNECTION_UPGRADE,
-        TRACE_ID,
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    ];
-    for (name, value) in &req.headers {
-        if skip.iter().any(|s| name.as_str().eq_ignore_ascii_case(s)) {
-            continue;
-        }
-        if websocket && name.as_str().eq_ignore_ascii_case("sec-websocket-version") {
-            continue;
-        }
-        headers.push((
-            crate::connector::origin::http::canonical_name(name.as_str()),
-            Bytes::copy_from_slice(value.as_bytes()),
-        ));
-    }
-    headers.push((
-        "Cf-Warp-Tag-Id".into(),
-        core.shared.connector_id_text.clone(),
-    ));
-    for (name, value) in &core.shared.options.tags {
-        headers.push((
-            format!("Cf-Warp-Tag-{name}").into(),
-            Bytes::from(value.clone()),
-        ));
-    }
-    let length =
-        header_str(&req.headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let length = req
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = if websocket {
-        headers.push(("Connection".into(), Bytes::from_static(b"Upgrade")));
-        headers.push(("Upgrade".into(), Bytes::from_static(b"websocket")));
-        headers.push(("Sec-Websocket-Version".into(), Bytes::from_static(b"13")));
         RequestBody::None
     } else {
-        headers.push(("Connection".into(), Bytes::from_static(b"keep-alive")));
         match (body_ended, length) {
             (_, Some(n)) => RequestBody::Length(n),
             (true, None) => RequestBody::None,
@@ -183,34 +164,116 @@ fn outgoing(
             (false, None) => RequestBody::Chunked,
         }
     };
-    match body {
-        RequestBody::Length(n) => {
-            headers.push(("Content-Length".into(), Bytes::from(n.to_string())))
-        }
-        RequestBody::Chunked => {
-            headers.push(("Transfer-Encoding".into(), Bytes::from_static(b"chunked")))
-        }
-        RequestBody::Raw => {
-            headers.retain(|(n, _)| n != "Connection");
-            headers.push(("Connection".into(), Bytes::from_static(b"close")));
-        }
-        RequestBody::None => {}
-    }
     let target = req
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+        .map_or(Cow::Borrowed("/"), |p| Cow::Borrowed(p.as_str()));
     Outgoing {
         method: req.method.clone(),
         target,
-        headers,
         body,
+        req,
+        host,
+        opts,
+        websocket,
+        connector_id: &core.shared.connector_id_text,
+        tags: &core.shared.options.tags,
+        proxy_auth: None,
     }
 }
 
-fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+/// A header name as [`Outgoing::headers`] hands it out: ours are written as they are, the
+/// edge's (lower case over HTTP/2) in Go's canonical form, as Go's transport writes them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Name<'a> {
+    Ours(&'a str),
+    Edge(&'a str),
+}
+
+impl Name<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Ours(n) | Name::Edge(n) => n,
+        }
+    }
+}
+
+impl Outgoing<'_> {
+    /// Sends the request through an `HTTP_PROXY` when one applies to `d`.
+    fn via_proxy(&mut self, d: &Dial) {
+        if let Some((target, auth)) = crate::connector::origin::proxy_request(d, &self.target) {
+            self.target = Cow::Owned(target);
+            self.proxy_auth = auth;
+        }
+    }
+
+    /// Every header of the origin request, in the order they are written.
+    fn headers(&self, mut f: impl FnMut(Name<'_>, &[u8])) {
+        if self.opts.http_host_header.is_empty() {
+            f(Name::Ours("Host"), self.host);
+        } else {
+            f(Name::Ours("Host"), self.opts.http_host_header.as_bytes());
+            f(Name::Ours("X-Forwarded-Host"), self.host);
+        }
+        for (name, value) in &self.req.headers {
+            let name = name.as_str();
+            if NOT_FORWARDED.iter().any(|s| name.eq_ignore_ascii_case(s))
+                || (self.websocket && name.eq_ignore_ascii_case("sec-websocket-version"))
+            {
+                continue;
+            }
+            f(Name::Edge(name), value.as_bytes());
+        }
+        f(Name::Ours("Cf-Warp-Tag-Id"), self.connector_id);
+        for (name, value) in self.tags {
+            f(Name::Ours(&format!("Cf-Warp-Tag-{name}")), value.as_bytes());
+        }
+        if self.websocket {
+            f(Name::Ours("Connection"), b"Upgrade");
+            f(Name::Ours("Upgrade"), b"websocket");
+            f(Name::Ours("Sec-Websocket-Version"), b"13");
+        } else if self.body != RequestBody::Raw {
+            f(Name::Ours("Connection"), b"keep-alive");
+        }
+        match self.body {
+            RequestBody::Length(n) => {
+                let mut digits = itoa::Buffer::new();
+                f(Name::Ours("Content-Length"), digits.format(n).as_bytes());
+            }
+            RequestBody::Chunked => f(Name::Ours("Transfer-Encoding"), b"chunked"),
+            RequestBody::Raw => f(Name::Ours("Connection"), b"close"),
+            RequestBody::None => {}
+        }
+        if let Some(auth) = &self.proxy_auth {
+            f(Name::Ours("Proxy-Authorization"), auth);
+        }
+    }
+
+    /// The HTTP/1.1 request head, written straight from the edge request into one buffer.
+    pub(super) fn encode(&self) -> Bytes {
+        let edge: usize = self
+            .req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        let mut out = BytesMut::with_capacity(edge + self.target.len() + 256);
+        out.put_slice(self.method.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(self.target.as_bytes());
+        out.put_slice(b" HTTP/1.1\r\n");
+        self.headers(|name, value| {
+            match name {
+                Name::Ours(n) => out.put_slice(n.as_bytes()),
+                Name::Edge(n) => put_canonical(&mut out, n),
+            }
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        });
+        out.put_slice(b"\r\n");
+        out.freeze()
+    }
 }
 
 /// Proxies one request; on `Outcome::Failed` nothing was sent and `respond` is still usable.
@@ -237,10 +300,8 @@ pub async fn proxy_http<B: BodyReader, R: ResponseSender>(
         }
     }
     let mut out = outgoing(core, req, recv.is_end(), opts, websocket);
-    crate::connector::origin::proxy_request(d, &mut out.target, &mut out.headers);
-    let mut head = BytesMut::new();
-    encode_head(&out.method, &out.target, &out.headers, &mut head);
-    let head = head.freeze();
+    out.via_proxy(d);
+    let head = out.encode();
     let key = d.key();
     // A pooled connection may have been closed by the origin meanwhile: a request without a
     // body is retried once on a fresh connection if the reused one fails before any reply.
@@ -326,7 +387,7 @@ enum Exchange<W> {
 async fn exchange<B: BodyReader, R: ResponseSender>(
     stream: OriginStream,
     head: &Bytes,
-    out: &Outgoing,
+    out: &Outgoing<'_>,
     recv: &mut B,
     respond: &mut R,
     websocket: bool,
@@ -673,20 +734,25 @@ async fn proxy_h2<B: BodyReader, R: ResponseSender>(
     opts: &OriginRequest,
 ) -> Outcome<B, R::Writer> {
     let out = outgoing(core, req, recv.is_end(), opts, false);
-    let authority = out
-        .headers
-        .iter()
-        .find(|(n, _)| n == "Host")
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
-    let mut builder = Request::builder()
-        .method(out.method.clone())
-        .uri(format!("https://{authority}{}", out.target));
-    for (name, value) in &out.headers {
-        if !NOT_ON_H2.iter().any(|n| name.eq_ignore_ascii_case(n)) {
-            builder = builder.header(name.as_ref(), value.as_ref());
+    let mut authority = Vec::new();
+    out.headers(|name, value| {
+        if name == Name::Ours("Host") {
+            authority = value.to_vec();
         }
-    }
+    });
+    let mut builder = Request::builder().method(out.method.clone()).uri(format!(
+        "https://{}{}",
+        String::from_utf8_lossy(&authority),
+        out.target
+    ));
+    out.headers(|name, value| {
+        if !NOT_ON_H2
+            .iter()
+            .any(|n| name.as_str().eq_ignore_ascii_case(n))
+        {
+            builder = std::mem::take(&mut builder).header(name.as_str(), value);
+        }
+    });
     let request = match builder.body(()) {
         Ok(r) => r,
         Err(e) => return Outcome::Failed(ProxyError::Write(std::io::Error::other(e))),

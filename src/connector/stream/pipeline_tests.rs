@@ -435,3 +435,64 @@ fn serve_future_holds_no_request_state() {
     println!("serve future: {size} bytes");
     assert!(size <= 2048, "the serve future grew to {size} bytes");
 }
+
+/// The head the origin gets (spec §8.1), byte for byte: our headers as written, the edge's
+/// in Go's canonical form and in arrival order, hop-by-hop ones and the tunnel's own dropped,
+/// the framing from the body, the host moved to `X-Forwarded-Host` under `httpHostHeader`.
+#[test]
+fn origin_request_head_is_written_from_the_edge_request() {
+    let (core, _keep) = core("http://127.0.0.1:1");
+    let req = head(
+        RequestKind::Http,
+        Method::POST,
+        "/upload?x=1",
+        &[
+            ("cf-ray", "8f00-AMS"),
+            ("connection", "close"),
+            ("x-custom-header", "a b"),
+            ("content-length", "5"),
+            ("upgrade", "h2c"),
+            (crate::proto::headers::TRACE_ID, "t"),
+            ("x-custom-header", "second"),
+            ("user-agent", "probe"),
+        ],
+    );
+    let id = String::from_utf8(core.shared.connector_id_text.to_vec()).unwrap();
+    let opts = crate::ingress::OriginRequest {
+        http_host_header: "origin.internal".into(),
+        ..Default::default()
+    };
+    let written = super::http::outgoing(&core, &req, false, &opts, false).encode();
+    assert_eq!(
+        std::str::from_utf8(&written).unwrap(),
+        format!(
+            "POST /upload?x=1 HTTP/1.1\r\nHost: origin.internal\r\n\
+             X-Forwarded-Host: tunnel.test\r\nCf-Ray: 8f00-AMS\r\nX-Custom-Header: a b\r\n\
+             X-Custom-Header: second\r\nUser-Agent: probe\r\nCf-Warp-Tag-Id: {id}\r\n\
+             Connection: keep-alive\r\nContent-Length: 5\r\n\r\n"
+        )
+    );
+    // No length and a body still coming: chunked, unless chunked encoding is disabled, when
+    // the body runs to the close.
+    let req = head(RequestKind::Http, Method::PUT, "", &[]);
+    let chunked = super::http::outgoing(&core, &req, false, &Default::default(), false).encode();
+    assert!(
+        std::str::from_utf8(&chunked)
+            .unwrap()
+            .starts_with("PUT / HTTP/1.1\r\nHost: tunnel.test\r\n"),
+    );
+    assert!(chunked.ends_with(b"\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    let raw = crate::ingress::OriginRequest {
+        disable_chunked_encoding: true,
+        ..Default::default()
+    };
+    let until_close = super::http::outgoing(&core, &req, false, &raw, false).encode();
+    let text = std::str::from_utf8(&until_close).unwrap();
+    assert!(
+        text.ends_with(&format!(
+            "Cf-Warp-Tag-Id: {id}\r\nConnection: close\r\n\r\n"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("keep-alive"), "{text}");
+}
