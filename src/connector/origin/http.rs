@@ -290,12 +290,17 @@ pub fn decoder(framing: ResponseFraming) -> Option<BodyDecoder> {
 pub fn put_canonical(out: &mut BytesMut, name: &str) {
     let start = out.len();
     out.put_slice(name.as_bytes());
-    let written = &mut out[start..];
-    if !written.iter().all(|&b| is_token(b)) {
+    canonicalize(&mut out[start..]);
+}
+
+/// Go's canonical case, in place: upper case first and after each `-`, lower case elsewhere;
+/// a name with a byte outside the token set is left as it is, as Go leaves it.
+fn canonicalize(name: &mut [u8]) {
+    if !name.iter().all(|&b| is_token(b)) {
         return;
     }
     let mut upper = true;
-    for b in written {
+    for b in name {
         *b = if upper {
             b.to_ascii_uppercase()
         } else {
@@ -305,28 +310,46 @@ pub fn put_canonical(out: &mut BytesMut, name: &str) {
     }
 }
 
+/// RFC 9110 `tchar`, by byte: a table, as this runs for every byte of every header name.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
+};
+
 fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TOKEN[usize::from(b)]
 }
 
 /// Go's `textproto.CanonicalMIMEHeaderKey`: `content-type` -> `Content-Type`. Names with
 /// characters outside the token set are returned unchanged, as Go does.
 pub fn canonical_key(name: &str) -> String {
-    if !name.bytes().all(is_token) {
-        return name.to_owned();
-    }
-    // One allocation of the final size (collecting chars would grow the string in steps).
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        out.push(if upper {
-            c.to_ascii_uppercase()
-        } else {
-            c.to_ascii_lowercase()
-        });
-        upper = c == '-';
-    }
-    out
+    let mut bytes = name.as_bytes().to_vec();
+    canonicalize(&mut bytes);
+    // Only ASCII letters changed case: still the UTF-8 it was.
+    String::from_utf8(bytes).unwrap_or_else(|_| name.to_owned())
 }
 
 #[cfg(test)]
