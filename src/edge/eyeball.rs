@@ -8,6 +8,7 @@
 //! read buffer, one DATA frame and h2's windows. WebSocket upgrades become a
 //! `cf-cloudflared-proxy-connection-upgrade: websocket` stream spliced both ways.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::{cell::RefCell, io, net::SocketAddr, pin::pin, rc::Rc, sync::Arc, time::Duration};
 
@@ -17,10 +18,11 @@ use compio::net::TcpListener;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 use futures_util::io::AsyncWrite as FuturesWrite;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use super::pages::{self, ErrorPage};
-use super::registry::{RouteError, Shared};
+use super::registry::{Ray, RouteError, Shared};
 use super::stream::{self, OpenError, Pending, TunnelResponse, Up};
 use super::tunnel::TaskCount;
 use crate::http1::{
@@ -493,7 +495,7 @@ impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
                 .await;
             return false;
         };
-        let host = route_host(&authority);
+        let host = route_host(authority.as_str());
         let websocket = head.is_websocket_upgrade();
         let Some(mut request) = self.build_request(&head, &authority, &ray, websocket) else {
             let _ = self
@@ -653,14 +655,14 @@ impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
     fn build_request(
         &self,
         head: &RequestHead,
-        authority: &str,
-        ray: &str,
+        authority: &Authority,
+        ray: &Ray,
         websocket: bool,
     ) -> Option<http::Request<()>> {
         let path = path_of(&head.target)?;
         let uri = http::Uri::builder()
             .scheme(self.scheme)
-            .authority(authority)
+            .authority(authority.clone())
             .path_and_query(path)
             .build()
             .ok()?;
@@ -706,7 +708,7 @@ impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
     }
 
     /// A websocket: wait for the connector's answer, then splice both ways.
-    async fn websocket(&mut self, ctx: Exchange, response: Pending, mut up: Up) -> bool {
+    async fn websocket(&mut self, ctx: Exchange<'_>, response: Pending, mut up: Up) -> bool {
         let resp = match compio::time::timeout(self.shared.response_timeout, response).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => {
@@ -788,7 +790,7 @@ impl<R: EyeballRead, W: EyeballWrite> Eyeball<R, W> {
         &mut self,
         page: &ErrorPage,
         host: &str,
-        ray: &str,
+        ray: &Ray,
         keep_alive: bool,
         version: Version,
     ) -> bool {
@@ -808,12 +810,12 @@ fn body_tx_reset(mut tx: Up) {
 }
 
 /// What the response writer needs to know about the request.
-struct Exchange {
+struct Exchange<'a> {
     method: Method,
     version: Version,
     keep_alive: bool,
-    host: String,
-    ray: String,
+    host: Cow<'a, str>,
+    ray: Ray,
 }
 
 /// The response arrived first: write it while the request body keeps streaming, then give
@@ -822,7 +824,7 @@ async fn join_response<P, W>(
     pump: std::pin::Pin<&mut P>,
     wr: &mut W,
     resp: TunnelResponse,
-    ctx: &Exchange,
+    ctx: &Exchange<'_>,
 ) -> (io::Result<()>, bool)
 where
     P: Future<Output = io::Result<()>>,
@@ -957,7 +959,7 @@ async fn write_head<W: EyeballWrite>(wr: &mut W, head: &ResponseHead) -> bool {
 async fn write_response<W: EyeballWrite>(
     wr: &mut W,
     resp: TunnelResponse,
-    ctx: &Exchange,
+    ctx: &Exchange<'_>,
     _upgrade: bool,
 ) -> bool {
     if resp.connector_error {
@@ -1102,10 +1104,10 @@ async fn write_response<W: EyeballWrite>(
 
 /// `Cf-Ray`, `Server: cloudflare` (only when the origin sent no `Server`, so origin headers
 /// stay intact) and the keep-alive decision.
-fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, version: Version) {
+fn add_edge_headers(headers: &mut Vec<Header>, ray: &Ray, keep_alive: bool, version: Version) {
     headers.push(Header {
         name: HeaderName::from_static("cf-ray"),
-        value: Bytes::copy_from_slice(ray.as_bytes()),
+        value: ray.bytes(),
     });
     ensure(headers, header::SERVER, "cloudflare");
     match (keep_alive, version) {
@@ -1122,7 +1124,7 @@ fn add_edge_headers(headers: &mut Vec<Header>, ray: &str, keep_alive: bool, vers
 }
 
 /// Writes the 502 page for an exchange whose connector answered unusably.
-async fn bad_gateway<W: EyeballWrite>(wr: &mut W, ctx: &Exchange, keep_alive: bool) -> bool {
+async fn bad_gateway<W: EyeballWrite>(wr: &mut W, ctx: &Exchange<'_>, keep_alive: bool) -> bool {
     write_page(
         wr,
         &pages::BAD_GATEWAY,
@@ -1139,11 +1141,11 @@ async fn write_page<W: EyeballWrite>(
     wr: &mut W,
     page: &ErrorPage,
     host: &str,
-    ray: &str,
+    ray: &Ray,
     keep_alive: bool,
     version: Version,
 ) -> bool {
-    let body = page.body(host, ray);
+    let body = page.body(host, ray.as_str());
     let mut headers = vec![
         Header {
             name: header::CONTENT_TYPE,
@@ -1168,7 +1170,7 @@ async fn write_page<W: EyeballWrite>(
 }
 
 /// The request's authority: the Host header, or the authority of an absolute-form target.
-fn authority_of(head: &RequestHead) -> Option<String> {
+fn authority_of(head: &RequestHead) -> Option<Authority> {
     let mut hosts = head.values(&header::HOST);
     let first = hosts.next();
     if hosts.next().is_some() {
@@ -1176,20 +1178,19 @@ fn authority_of(head: &RequestHead) -> Option<String> {
         return None;
     }
     if let Some(host) = first {
-        let host = std::str::from_utf8(host).ok()?.trim();
-        if host.is_empty() {
+        // A slice of the head's own buffer: no copy.
+        let trimmed = host.trim_ascii();
+        if trimmed.is_empty() {
             return None;
         }
-        return http::uri::Authority::try_from(host)
-            .ok()
-            .map(|a| a.as_str().to_owned());
+        return Authority::from_maybe_shared(host.slice_ref(trimmed)).ok();
     }
-    let uri = http::Uri::try_from(head.target.as_ref()).ok()?;
-    uri.authority().map(|a| a.as_str().to_owned())
+    let uri = http::Uri::from_maybe_shared(head.target.clone()).ok()?;
+    uri.into_parts().authority
 }
 
-/// Host for routing: lowercase, without port or trailing dot.
-fn route_host(authority: &str) -> String {
+/// Host for routing: lowercase, without port or trailing dot (borrowed when it already is).
+fn route_host(authority: &str) -> Cow<'_, str> {
     let host = if authority.starts_with('[') {
         // An IPv6 literal keeps its brackets; only a port after `]` is dropped.
         match authority.find(']') {
@@ -1199,19 +1200,26 @@ fn route_host(authority: &str) -> String {
     } else {
         authority.split_once(':').map_or(authority, |(h, _)| h)
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
-/// The `:path` for a request target: origin-form as is, absolute-form reduced to its path.
-fn path_of(target: &[u8]) -> Option<String> {
-    let target = std::str::from_utf8(target).ok()?;
-    if target.starts_with('/') || target == "*" {
-        return Some(target.to_owned());
+/// The `:path` for a request target: origin-form as is (the head's own bytes, not a copy),
+/// absolute-form reduced to its path.
+fn path_of(target: &Bytes) -> Option<PathAndQuery> {
+    std::str::from_utf8(target).ok()?;
+    if target.starts_with(b"/") || target[..] == *b"*" {
+        return PathAndQuery::from_maybe_shared(target.clone()).ok();
     }
-    let uri = http::Uri::try_from(target).ok()?;
+    let uri = http::Uri::from_maybe_shared(target.clone()).ok()?;
     Some(
-        uri.path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        uri.into_parts()
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
     )
 }
 
@@ -1222,7 +1230,7 @@ fn add_visitor_headers(
     peer: SocketAddr,
     scheme: &'static str,
     forwarded_for: Option<Bytes>,
-    ray: &str,
+    ray: &Ray,
     websocket: bool,
 ) {
     let ip = peer.ip().to_canonical().to_string();
@@ -1260,10 +1268,12 @@ fn add_visitor_headers(
     // §6.2.3), so it does not churn both sides' HPACK tables. Indexed, each one evicted
     // the oldest entries, which are the headers that repeat on every request, and those
     // then went out as literals again.
-    let ray = HeaderValue::from_str(ray).ok().map(|mut v| {
-        v.set_sensitive(true);
-        v
-    });
+    let ray = HeaderValue::from_maybe_shared(ray.bytes())
+        .ok()
+        .map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
     put(headers, "cf-ray", ray);
     put(
         headers,
@@ -1293,7 +1303,7 @@ mod tests {
             peer,
             "https",
             prev,
-            "8f0a1b2c3d4e5f60-LHR",
+            &Ray::from_static("8f0a1b2c3d4e5f60-LHR"),
             false,
         );
         let ray = &headers["cf-ray"];
@@ -1330,8 +1340,11 @@ mod tests {
 
     #[test]
     fn path_of_forms() {
-        assert_eq!(path_of(b"/a?b=c").as_deref(), Some("/a?b=c"));
-        assert_eq!(path_of(b"http://h/x?y").as_deref(), Some("/x?y"));
-        assert_eq!(path_of(b"http://h").as_deref(), Some("/"));
+        let path = |t: &'static [u8]| path_of(&Bytes::from_static(t)).map(|p| p.to_string());
+        assert_eq!(path(b"/a?b=c").as_deref(), Some("/a?b=c"));
+        assert_eq!(path(b"http://h/x?y").as_deref(), Some("/x?y"));
+        assert_eq!(path(b"http://h").as_deref(), Some("/"));
+        assert_eq!(path(b"*").as_deref(), Some("*"));
+        assert_eq!(path(b"/\xff"), None, "not UTF-8");
     }
 }

@@ -207,6 +207,8 @@ pub(crate) struct Shared {
     /// Count and last body of `updateLocalConfiguration` uploads.
     local_configs: Mutex<(usize, Option<Vec<u8>>)>,
     pub location: String,
+    /// `-LOCATION`, the tail of every ray ID.
+    ray_suffix: String,
     pub handshake_timeout: Duration,
     pub register_timeout: Duration,
     pub drain_timeout: Duration,
@@ -274,6 +276,7 @@ impl Shared {
             regs_changed: Condvar::new(),
             local_configs: Mutex::new((0, None)),
             location: opts.location.clone(),
+            ray_suffix: format!("-{}", opts.location.to_ascii_uppercase()),
             handshake_timeout: opts.handshake_timeout,
             register_timeout: opts.register_timeout,
             drain_timeout: opts.drain_timeout,
@@ -405,11 +408,48 @@ impl Shared {
     }
 
     /// A Cf-Ray value: 16 hex digits and the colo, like `8f2a...-RFL01`.
-    pub fn next_ray(&self) -> String {
+    pub fn next_ray(&self) -> Ray {
         let n = self.ray_counter.fetch_add(1, Ordering::Relaxed);
         // Spread consecutive ids over all digits (odd multiplier: a bijection on u64).
         let id = self.ray_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        format!("{id:016x}-{}", self.location.to_ascii_uppercase())
+        let mut text = Vec::with_capacity(16 + self.ray_suffix.len());
+        text.extend(
+            id.to_be_bytes()
+                .iter()
+                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
+        );
+        text.extend_from_slice(self.ray_suffix.as_bytes());
+        Ray(Bytes::from(text))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A request's ray ID (`8f0a1b2c3d4e5f60-LHR`): one buffer, shared (not copied) by the request
+/// header to the connector, the response header to the visitor, logs and error pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ray(Bytes);
+
+impl Ray {
+    pub fn as_str(&self) -> &str {
+        // Built from hex digits and the location, which the options hold as a `String`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    pub fn from_static(text: &'static str) -> Ray {
+        Ray(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The ID as a header value (a reference to the same buffer).
+    pub fn bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Display for Ray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
