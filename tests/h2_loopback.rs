@@ -164,3 +164,66 @@ fn h2_echo_over_plain_tcp_on_both_drivers() {
         run_on(report.driver, false);
     }
 }
+
+/// ringflare's own TLS stream (`RustlsIo`, what the connector and the edge run HTTP/2 over)
+/// under backpressure: 8 MiB written as h2 writes them (many writes, a flush after each) to a
+/// reader that stalls first, so the socket buffer fills and flushes find it full. rustls'
+/// queue then goes to the kernel partly straight from its own buffers, partly through an
+/// owned write; every byte must still arrive once, in order.
+async fn rustls_io_under_backpressure() -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = EdgeCa::load_or_create(dir.path()).unwrap();
+    let server = edge_server_config(&ca).unwrap();
+    let client = connector_client_config(EdgeRoots::CaFile(ca.ca_pem_path().to_owned())).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = compio::runtime::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut io = h2io::tls_accept(tcp, server).await.unwrap();
+        // Let the writer fill the socket buffers before anything is read.
+        compio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = Vec::with_capacity(2 * BODY_LEN);
+        let mut buf = vec![0; 16 << 10];
+        loop {
+            let n = io.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut io = h2io::tls_connect(tcp, client, H2_SERVER_NAME)
+        .await
+        .unwrap();
+    let data: Vec<u8> = body().into_iter().chain(body()).collect();
+    // Odd sizes, as HTTP/2 frames with their 9-byte heads come.
+    for chunk in data.chunks((16 << 10) + 9) {
+        io.write_all(chunk).await.unwrap();
+        io.flush().await.unwrap();
+    }
+    io.shutdown().await.unwrap();
+    reader.await.unwrap()
+}
+
+#[test]
+fn rustls_io_keeps_every_byte_when_the_reader_stalls() {
+    let mut drivers = vec![DriverKind::Poll];
+    if let Ok(report) = select_driver(IoDriver::IoUring) {
+        drivers.push(report.driver);
+    }
+    for driver in drivers {
+        let rt = build_runtime(driver).unwrap();
+        let got = rt.block_on(async {
+            compio::time::timeout(TEST_TIMEOUT, rustls_io_under_backpressure())
+                .await
+                .unwrap_or_else(|_| panic!("{driver:?}: the transfer did not finish in time"))
+        });
+        let want: Vec<u8> = body().into_iter().chain(body()).collect();
+        assert_eq!(got.len(), want.len(), "{driver:?}");
+        assert!(got == want, "{driver:?}: bytes differ");
+    }
+}

@@ -18,6 +18,7 @@ use std::{
     future::Future,
     io::{self, BufRead as _, Write as _},
     ops::DerefMut,
+    os::fd::AsFd,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -145,7 +146,10 @@ pub fn connector_h2_server() -> h2::server::Builder {
 /// - Writing: `writer().write` encrypts h2's frames into rustls' queue; a flush drains the
 ///   queue with `write_tls` into one reused `Vec` and submits it as one owned write without
 ///   waiting for it; what h2 writes meanwhile queues in rustls and goes out in the next write
-///   (at most one write in flight, its buffer reused).
+///   (at most one write in flight, its buffer reused). When [`DIRECT_SEND`] or more is queued
+///   and no write is in flight (a bulk transfer), the flush first offers rustls' own record
+///   buffers to the kernel with a non-blocking `sendmsg`, which skips the copy into the
+///   `Vec`; only what the socket does not take then goes the owned way.
 ///
 /// The in-flight read and write are futures held here (boxed: `async fn` types cannot be
 /// named) and polled from `poll_read` / `poll_write` / `poll_flush`; each owns its buffer
@@ -184,6 +188,9 @@ pub struct RustlsIo<C, T = TcpStream> {
     lean: bool,
     /// Lean mode: the last read filled its buffer, so more data is probably waiting.
     busy: bool,
+    /// Plaintext handed to rustls since its queue was last drained: past [`DIRECT_SEND`] the
+    /// queue goes to the kernel from rustls' buffers, not through `wbuf`.
+    queued: usize,
 }
 
 /// A socket rustls can run over: owned-buffer reads (also from the provided-buffer pool) and
@@ -193,6 +200,7 @@ pub trait TlsSocket:
     compio::io::AsyncRead
     + compio::io::AsyncWrite
     + AsyncReadManaged
+    + AsFd
     + Clone
     + Unpin
     + std::fmt::Debug
@@ -204,6 +212,7 @@ impl<T> TlsSocket for T where
     T: compio::io::AsyncRead
         + compio::io::AsyncWrite
         + AsyncReadManaged
+        + AsFd
         + Clone
         + Unpin
         + std::fmt::Debug
@@ -231,6 +240,37 @@ const LEAN_BUSY_READ: usize = 4 * RECORD;
 /// rustls' queue of outgoing ciphertext on a tunnel connection (its default is 64 KiB): what
 /// one write to the kernel carries while data flows.
 const TUNNEL_SEND_QUEUE: usize = 256 * 1024;
+
+/// Queued plaintext from which a flush sends rustls' buffers to the kernel directly: a bulk
+/// transfer's batches (up to [`TUNNEL_SEND_QUEUE`]) skip one copy of every byte; a small
+/// response (one or two records) keeps the owned write, which costs no extra system call.
+const DIRECT_SEND: usize = 32 * 1024;
+
+/// `io::Write` over a socket with non-blocking `sendmsg` (`MSG_DONTWAIT`), for rustls'
+/// `write_tls`: its queued records go to the kernel without being copied first. A full socket
+/// buffer is `WouldBlock`, and rustls keeps what was not sent.
+struct DirectSend<'a, T>(&'a T);
+
+impl<T: AsFd> io::Write for DirectSend<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        let sent = rustix::net::sendmsg(
+            self.0,
+            bufs,
+            &mut rustix::net::SendAncillaryBuffer::default(),
+            flags,
+        )?;
+        Ok(sent)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A TLS client (connector side) ready for `h2`.
 pub type ClientTlsIo = RustlsIo<rustls::ClientConnection>;
@@ -328,6 +368,7 @@ where
             tcp_eof: false,
             lean,
             busy: false,
+            queued: 0,
         }
     }
 
@@ -465,6 +506,23 @@ where
         ready!(self.poll_writing(cx))?;
         if !self.conn.wants_write() {
             return Poll::Ready(Ok(()));
+        }
+        if std::mem::take(&mut self.queued) >= DIRECT_SEND {
+            // Much is queued and nothing is in flight: hand rustls' own record buffers to the
+            // kernel (a non-blocking sendmsg), saving the copy into `wbuf`; whatever the
+            // socket does not take now is copied and written below.
+            let mut direct = DirectSend(&self.tcp);
+            while self.conn.wants_write() {
+                match self.conn.write_tls(&mut direct) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if !self.conn.wants_write() {
+                return Poll::Ready(Ok(()));
+            }
         }
         let mut buf = self.wbuf.take().unwrap_or_default();
         while self.conn.wants_write() {
@@ -612,6 +670,7 @@ where
         let this = self.get_mut();
         loop {
             let n = this.conn.writer().write(buf)?;
+            this.queued += n;
             if n > 0 || buf.is_empty() {
                 return Poll::Ready(Ok(n));
             }
@@ -629,6 +688,7 @@ where
         let this = self.get_mut();
         loop {
             let n = this.conn.writer().write_vectored(bufs)?;
+            this.queued += n;
             if n > 0 || bufs.iter().all(|b| b.is_empty()) {
                 return Poll::Ready(Ok(n));
             }
