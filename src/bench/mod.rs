@@ -13,6 +13,7 @@ pub mod e2e;
 mod io;
 pub mod plot;
 pub mod procs;
+pub mod relay;
 pub mod report;
 pub mod response;
 pub mod run;
@@ -43,10 +44,10 @@ pub use stats::Report;
     name = "ringflare bench",
     about = "HTTP/1.1, WebSocket and TCP load generator (thread-per-core, HDR latency histograms)",
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  ringflare bench serve --listen 127.0.0.1:8080\n  ringflare bench -c 64 -d 10s http://127.0.0.1:8080/bytes/1024\n  ringflare bench --rate 20000 -c 64 -d 10s --plot lat.svg http://127.0.0.1:8080/bytes/1024\n  ringflare bench -m POST --body-size 1073741824 -c 1 -n 1 http://127.0.0.1:8080/upload\n  ringflare bench --mode ws-idle -c 10000 -d 30s ws://127.0.0.1:8080/ws\n  ringflare bench e2e --quick\n  ringflare bench soak -d 5m"
+    after_help = "Examples:\n  ringflare bench serve --listen 127.0.0.1:8080\n  ringflare bench -c 64 -d 10s http://127.0.0.1:8080/bytes/1024\n  ringflare bench --rate 20000 -c 64 -d 10s --plot lat.svg http://127.0.0.1:8080/bytes/1024\n  ringflare bench -m POST --body-size 1073741824 -c 1 -n 1 http://127.0.0.1:8080/upload\n  ringflare bench --mode ws-idle -c 10000 -d 30s ws://127.0.0.1:8080/ws\n  ringflare bench e2e --quick\n  ringflare bench soak -d 5m\n  ringflare bench relay --listen 127.0.0.1:8081 --to 127.0.0.1:8080"
 )]
 pub struct BenchCli {
-    /// `serve`, `e2e` or `soak`; without one, run a load against URL.
+    /// `serve`, `e2e`, `soak` or `relay`; without one, run a load against URL.
     #[command(subcommand)]
     pub command: Option<BenchCommand>,
     /// The load to generate.
@@ -64,6 +65,20 @@ pub enum BenchCommand {
     /// The adversarial soak: a normal load through edge + connector while hostile visitors
     /// and a broken origin attack the same tunnel.
     Soak(soak::SoakArgs),
+    /// A plain blocking TCP relay (no TLS, no HTTP): two chained between the load and the
+    /// origin measure what any two extra processes on the path cost on this machine.
+    Relay(RelayArgs),
+}
+
+/// Flags of `bench relay`.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Listen address (port 0 = any free port; the chosen one is printed).
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// Where each accepted connection is relayed to.
+    #[arg(long)]
+    pub to: std::net::SocketAddr,
 }
 
 /// Flags of a load run.
@@ -219,6 +234,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Some(BenchCommand::Serve(a)) => serve_main(&a),
         Some(BenchCommand::E2e(a)) => e2e::main(&a),
         Some(BenchCommand::Soak(a)) => soak::main(&a),
+        Some(BenchCommand::Relay(a)) => relay_main(&a),
         None => load_main(&cli.load),
     };
     match result {
@@ -250,6 +266,19 @@ fn load_main(args: &LoadArgs) -> Result<(), String> {
         report.render_text()
     };
     print!("{out}");
+    Ok(())
+}
+
+fn relay_main(a: &RelayArgs) -> Result<(), String> {
+    let relay = relay::start(a.listen, a.to)?;
+    println!("bench relay listening {} -> {}", relay.listen, a.to);
+    let _ = std::io::stdout().flush();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let _ = signals.forever().next();
     Ok(())
 }
 
