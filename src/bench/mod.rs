@@ -273,6 +273,11 @@ fn relay_main(a: &RelayArgs) -> Result<(), String> {
     let relay = relay::start(a.listen, a.to)?;
     println!("bench relay listening {} -> {}", relay.listen, a.to);
     let _ = std::io::stdout().flush();
+    wait_for_stop()
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_stop() -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -298,12 +303,7 @@ fn serve_main(a: &ServeArgs) -> Result<(), String> {
         origin.workers.driver_report().log_line()
     );
     let _ = std::io::stdout().flush();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(|e| format!("installing signal handlers: {e}"))?;
-    let _ = signals.forever().next();
+    wait_for_stop()?;
     let mut workers = origin.workers;
     workers.stop();
     workers.join();

@@ -239,10 +239,7 @@ fn tags(s: &Settings) -> Result<Vec<(String, String)>, OptionsError> {
             let (name, value) = t
                 .split_once('=')
                 .ok_or_else(|| OptionsError(format!("Invalid tag {t}: expected NAME=VALUE")))?;
-            let ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            let ok = !name.is_empty() && name.bytes().all(crate::connector::origin::http::is_token);
             if !ok {
                 return Err(OptionsError(format!("Invalid tag {t}")));
             }

@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     net::SocketAddr,
     sync::{
         Arc, Condvar, Mutex,
@@ -412,18 +413,12 @@ impl Shared {
         let n = self.ray_counter.fetch_add(1, Ordering::Relaxed);
         // Spread consecutive ids over all digits (odd multiplier: a bijection on u64).
         let id = self.ray_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut text = Vec::with_capacity(16 + self.ray_suffix.len());
-        text.extend(
-            id.to_be_bytes()
-                .iter()
-                .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
-        );
-        text.extend_from_slice(self.ray_suffix.as_bytes());
+        let mut text = String::with_capacity(16 + self.ray_suffix.len());
+        // Writing into a String sized for it: no further allocation.
+        let _ = write!(text, "{id:016x}{}", self.ray_suffix);
         Ray(Bytes::from(text))
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A request's ray ID (`8f0a1b2c3d4e5f60-LHR`): one buffer, shared (not copied) by the request
 /// header to the connector, the response header to the visitor, logs and error pages.
@@ -466,6 +461,26 @@ mod tests {
             hostnames: vec!["*".into()],
         });
         Shared::new(&opts).unwrap()
+    }
+
+    /// Ray IDs: 16 lower-case hex digits, `-`, the location upper-cased; never the same twice
+    /// in a row.
+    #[test]
+    fn ray_ids_are_hex_and_location() {
+        let mut opts = EdgeOptions::new("/nonexistent");
+        opts.location = "lhr".into();
+        let shared = Shared::new(&opts).unwrap();
+        let (a, b) = (shared.next_ray(), shared.next_ray());
+        for ray in [&a, &b] {
+            let (id, loc) = ray.as_str().split_once('-').unwrap();
+            assert_eq!(id.len(), 16, "{ray}");
+            assert!(
+                id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+                "{ray}"
+            );
+            assert_eq!(loc, "LHR");
+        }
+        assert_ne!(a, b);
     }
 
     fn registration(tunnel_id: Uuid, conn_index: u8, connection_id: Uuid) -> Registration {

@@ -258,13 +258,8 @@ impl<T: AsFd> io::Write for DirectSend<'_, T> {
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-        let sent = rustix::net::sendmsg(
-            self.0,
-            bufs,
-            &mut rustix::net::SendAncillaryBuffer::default(),
-            flags,
-        )?;
-        Ok(sent)
+        let mut no_control = rustix::net::SendAncillaryBuffer::default();
+        Ok(rustix::net::sendmsg(self.0, bufs, &mut no_control, flags)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {

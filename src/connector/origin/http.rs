@@ -339,7 +339,8 @@ const TOKEN: [bool; 256] = {
     table
 };
 
-fn is_token(b: u8) -> bool {
+/// Whether `b` may appear in an HTTP token (a header name, a tag name).
+pub fn is_token(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 

@@ -184,7 +184,7 @@ pub(super) fn outgoing<'a>(
 
 /// A header name as [`Outgoing::headers`] hands it out: ours are written as they are, the
 /// edge's (lower case over HTTP/2) in Go's canonical form, as Go's transport writes them.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Name<'a> {
     Ours(&'a str),
     Edge(&'a str),
@@ -207,12 +207,19 @@ impl Outgoing<'_> {
         }
     }
 
+    /// The `Host` the origin gets: `httpHostHeader` when set, else the visitor's.
+    fn host_header(&self) -> &[u8] {
+        if self.opts.http_host_header.is_empty() {
+            self.host
+        } else {
+            self.opts.http_host_header.as_bytes()
+        }
+    }
+
     /// Every header of the origin request, in the order they are written.
     fn headers(&self, mut f: impl FnMut(Name<'_>, &[u8])) {
-        if self.opts.http_host_header.is_empty() {
-            f(Name::Ours("Host"), self.host);
-        } else {
-            f(Name::Ours("Host"), self.opts.http_host_header.as_bytes());
+        f(Name::Ours("Host"), self.host_header());
+        if !self.opts.http_host_header.is_empty() {
             f(Name::Ours("X-Forwarded-Host"), self.host);
         }
         for (name, value) in &self.req.headers {
@@ -734,15 +741,9 @@ async fn proxy_h2<B: BodyReader, R: ResponseSender>(
     opts: &OriginRequest,
 ) -> Outcome<B, R::Writer> {
     let out = outgoing(core, req, recv.is_end(), opts, false);
-    let mut authority = Vec::new();
-    out.headers(|name, value| {
-        if name == Name::Ours("Host") {
-            authority = value.to_vec();
-        }
-    });
     let mut builder = Request::builder().method(out.method.clone()).uri(format!(
         "https://{}{}",
-        String::from_utf8_lossy(&authority),
+        String::from_utf8_lossy(out.host_header()),
         out.target
     ));
     out.headers(|name, value| {
