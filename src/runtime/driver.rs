@@ -385,6 +385,59 @@ mod tests {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The executor's waker (patched in compio-runtime, see its PATCHED.md) ignores wakes
+    /// from the runtime's own thread: a task woken by another task, or by its own I/O, must
+    /// still run, and a task woken from another thread while the runtime sleeps in the
+    /// kernel must still wake it, on both drivers.
+    #[test]
+    fn same_thread_and_cross_thread_wakes_both_reach_their_tasks() {
+        use std::time::Duration;
+
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = done.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(20));
+            if !watchdog.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("a woken task never ran within 20 s");
+                std::process::abort();
+            }
+        });
+        for driver in [DriverKind::IoUring, DriverKind::Poll] {
+            let Ok(rt) = build_runtime(driver) else {
+                println!("skipped: no {driver:?} here");
+                continue;
+            };
+            let got = rt.block_on(async {
+                // Same thread: a chain of tasks, each woken by the one before it.
+                let (first_tx, mut rx) = futures_channel::oneshot::channel::<u32>();
+                for _ in 0..50 {
+                    let (tx, next_rx) = futures_channel::oneshot::channel::<u32>();
+                    compio::runtime::spawn(async move {
+                        let n = rx.await.unwrap_or(0);
+                        let _ = tx.send(n + 1);
+                    })
+                    .detach();
+                    rx = next_rx;
+                }
+                let _ = first_tx.send(0);
+                let chained = rx.await.unwrap_or(0);
+                // Another thread, after this runtime has gone to sleep in the kernel.
+                let (tx, rx) = futures_channel::oneshot::channel::<u32>();
+                let sender = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let _ = tx.send(7);
+                });
+                let remote = compio::runtime::spawn(async move { rx.await.unwrap_or(0) })
+                    .await
+                    .unwrap_or(0);
+                let _ = sender.join();
+                (chained, remote)
+            });
+            assert_eq!(got, (50, 7), "{driver:?}");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     #[test]
     fn auto_reports_a_usable_driver() {
         let report = select_driver(IoDriver::Auto).unwrap();

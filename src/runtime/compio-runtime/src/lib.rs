@@ -40,6 +40,7 @@ use std::{
     io,
     panic::{AssertUnwindSafe, catch_unwind, resume_unwind},
     rc::Rc,
+    sync::Arc,
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -519,7 +520,11 @@ impl RuntimeBuilder {
             max_interval: *event_interval,
             sync_queue_size: *sync_queue_size,
             local_queue_size: *local_queue_size,
-            waker: Some(driver.waker()),
+            // ringflare: only wakes from other threads reach the driver (see RemoteWaker).
+            waker: Some(Waker::from(Arc::new(RemoteWaker {
+                home: std::thread::current().id(),
+                driver: driver.waker(),
+            }))),
         });
         Ok(Runtime {
             executor: Rc::new(executor),
@@ -662,4 +667,32 @@ pub fn register_files(fds: &[RawFd]) -> io::Result<()> {
 /// [`Unsupported`]: std::io::ErrorKind::Unsupported
 pub fn unregister_files() -> io::Result<()> {
     Runtime::with_current(|r| r.unregister_files())
+}
+
+/// The executor's waker (ringflare patch): it wakes the driver only when a task is scheduled
+/// from another thread.
+///
+/// compio's executor calls its waker on every schedule, and a same-thread schedule (a task
+/// woken by the one running, by an I/O completion, by a timer) marked the driver "notified":
+/// its next poll then entered the kernel without waiting, returned, and the loop entered again
+/// to wait, one extra `io_uring_enter` per wake. A same-thread schedule never needs the
+/// driver: it happens while this thread runs its loop, and every loop (`block_on`, ringflare's
+/// worker loop) runs the ready tasks before it polls the driver, and polls it with a zero
+/// timeout while any are left. A schedule from another thread still wakes the driver, as
+/// before (it may be asleep in the kernel).
+struct RemoteWaker {
+    home: std::thread::ThreadId,
+    driver: Waker,
+}
+
+impl std::task::Wake for RemoteWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if std::thread::current().id() != self.home {
+            self.driver.wake_by_ref();
+        }
+    }
 }
