@@ -30,7 +30,7 @@ use crate::http1::{
     encode_last_chunk, parse_request_head,
 };
 use crate::proto::headers::{PROXY_CONNECTION_UPGRADE, UPGRADE_WEBSOCKET};
-use crate::runtime::{StopSignal, h2io, relay};
+use crate::runtime::{StopSignal, h2io, relay, send};
 
 /// The most bytes read from the eyeball socket at once while a body streams (reads start at
 /// [`HEAD_CHUNK`] and double while they come back full). Each read is one DATA frame toward
@@ -377,19 +377,17 @@ impl EyeballWrite for TcpWriter {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        use compio::io::AsyncWriteExt;
         self.queued = 0;
         if self.queue.len() == 1 {
             let one = self.queue.pop().unwrap_or_default();
-            return self.tcp.write_all(one).await.0;
+            return send::write_all(&mut self.tcp, one).await;
         }
         if self.queue.is_empty() {
             return Ok(());
         }
         // If this future is dropped mid-write the connection is being closed (as for reads).
         let queue = std::mem::take(&mut self.queue);
-        let BufResult(result, mut queue) = self.tcp.write_vectored_all(queue).await;
-        queue.clear();
+        let (result, queue) = send::write_vectored_all(&mut self.tcp, queue).await;
         self.queue = queue;
         result
     }

@@ -146,10 +146,12 @@ pub fn connector_h2_server() -> h2::server::Builder {
 /// - Writing: `writer().write` encrypts h2's frames into rustls' queue; a flush drains the
 ///   queue with `write_tls` into one reused `Vec` and submits it as one owned write without
 ///   waiting for it; what h2 writes meanwhile queues in rustls and goes out in the next write
-///   (at most one write in flight, its buffer reused). When [`DIRECT_SEND`] or more is queued
-///   and no write is in flight (a bulk transfer), the flush first offers rustls' own record
-///   buffers to the kernel with a non-blocking `sendmsg`, which skips the copy into the
-///   `Vec`; only what the socket does not take then goes the owned way.
+///   (at most one write in flight, its buffer reused). When no write is in flight and either
+///   [`DIRECT_SEND`] or more is queued (a bulk transfer) or the worker has just woken from a
+///   wait (`runtime::send`: the one hop of a lone request), the flush first offers rustls' own
+///   record buffers to the kernel with a non-blocking `sendmsg`, which skips the copy into the
+///   `Vec` (and, for the lone request, the extra return from the kernel for the write's
+///   completion); only what the socket does not take then goes the owned way.
 ///
 /// The in-flight read and write are futures held here (boxed: `async fn` types cannot be
 /// named) and polled from `poll_read` / `poll_write` / `poll_flush`; each owns its buffer
@@ -242,30 +244,10 @@ const LEAN_BUSY_READ: usize = 4 * RECORD;
 const TUNNEL_SEND_QUEUE: usize = 256 * 1024;
 
 /// Queued plaintext from which a flush sends rustls' buffers to the kernel directly: a bulk
-/// transfer's batches (up to [`TUNNEL_SEND_QUEUE`]) skip one copy of every byte; a small
-/// response (one or two records) keeps the owned write, which costs no extra system call.
+/// transfer's batches (up to [`TUNNEL_SEND_QUEUE`]) skip one copy of every byte. A smaller
+/// flush goes direct only in a quiet turn (`runtime::send::take_direct`); in a busy one it
+/// keeps the owned write, which goes out with the turn's other writes in one enter.
 const DIRECT_SEND: usize = 32 * 1024;
-
-/// `io::Write` over a socket with non-blocking `sendmsg` (`MSG_DONTWAIT`), for rustls'
-/// `write_tls`: its queued records go to the kernel without being copied first. A full socket
-/// buffer is `WouldBlock`, and rustls keeps what was not sent.
-struct DirectSend<'a, T>(&'a T);
-
-impl<T: AsFd> io::Write for DirectSend<'_, T> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[io::IoSlice::new(buf)])
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-        let mut no_control = rustix::net::SendAncillaryBuffer::default();
-        Ok(rustix::net::sendmsg(self.0, bufs, &mut no_control, flags)?)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A TLS client (connector side) ready for `h2`.
 pub type ClientTlsIo = RustlsIo<rustls::ClientConnection>;
@@ -502,11 +484,11 @@ where
         if !self.conn.wants_write() {
             return Poll::Ready(Ok(()));
         }
-        if std::mem::take(&mut self.queued) >= DIRECT_SEND {
+        if std::mem::take(&mut self.queued) >= DIRECT_SEND || super::send::take_direct() {
             // Much is queued and nothing is in flight: hand rustls' own record buffers to the
             // kernel (a non-blocking sendmsg), saving the copy into `wbuf`; whatever the
             // socket does not take now is copied and written below.
-            let mut direct = DirectSend(&self.tcp);
+            let mut direct = super::send::DirectSend(&self.tcp);
             while self.conn.wants_write() {
                 match self.conn.write_tls(&mut direct) {
                     Ok(0) => break,

@@ -10,6 +10,7 @@ pub mod h2io;
 pub mod h2stream;
 mod net;
 pub mod relay;
+pub mod send;
 mod workers;
 
 pub use driver::{

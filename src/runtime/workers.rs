@@ -377,6 +377,11 @@ impl WorkerStart {
 /// enters the kernel anyway (I/O completions and timers must not starve behind a busy core).
 const DRAIN_TICKS: u32 = 16;
 
+/// A driver poll that took this long waited in the kernel for something to happen: the turn
+/// after it is a quiet one (`send::begin_turn`). An enter that finds completions waiting, or
+/// only submits, returns in a few microseconds.
+const QUIET_WAIT: Duration = Duration::from_micros(20);
+
 /// Runs `future` on `runtime` to completion, like compio's `block_on`, except that ready
 /// tasks are run until none is left (at most [`DRAIN_TICKS`] ticks) before the driver is
 /// polled.
@@ -411,8 +416,11 @@ fn run_worker<F: Future>(runtime: Runtime, future: F) -> F::Output {
                 }
                 if ready {
                     runtime.poll_with(Some(Duration::ZERO));
+                    super::send::begin_turn(false);
                 } else {
+                    let waited = std::time::Instant::now();
                     runtime.poll();
+                    super::send::begin_turn(waited.elapsed() >= QUIET_WAIT);
                 }
             }
         })

@@ -32,7 +32,7 @@ pub use tls::{OriginTls, OriginTlsIo};
 
 use super::proxy_connect;
 use super::proxy_env::ProxyUrl;
-use crate::runtime::{TcpTuning, apply_tuning, read_pooled};
+use crate::runtime::{TcpTuning, apply_tuning, read_pooled, send};
 
 /// The most one idle read of a stream service's origin socket takes at a time (WebSocket-wrapped
 /// TCP, private TCP, SOCKS, and a WebSocket upgrade's response head): such a read may wait for
@@ -209,12 +209,11 @@ impl ReadInto for IdleRead<'_> {
 impl OriginWrite {
     /// Writes all of `data`; a bare socket gets the `Bytes` itself (no copy).
     pub async fn write_bytes(&mut self, data: Bytes) -> io::Result<()> {
-        use compio::io::AsyncWriteExt as _;
         #[cfg(test)]
         tests::probe();
         match self {
-            OriginWrite::Tcp(s) => s.write_all(data).await.0,
-            OriginWrite::Unix(s) => s.write_all(data).await.0,
+            OriginWrite::Tcp(s) => send::write_all(s, data).await,
+            OriginWrite::Unix(s) => send::write_all(s, data).await,
             OriginWrite::Tls(t) => tls_write_all(t, &data).await,
         }
     }
