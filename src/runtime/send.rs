@@ -285,7 +285,7 @@ mod tests {
                     if queue.len() == MAX_DIRECT_SLICES {
                         // Alternate quiet and busy turns: direct and owned writes interleave.
                         turn += 1;
-                        begin_turn(turn % 2 == 0);
+                        begin_turn(turn.is_multiple_of(2));
                         let (r, q) = write_vectored_all(&mut s, queue).await;
                         r.unwrap();
                         assert!(q.is_empty());
@@ -297,7 +297,7 @@ mod tests {
                 while at < data.len() {
                     let end = (at + 100_000).min(data.len());
                     turn += 1;
-                    begin_turn(turn % 3 != 0);
+                    begin_turn(!turn.is_multiple_of(3));
                     write_all(&mut s, data.slice(at..end)).await.unwrap();
                     at = end;
                 }
