@@ -336,6 +336,31 @@ mod tests {
         });
     }
 
+    /// Aborts the test process (naming `what`) unless the returned flag is set within 20 s:
+    /// for tests whose failure is a runtime that never wakes up again.
+    fn watchdog(what: &'static str) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("{what} within 20 s");
+                std::process::abort();
+            }
+        });
+        done
+    }
+
+    /// Runs `f` with a runtime on each driver this machine has (io_uring, then poll).
+    fn on_both_drivers(mut f: impl FnMut(DriverKind, Runtime)) {
+        for driver in [DriverKind::IoUring, DriverKind::Poll] {
+            match build_runtime(driver) {
+                Ok(rt) => f(driver, rt),
+                Err(_) => println!("skipped: no {driver:?} here"),
+            }
+        }
+    }
+
     /// The timer wheel's expiry (patched in compio-runtime, see its PATCHED.md): timers set
     /// out of order fire once each, in deadline order, and a cancelled one never fires.
     #[test]
@@ -345,20 +370,8 @@ mod tests {
         use std::time::Duration;
 
         // A wheel that never expires anything would hang the runtime: end the test instead.
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watchdog = done.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(20));
-            if !watchdog.load(std::sync::atomic::Ordering::SeqCst) {
-                eprintln!("timers did not fire within 20 s");
-                std::process::abort();
-            }
-        });
-        for driver in [DriverKind::IoUring, DriverKind::Poll] {
-            let Ok(rt) = build_runtime(driver) else {
-                println!("skipped: no {driver:?} here");
-                continue;
-            };
+        let done = watchdog("timers did not fire");
+        on_both_drivers(|driver, rt| {
             let fired = rt.block_on(async {
                 let fired = Rc::new(RefCell::new(Vec::new()));
                 let mut tasks = Vec::new();
@@ -381,7 +394,7 @@ mod tests {
                 fired.take()
             });
             assert_eq!(fired, vec![5, 3, 2, 0], "{driver:?}");
-        }
+        });
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -393,20 +406,9 @@ mod tests {
     fn same_thread_and_cross_thread_wakes_both_reach_their_tasks() {
         use std::time::Duration;
 
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let watchdog = done.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(20));
-            if !watchdog.load(std::sync::atomic::Ordering::SeqCst) {
-                eprintln!("a woken task never ran within 20 s");
-                std::process::abort();
-            }
-        });
-        for driver in [DriverKind::IoUring, DriverKind::Poll] {
-            let Ok(rt) = build_runtime(driver) else {
-                println!("skipped: no {driver:?} here");
-                continue;
-            };
+        // A lost wake leaves the runtime asleep for good: end the test instead.
+        let done = watchdog("a woken task never ran");
+        on_both_drivers(|driver, rt| {
             let got = rt.block_on(async {
                 // Same thread: a chain of tasks, each woken by the one before it.
                 let (first_tx, mut rx) = futures_channel::oneshot::channel::<u32>();
@@ -434,7 +436,7 @@ mod tests {
                 (chained, remote)
             });
             assert_eq!(got, (50, 7), "{driver:?}");
-        }
+        });
         done.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
