@@ -485,9 +485,10 @@ where
             return Poll::Ready(Ok(()));
         }
         if std::mem::take(&mut self.queued) >= DIRECT_SEND || super::send::take_direct() {
-            // Much is queued and nothing is in flight: hand rustls' own record buffers to the
-            // kernel (a non-blocking sendmsg), saving the copy into `wbuf`; whatever the
-            // socket does not take now is copied and written below.
+            // Nothing is in flight, and either much is queued or the worker has just woken:
+            // hand rustls' own record buffers to the kernel (a non-blocking sendmsg), saving
+            // the copy into `wbuf`; whatever the socket does not take now is copied and
+            // written below.
             let mut direct = super::send::DirectSend(&self.tcp);
             while self.conn.wants_write() {
                 match self.conn.write_tls(&mut direct) {

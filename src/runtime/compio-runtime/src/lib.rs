@@ -522,7 +522,7 @@ impl RuntimeBuilder {
             local_queue_size: *local_queue_size,
             // ringflare: only wakes from other threads reach the driver (see RemoteWaker).
             waker: Some(Waker::from(Arc::new(RemoteWaker {
-                home: std::thread::current().id(),
+                home: thread_mark(),
                 driver: driver.waker(),
             }))),
         });
@@ -681,8 +681,20 @@ pub fn unregister_files() -> io::Result<()> {
 /// timeout while any are left. A schedule from another thread still wakes the driver, as
 /// before (it may be asleep in the kernel).
 struct RemoteWaker {
-    home: std::thread::ThreadId,
+    /// [`thread_mark`] of the runtime's thread.
+    home: usize,
     driver: Waker,
+}
+
+thread_local! {
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+/// An address unique to the calling thread while it runs (that of its `THREAD_MARK`): this
+/// runs on every task schedule, where `thread::current().id()` would count a reference up and
+/// down each time.
+fn thread_mark() -> usize {
+    THREAD_MARK.with(|mark| std::ptr::from_ref(mark).addr())
 }
 
 impl std::task::Wake for RemoteWaker {
@@ -691,7 +703,7 @@ impl std::task::Wake for RemoteWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if std::thread::current().id() != self.home {
+        if thread_mark() != self.home {
             self.driver.wake_by_ref();
         }
     }
