@@ -297,6 +297,23 @@ fn e2e_quick_smoke() {
     let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let legs = v["legs"].as_array().unwrap();
     assert_eq!(legs[0]["name"], "origin");
+    assert_eq!(legs[1]["name"], "relays");
+    assert!(legs[1]["skipped"].is_null(), "{}", legs[1]);
+    // Under the table: the latency each leg adds at 1k_c1, the relays' floor among them.
+    let added = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("latency added at 1k_c1"))
+        .collect::<Vec<_>>();
+    assert!(
+        added.iter().any(|l| l.trim_start().starts_with("relays ")),
+        "{stdout}"
+    );
+    assert!(
+        added
+            .iter()
+            .any(|l| l.trim_start().starts_with("ringflare/http2 ")),
+        "{stdout}"
+    );
     let mut ran = 0;
     for leg in legs {
         if leg["skipped"].is_string() {
@@ -304,7 +321,9 @@ fn e2e_quick_smoke() {
         }
         ran += 1;
         let results = leg["results"].as_array().unwrap();
-        assert_eq!(results.len(), 7, "{leg}");
+        // The relays leg (the machine's floor) runs the three 1 KiB workloads only.
+        let want = if leg["name"] == "relays" { 3 } else { 7 };
+        assert_eq!(results.len(), want, "{leg}");
         for r in results {
             let rep = &r["report"];
             assert_eq!(
@@ -340,26 +359,29 @@ fn e2e_quick_smoke() {
                 assert!(shown.parse::<f64>().is_ok(), "stall ms column empty: {row}");
             }
         }
-        let idle = results.iter().find(|r| r["workload"] == "ws_idle").unwrap();
-        assert_eq!(
-            u(idle, "/report/requests"),
-            200,
-            "every idle WebSocket held"
-        );
+        if leg["name"] != "relays" {
+            let idle = results.iter().find(|r| r["workload"] == "ws_idle").unwrap();
+            assert_eq!(
+                u(idle, "/report/requests"),
+                200,
+                "every idle WebSocket held"
+            );
+        }
     }
     // Origin and the edge + ringflare connector leg both ran (1k_c512 through the edge is
     // also the regression test for the cross-core wake deadlock).
-    assert_eq!(legs[1]["name"], "ringflare/http2");
-    assert!(legs[1]["skipped"].is_null(), "{}", legs[1]["skipped"]);
-    assert_eq!(ran, 2);
+    let tunnel = &legs[2];
+    assert_eq!(tunnel["name"], "ringflare/http2");
+    assert!(tunnel["skipped"].is_null(), "{}", tunnel["skipped"]);
+    assert_eq!(ran, 3);
     // Four HA connections by default, one per edge address 127.0.0.1-4.
-    assert_eq!(legs[1]["connections_wanted"], 4, "{}", legs[1]);
-    assert_eq!(legs[1]["connections"], 4, "{}", legs[1]);
+    assert_eq!(tunnel["connections_wanted"], 4, "{}", tunnel);
+    assert_eq!(tunnel["connections"], 4, "{}", tunnel);
     assert!(
         stdout.contains("ringflare/http2: 4 of 4 HA connections registered"),
         "{stdout}"
     );
-    for r in legs[1]["results"].as_array().unwrap() {
+    for r in tunnel["results"].as_array().unwrap() {
         assert!(r["note"].is_null(), "the tunnel had to be restarted: {r}");
     }
 }

@@ -10,6 +10,11 @@
 //! CPU-seconds and peak RSS can be read from `/proc` alone; the load generator runs in this
 //! process. Each leg starts a fresh edge and connector; the origin is shared. The results go
 //! to one table (each leg's ratio to the origin) and to a JSON file.
+//!
+//! Between the origin leg and the connectors, a `relays` leg runs the 1 KiB workloads through
+//! two chained `bench relay` processes (plain blocking copies: no TLS, no HTTP). That is what
+//! any two extra processes on the path cost on this machine, the floor under the latency and
+//! CPU the edge and a connector add, so the table can be read on any machine.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::procs::{Proc, wait_for_line};
-use super::report::{LegResult, Machine, Results, WorkloadResult, render_table};
+use super::report::{LegResult, Machine, RELAYS_LEG, Results, WorkloadResult, render_table};
 use super::run::{self, LoadPlan, Mode};
 use super::target::parse_target;
 use crate::runtime::IoDriver;
@@ -77,6 +82,10 @@ pub struct E2eArgs {
     /// kernel cannot stack the edge's threads); see the README's benchmark section.
     #[arg(long)]
     pub pin_edge: bool,
+    /// Skip the `relays` leg (the 1 KiB workloads through two plain relay processes, this
+    /// machine's floor for two extra processes on the path).
+    #[arg(long)]
+    pub no_relays: bool,
 }
 
 /// `bench e2e --protocol`.
@@ -280,6 +289,62 @@ pub(super) fn start_origin(dir: &Path, threads: usize) -> Result<(Proc, SocketAd
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| format!("origin printed no address: {line}"))?;
     Ok((p, addr))
+}
+
+/// `ringflare bench relay --listen 127.0.0.1:0 --to TO`; returns it with its address.
+fn start_relay(dir: &Path, name: &str, to: SocketAddr) -> Result<(Proc, SocketAddr), String> {
+    let mut cmd = Command::new(self_exe()?);
+    cmd.args(["bench", "relay", "--listen", "127.0.0.1:0", "--to"])
+        .arg(to.to_string());
+    let mut p = Proc::spawn(name, cmd, &dir.join(format!("{name}.log")), true)?;
+    let out = p.stdout().ok_or("relay stdout not captured")?;
+    let line = wait_for_line(
+        out,
+        |l| l.starts_with("bench relay listening"),
+        Duration::from_secs(20),
+    )
+    .map_err(|e| format!("{name} did not start: {e}"))?;
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("{name} printed no address: {line}"))?;
+    Ok((p, addr))
+}
+
+/// The `relays` leg: the 1 KiB workloads through two chained relays. The relay next to the
+/// origin fills the connector's columns, the one next to the load the edge's.
+fn relays_leg(origin: SocketAddr, dir: &Path, suite: &[Workload], args: &E2eArgs) -> LegResult {
+    let mut leg = LegResult::new(RELAYS_LEG, "two `bench relay` processes (no TLS, no HTTP)");
+    let requests: Vec<&Workload> = suite
+        .iter()
+        .filter(|w| w.mode == Mode::Http && w.metric == Metric::RequestsPerS)
+        .collect();
+    if requests.is_empty() {
+        leg.skipped = Some("no 1 KiB workload selected".into());
+        return leg;
+    }
+    let near = start_relay(dir, "relay-origin", origin);
+    let far = match &near {
+        Ok((_, addr)) => start_relay(dir, "relay-load", *addr),
+        Err(e) => Err(e.clone()),
+    };
+    match (near, far) {
+        (Ok((mut near, _)), Ok((mut far, entry))) => {
+            leg.results = requests
+                .into_iter()
+                .map(|w| run_measured(RELAYS_LEG, entry, Some(&near), Some(&far), w, args))
+                .collect();
+            far.stop(Duration::from_secs(5));
+            near.stop(Duration::from_secs(5));
+        }
+        (Ok((mut near, _)), Err(e)) => {
+            near.stop(Duration::from_secs(5));
+            leg.skipped = Some(e);
+        }
+        (Err(e), _) => leg.skipped = Some(e),
+    }
+    leg
 }
 
 /// A running edge + connector pair.
@@ -671,6 +736,9 @@ pub fn run_e2e(args: &E2eArgs) -> Result<Results, String> {
     let (mut origin, origin_addr) = start_origin(&dir, cores)?;
     let mut legs = vec![LegResult::new("origin", "direct")];
     legs[0].results = run_workloads("origin", origin_addr, None, &suite, args);
+    if !args.no_relays {
+        legs.push(relays_leg(origin_addr, &dir, &suite, args));
+    }
     for protocol in args.protocol.transports() {
         if !args.no_ringflare {
             legs.push(tunnel_leg(

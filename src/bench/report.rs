@@ -11,6 +11,12 @@ use super::e2e::{Metric, Workload};
 use super::plot::{Series, render_svg};
 use super::stats::{Report, STALL_LIMIT};
 
+/// Name of the leg through two plain relays (see `e2e`), the machine's floor.
+pub const RELAYS_LEG: &str = "relays";
+
+/// The workload whose added latency the table sums up under it.
+const LATENCY_WORKLOAD: &str = "1k_c1";
+
 /// The machine the run happened on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -284,9 +290,43 @@ pub fn render_table(res: &Results) -> String {
             leg.connections_wanted.unwrap_or(0)
         );
     }
+    out += &added_latency(res);
     out += "ratio: leg / origin on requests/s (1k_*), MB/s (transfers) or WebSockets held (ws_idle).\n";
     out += "cpu and RSS: the connector process only (utime+stime from /proc/PID/stat, VmHWM); edge: the built-in edge process, same source.\n";
     out += "stall ms: transfers only, the longest pause between bytes of any one transfer while it was unfinished.\n";
+    if res
+        .legs
+        .iter()
+        .any(|l| l.name == RELAYS_LEG && l.skipped.is_none())
+    {
+        out += "relays: the relay next to the origin in the cpu/RSS columns, the one next to the load in the edge columns.\n";
+    }
+    out
+}
+
+/// One line per leg: its p50 at `LATENCY_WORKLOAD` minus the origin's, the latency the extra
+/// processes on its path add. Empty without an origin figure to subtract.
+fn added_latency(res: &Results) -> String {
+    let p50 = |leg: &LegResult| {
+        leg.results
+            .iter()
+            .find(|w| w.workload == LATENCY_WORKLOAD)
+            .and_then(|w| w.report.as_ref())
+            .map(|r| r.latency.p50_us / 1000.0)
+    };
+    let Some(origin) = res.legs.first().and_then(p50) else {
+        return String::new();
+    };
+    let mut out = format!("latency added at {LATENCY_WORKLOAD} (leg p50 - origin p50):\n");
+    for leg in &res.legs[1..] {
+        let Some(ms) = p50(leg) else { continue };
+        let what = if leg.name == RELAYS_LEG {
+            "  (two processes that only copy bytes: this machine's floor for any two)"
+        } else {
+            ""
+        };
+        out += &format!("  {:<15} {:>7.3} ms{what}\n", leg.name, ms - origin);
+    }
     out
 }
 
@@ -319,15 +359,15 @@ mod tests {
     use crate::bench::stats::{LiveCounters, ReportMeta, Stats};
 
     fn report(requests: u64, bytes: u64, secs: u64) -> Report {
+        report_at(requests, bytes, secs, Duration::from_micros(100))
+    }
+
+    /// `requests` that each took `latency`.
+    fn report_at(requests: u64, bytes: u64, secs: u64, latency: Duration) -> Report {
         let live = LiveCounters::default();
         let mut s = Stats::new();
         for _ in 0..requests {
-            s.record(
-                Duration::from_micros(100),
-                bytes / requests.max(1),
-                0,
-                &live,
-            );
+            s.record(latency, bytes / requests.max(1), 0, &live);
         }
         s.connections = 1;
         s.report(ReportMeta::default(), Duration::from_secs(secs))
@@ -470,5 +510,62 @@ mod tests {
             1700.0
         );
         assert_eq!(json["legs"][0]["results"][1]["listen_overflows"], 42);
+    }
+
+    /// Under the table, each leg's p50 at 1k_c1 minus the origin's: the relays' floor first,
+    /// then the connectors; a leg without that workload gets no line.
+    #[test]
+    fn added_latency_is_each_legs_p50_minus_the_origins() {
+        let suite = workloads(true, None);
+        let (c1, c64) = (&suite[0], &suite[1]);
+        assert_eq!(c1.name, LATENCY_WORKLOAD);
+        let at = |w, us| {
+            let rep = report_at(1_000, 1_024_000, 1, Duration::from_micros(us));
+            WorkloadResult::new(w, Ok(rep), None, None, Duration::ZERO)
+        };
+        let leg = |name: &str, results| LegResult {
+            results,
+            ..LegResult::new(name, "x")
+        };
+        let res = Results {
+            machine: Machine {
+                cores: 2,
+                cpu: "test cpu".into(),
+                kernel: "6.1".into(),
+                memory_kib: None,
+            },
+            quick: false,
+            legs: vec![
+                leg("origin", vec![at(c1, 40), at(c64, 500)]),
+                leg(RELAYS_LEG, vec![at(c1, 100), at(c64, 900)]),
+                leg("ringflare/http2", vec![at(c1, 240), at(c64, 3_000)]),
+                leg("other1/http2", vec![at(c64, 9_000)]),
+            ],
+        };
+        let table = render_table(&res);
+        let lines: Vec<&str> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("latency added at 1k_c1"))
+            .take(4)
+            .collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        let figure =
+            |line: &str| -> f64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+        assert!(lines[1].trim_start().starts_with("relays "), "{table}");
+        assert!((figure(lines[1]) - 0.060).abs() < 0.002, "{table}");
+        assert!(lines[1].contains("floor"), "{table}");
+        assert!(
+            lines[2].trim_start().starts_with("ringflare/http2 "),
+            "{table}"
+        );
+        assert!((figure(lines[2]) - 0.200).abs() < 0.003, "{table}");
+        assert!(
+            !lines[3].contains("other1"),
+            "no 1k_c1 result, no line: {table}"
+        );
+        assert!(
+            table.contains("relays: the relay next to the origin"),
+            "{table}"
+        );
     }
 }
