@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 
+use socket2::{Domain, Protocol, Socket, Type};
+
 /// Bytes copied per read (a plain `read`/`write` pair, as the simplest relay does it).
 const CHUNK: usize = 64 * 1024;
 
@@ -22,7 +24,7 @@ pub struct Relay {
 
 /// Binds `listen` and relays every accepted connection to a new connection to `to`.
 pub fn start(listen: SocketAddr, to: SocketAddr) -> Result<Relay, String> {
-    let listener = TcpListener::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
+    let listener = bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
     let bound = listener
         .local_addr()
         .map_err(|e| format!("reading the bound address: {e}"))?;
@@ -36,6 +38,16 @@ pub fn start(listen: SocketAddr, to: SocketAddr) -> Result<Relay, String> {
         })
         .map_err(|e| format!("starting the relay: {e}"))?;
     Ok(Relay { listen: bound })
+}
+
+/// A listener with the products' backlog (std's `bind` asks for 128, which 512 load
+/// connections opened at once overflow, and the load's retries would count as relay latency).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(crate::runtime::LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 fn pair(visitor: TcpStream, to: SocketAddr) -> std::io::Result<()> {

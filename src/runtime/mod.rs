@@ -17,7 +17,10 @@ pub use driver::{
     DriverError, DriverKind, DriverReport, IO_DRIVER_ENV, IoDriver, ParseIoDriverError,
     build_runtime, read_pooled, select_driver,
 };
-pub use net::{SocketError, TcpTuning, apply_tuning, bind_reuseport, set_keepalive, set_nodelay};
+pub use net::{
+    LISTEN_BACKLOG, SocketError, TcpTuning, apply_tuning, bind_reuseport, set_keepalive,
+    set_nodelay,
+};
 pub use workers::{
     PinOutcome, SpawnError, StopSignal, WorkerConfig, WorkerCtx, WorkerError, Workers,
 };
