@@ -146,8 +146,9 @@ pub fn connector_h2_server() -> h2::server::Builder {
 ///   `ReadBuf` is filled from that queue's chunks (`BufRead`, so h2's buffer is never zeroed
 ///   first). The first two are rustls' buffered API: together about 4.5% of the connector's
 ///   CPU on a one-stream upload (perf with DWARF stacks; the copy into h2's buffer is another
-///   4.5%). rustls' unbuffered API decrypts in the caller's buffer and hands out the
-///   plaintext in place, which would leave only the copy into h2's buffer.
+///   4.5%). rustls 0.23's unbuffered API would save only the first: it deframes in the
+///   caller's buffer but still queues each decrypted record as a copy (in-place decryption is
+///   a TODO in its `ReadTraffic`), not enough to trade this adapter's tested state for.
 /// - Writing: `writer().write` encrypts h2's frames into rustls' queue; a flush drains the
 ///   queue with `write_tls` into one reused `Vec` and submits it as one owned write without
 ///   waiting for it; what h2 writes meanwhile queues in rustls and goes out in the next write
