@@ -358,6 +358,15 @@ mod tests {
     use crate::bench::e2e::workloads;
     use crate::bench::stats::{LiveCounters, ReportMeta, Stats};
 
+    fn test_machine() -> Machine {
+        Machine {
+            cores: 2,
+            cpu: "test cpu".into(),
+            kernel: "6.1".into(),
+            memory_kib: None,
+        }
+    }
+
     fn report(requests: u64, bytes: u64, secs: u64) -> Report {
         report_at(requests, bytes, secs, Duration::from_micros(100))
     }
@@ -399,12 +408,7 @@ mod tests {
         assert_eq!(origin.cpu_s_per_gb, None);
         assert_eq!(origin.edge_cpu_s_per_gb, None);
         let res = Results {
-            machine: Machine {
-                cores: 2,
-                cpu: "test cpu".into(),
-                kernel: "6.1".into(),
-                memory_kib: None,
-            },
+            machine: test_machine(),
             quick: true,
             legs: vec![
                 LegResult {
@@ -471,12 +475,7 @@ mod tests {
             ..LegResult::new("ringflare/quic", "ringflare")
         };
         let res = Results {
-            machine: Machine {
-                cores: 2,
-                cpu: "test cpu".into(),
-                kernel: "6.1".into(),
-                memory_kib: None,
-            },
+            machine: test_machine(),
             quick: false,
             legs: vec![leg],
         };
@@ -528,12 +527,7 @@ mod tests {
             ..LegResult::new(name, "x")
         };
         let res = Results {
-            machine: Machine {
-                cores: 2,
-                cpu: "test cpu".into(),
-                kernel: "6.1".into(),
-                memory_kib: None,
-            },
+            machine: test_machine(),
             quick: false,
             legs: vec![
                 leg("origin", vec![at(c1, 40), at(c64, 500)]),
