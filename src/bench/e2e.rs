@@ -324,27 +324,30 @@ fn relays_leg(origin: SocketAddr, dir: &Path, suite: &[Workload], args: &E2eArgs
         leg.skipped = Some("no 1 KiB workload selected".into());
         return leg;
     }
-    let near = start_relay(dir, "relay-origin", origin);
-    let far = match &near {
-        Ok((_, addr)) => start_relay(dir, "relay-load", *addr),
-        Err(e) => Err(e.clone()),
-    };
-    match (near, far) {
-        (Ok((mut near, _)), Ok((mut far, entry))) => {
-            leg.results = requests
-                .into_iter()
-                .map(|w| run_measured(RELAYS_LEG, entry, Some(&near), Some(&far), w, args))
-                .collect();
-            far.stop(Duration::from_secs(5));
-            near.stop(Duration::from_secs(5));
-        }
-        (Ok((mut near, _)), Err(e)) => {
-            near.stop(Duration::from_secs(5));
-            leg.skipped = Some(e);
-        }
-        (Err(e), _) => leg.skipped = Some(e),
+    match run_through_relays(origin, dir, &requests, args) {
+        Ok(results) => leg.results = results,
+        Err(e) => leg.skipped = Some(e),
     }
     leg
+}
+
+/// Starts the two relays and runs `requests` through them. A relay that started is stopped
+/// on every way out (a `Proc` is killed when dropped).
+fn run_through_relays(
+    origin: SocketAddr,
+    dir: &Path,
+    requests: &[&Workload],
+    args: &E2eArgs,
+) -> Result<Vec<WorkloadResult>, String> {
+    let (mut near, near_addr) = start_relay(dir, "relay-origin", origin)?;
+    let (mut far, entry) = start_relay(dir, "relay-load", near_addr)?;
+    let results = requests
+        .iter()
+        .map(|w| run_measured(RELAYS_LEG, entry, Some(&near), Some(&far), w, args))
+        .collect();
+    far.stop(Duration::from_secs(5));
+    near.stop(Duration::from_secs(5));
+    Ok(results)
 }
 
 /// A running edge + connector pair.
